@@ -1,0 +1,12 @@
+//! The declared topology: model, loading with precise errors, semantic validation. Pure: no I/O but reading
+//! the file it is asked to load.
+
+mod load;
+mod model;
+pub mod subject;
+mod units;
+mod validate;
+
+pub use load::{load_file, parse_str, TopologyError};
+pub use model::*;
+pub use units::{go_duration, Duration, Size, SyncInterval};

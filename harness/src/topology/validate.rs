@@ -1,0 +1,368 @@
+//! Semantic checks: what serde cannot see. Each problem names the key path and says how to fix it.
+//! The server does not catch several of these (a consumer filter outside its stream, AUDIT §4b), and others
+//! it catches only at startup, after a half-started lab.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::load::Problem;
+use super::model::*;
+use super::subject;
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+        let hint = hint.into();
+        self.problems.push(Problem {
+            path: path.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+            hint: (!hint.is_empty()).then_some(hint),
+        });
+    }
+
+    fn name(&mut self, path: &str, what: &str, name: &str) {
+        let ok = !name.is_empty()
+            && name.len() <= 63
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !ok {
+            self.err(
+                path,
+                format!("{what} name '{name}' is not usable as a host name"),
+                "use lower-case letters, digits and '-' (e.g. 'hub-1', 'cim-prod-001'); names become host, file and context names",
+            );
+        }
+    }
+
+    fn account_name(&mut self, path: &str, name: &str) {
+        let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            self.err(path, format!("account name '{name}' is not valid"), "use letters, digits, '_' and '-'");
+        } else if name == "SYS" || name == "$G" || name == "$SYS" {
+            self.err(path, format!("account name '{name}' is reserved"), "the harness creates the system account itself; pick another name");
+        }
+    }
+
+    fn subject(&mut self, path: &str, s: &str) {
+        if let Some(why) = subject::invalid(s) {
+            self.err(path, format!("'{s}' is not a valid subject: {why}"), "subjects are dot-separated tokens; '*' matches one token, '>' the rest");
+        }
+    }
+
+    fn literal_prefix(&mut self, path: &str, p: &str) {
+        if subject::invalid(p).is_some() || p.split('.').any(|t| t == "*" || t == ">") {
+            self.err(path, format!("prefix '{p}' is not a literal subject"), "a prefix is literal tokens without wildcards, e.g. 'hub' or 'leaf.cim-prod-001'");
+        }
+    }
+
+    fn permissions(&mut self, path: &str, p: &Permissions) {
+        for (dir, rule) in [("publish", &p.publish), ("subscribe", &p.subscribe)] {
+            let Some(rule) = rule else { continue };
+            for (kind, list) in [("allow", &rule.allow), ("deny", &rule.deny)] {
+                for (i, s) in list.iter().enumerate() {
+                    self.subject(&format!("{path}.{dir}.{kind}[{i}]"), s);
+                }
+            }
+        }
+    }
+
+    fn accounts(&mut self, path: &str, accounts: &[Account], hub: bool) {
+        if accounts.is_empty() {
+            self.err(path, "no accounts are declared", "declare at least one account, or remove the key to get the default one");
+        }
+        let mut names = BTreeSet::new();
+        for (i, a) in accounts.iter().enumerate() {
+            let ap = format!("{path}[{i}]");
+            self.account_name(&format!("{ap}.name"), &a.name);
+            if !names.insert(a.name.as_str()) {
+                self.err(format!("{ap}.name"), format!("account '{}' is declared twice", a.name), "give each account a unique name");
+            }
+            let mut users = BTreeSet::new();
+            for (j, u) in a.users.iter().enumerate() {
+                let up = format!("{ap}.users[{j}]");
+                if u.user.is_empty() || u.user.contains(char::is_whitespace) {
+                    self.err(format!("{up}.user"), format!("user name '{}' is not valid", u.user), "use a name without white space");
+                }
+                if !users.insert(u.user.as_str()) {
+                    self.err(format!("{up}.user"), format!("user '{}' is declared twice in account '{}'", u.user, a.name), "give each user a unique name");
+                }
+                if let Some(p) = &u.permissions {
+                    self.permissions(&format!("{up}.permissions"), p);
+                }
+            }
+            if !hub && !a.exports.is_empty() {
+                self.err(format!("{ap}.exports"), "a leaf account declares exports", "leaf-to-hub subjects are declared on the remote: remotes[].exports");
+            }
+            for (j, s) in a.exports.iter().enumerate() {
+                self.subject(&format!("{ap}.exports[{j}]"), s);
+            }
+        }
+    }
+
+    fn jetstream(&mut self, path: &str, js: &JetStream) {
+        if let Some(d) = &js.domain {
+            if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                self.err(format!("{path}.domain"), format!("domain '{d}' is not valid"), "a domain is one subject token: letters, digits, '-' and '_'");
+            }
+        }
+        for (k, v) in [("max_memory_store", js.max_memory_store), ("max_file_store", js.max_file_store)] {
+            if let Some(v) = v {
+                if v.0 < 1 << 20 {
+                    self.err(format!("{path}.{k}"), format!("{k} is {} bytes, too small to hold a stream", v.0), "give at least 1MiB, e.g. '256M'");
+                }
+            }
+        }
+    }
+
+    fn streams(&mut self, path: &str, streams: &[Stream], accounts: &[&str], max_replicas: usize, has_js: bool, domains: &BTreeSet<String>, names: &mut BTreeSet<String>) {
+        if !streams.is_empty() && !has_js {
+            self.err(path, "streams are declared but JetStream is off here", "add a 'jetstream:' section next to 'streams:'");
+        }
+        for (i, s) in streams.iter().enumerate() {
+            let sp = format!("{path}[{i}]");
+            if s.name.is_empty() || s.name.contains(['.', '*', '>', ' ', '/', '\\']) {
+                self.err(format!("{sp}.name"), format!("stream name '{}' is not valid", s.name), "stream names cannot contain '.', '*', '>', '/', '\\' or spaces");
+            }
+            let acc = s.account.as_deref().unwrap_or(accounts[0]);
+            if !names.insert(format!("{acc}/{}", s.name)) {
+                self.err(format!("{sp}.name"), format!("stream '{}' is declared twice in account '{acc}'", s.name), "give each stream a unique name");
+            }
+            if let Some(a) = &s.account {
+                if !accounts.contains(&a.as_str()) {
+                    self.err(format!("{sp}.account"), format!("stream account '{a}' does not exist here"), format!("use one of: {}", accounts.join(", ")));
+                }
+            }
+            if s.subjects.is_empty() && s.sources.is_empty() {
+                self.err(format!("{sp}.subjects"), format!("stream '{}' has no subjects and no sources", s.name), "list the subjects it stores, e.g. subjects: ['events.>']");
+            }
+            for (j, subj) in s.subjects.iter().enumerate() {
+                self.subject(&format!("{sp}.subjects[{j}]"), subj);
+            }
+            if s.replicas == 0 || s.replicas as usize > max_replicas {
+                self.err(
+                    format!("{sp}.replicas"),
+                    format!("stream '{}' asks for {} replicas but only {max_replicas} server(s) can hold it", s.name, s.replicas),
+                    format!("use 1..={max_replicas}"),
+                );
+            }
+            if s.retention == Retention::Interest && s.consumers.is_empty() {
+                // Legal, but every message would vanish at once: flag the likely mistake.
+                self.err(format!("{sp}.retention"), format!("stream '{}' has interest retention and no consumers: it keeps nothing", s.name), "declare its consumers, or use retention: limits");
+            }
+            for (j, src) in s.sources.iter().enumerate() {
+                if let Some(d) = &src.domain {
+                    if !domains.contains(d) {
+                        self.err(format!("{sp}.sources[{j}].domain"), format!("no node has JetStream domain '{d}'"), format!("use one of: {}", domains.iter().cloned().collect::<Vec<_>>().join(", ")));
+                    }
+                }
+                if let Some(t) = &src.subject_transform {
+                    self.subject(&format!("{sp}.sources[{j}].subject_transform.src"), &t.src);
+                    self.subject(&format!("{sp}.sources[{j}].subject_transform.dest"), &t.dest);
+                }
+            }
+            let mut consumers = BTreeSet::new();
+            for (j, c) in s.consumers.iter().enumerate() {
+                let cp = format!("{sp}.consumers[{j}]");
+                if !consumers.insert(c.name.as_str()) {
+                    self.err(format!("{cp}.name"), format!("consumer '{}' is declared twice on stream '{}'", c.name, s.name), "give each consumer a unique name");
+                }
+                if c.name.is_empty() || c.name.contains(['.', '*', '>', ' ']) {
+                    self.err(format!("{cp}.name"), format!("consumer name '{}' is not valid", c.name), "consumer names cannot contain '.', '*', '>' or spaces");
+                }
+                if let Some(f) = &c.filter_subject {
+                    self.subject(&format!("{cp}.filter_subject"), f);
+                    let own: Vec<String> = if s.subjects.is_empty() { vec![">".into()] } else { s.subjects.clone() };
+                    if subject::invalid(f).is_none() && !own.iter().any(|ss| subject::overlap(ss, f)) {
+                        self.err(
+                            format!("{cp}.filter_subject"),
+                            format!("filter '{f}' matches none of stream '{}' subjects ({}): the consumer would never get a message (nats-server accepts it silently)", s.name, own.join(", ")),
+                            "use a filter inside the stream's subjects",
+                        );
+                    }
+                }
+                if let Some(d) = &c.deliver_subject {
+                    self.subject(&format!("{cp}.deliver_subject"), d);
+                    if d.contains(['*', '>']) {
+                        self.err(format!("{cp}.deliver_subject"), "a deliver subject cannot have wildcards", "use a literal subject, e.g. 'process.graph'");
+                    }
+                }
+                if let Some(m) = c.max_deliver {
+                    if m == 0 || m < -1 {
+                        self.err(format!("{cp}.max_deliver"), format!("max_deliver {m} is not valid"), "use a positive number, or -1 for unlimited");
+                    }
+                }
+                if c.ack_policy == AckPolicy::None && c.max_deliver.is_some_and(|m| m > 1) {
+                    self.err(format!("{cp}.max_deliver"), "max_deliver has no effect with ack_policy: none", "use ack_policy: explicit, or drop max_deliver");
+                }
+                if c.rate_limit_bps.is_some() && c.deliver_subject.is_none() {
+                    self.err(format!("{cp}.rate_limit_bps"), "rate_limit_bps applies to push consumers only", "add a deliver_subject, or drop the rate limit");
+                }
+            }
+        }
+    }
+}
+
+pub fn validate(t: &Topology) -> Vec<Problem> {
+    let mut c = Checker { problems: vec![] };
+    if t.name.is_empty() || !t.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+        c.err("name", format!("topology name '{}' is not valid", t.name), "use letters, digits, '-' and '_'");
+    }
+    let sec = &t.security;
+    if sec.auth == AuthMode::Mtls && !sec.tls {
+        c.err("security.auth", "auth 'mtls' needs TLS", "set security.tls: true");
+    }
+    if sec.verify_clients && !sec.tls {
+        c.err("security.verify_clients", "verify_clients needs TLS", "set security.tls: true");
+    }
+    if let Some(cost) = sec.bcrypt_cost {
+        if !(4..=31).contains(&cost) {
+            c.err("security.bcrypt_cost", format!("bcrypt cost {cost} is out of range"), "use 4..=31 (each step doubles the time a login takes)");
+        }
+    }
+
+    // Node names are global: they are host names, directory names and context prefixes.
+    let mut nodes: BTreeMap<&str, String> = BTreeMap::new();
+    if t.hub.nodes.is_empty() {
+        c.err("hub.nodes", "the hub has no nodes", "declare at least one, e.g. nodes: [{name: hub-1}]");
+    }
+    if t.hub.cluster.is_empty() || t.hub.cluster.contains(char::is_whitespace) {
+        c.err("hub.cluster", format!("cluster name '{}' is not valid", t.hub.cluster), "use a name without spaces, e.g. 'cim-hub'");
+    }
+    for (i, n) in t.hub.nodes.iter().enumerate() {
+        let p = format!("hub.nodes[{i}].name");
+        c.name(&p, "node", &n.name);
+        if let Some(prev) = nodes.insert(&n.name, p.clone()) {
+            c.err(p, format!("node name '{}' is used twice (first at {prev})", n.name), "every hub and leaf needs its own name");
+        }
+    }
+    for (i, l) in t.leaves.iter().enumerate() {
+        let p = format!("leaves[{i}].name");
+        c.name(&p, "leaf", &l.name);
+        if let Some(prev) = nodes.insert(&l.name, p.clone()) {
+            c.err(p, format!("node name '{}' is used twice (first at {prev})", l.name), "every hub and leaf needs its own name");
+        }
+    }
+
+    c.accounts("hub.accounts", &t.hub.accounts, true);
+    let hub_accounts: Vec<&str> = t.hub.accounts.iter().map(|a| a.name.as_str()).collect();
+    let mut domains = BTreeSet::new();
+    if let Some(js) = &t.hub.jetstream {
+        c.jetstream("hub.jetstream", js);
+        domains.insert(js.domain.clone().unwrap_or_default());
+    }
+
+    // Every account the hub will hold: its own plus one per leaf remote.
+    let mut all_hub_accounts: BTreeMap<String, String> = hub_accounts.iter().map(|a| (a.to_string(), "hub.accounts".to_string())).collect();
+    for (i, l) in t.leaves.iter().enumerate() {
+        let lp = format!("leaves[{i}]");
+        if l.remotes.is_empty() {
+            c.err(format!("{lp}.remotes"), format!("leaf '{}' has no remote: it would never join the hub", l.name), "add remotes: [{hubs: [hub-1, hub-2, hub-3]}]");
+        }
+        c.accounts(&format!("{lp}.accounts"), &l.accounts, false);
+        let leaf_accounts: Vec<&str> = l.accounts.iter().map(|a| a.name.as_str()).collect();
+        let mut bound = BTreeSet::new();
+        for (r, remote) in l.remotes.iter().enumerate() {
+            let rp = format!("{lp}.remotes[{r}]");
+            if remote.hubs.is_empty() {
+                c.err(format!("{rp}.hubs"), "the remote lists no hubs", "list one or more hub nodes, e.g. hubs: [hub-1, hub-2, hub-3]");
+            }
+            let mut seen = BTreeSet::new();
+            for (h, hub) in remote.hubs.iter().enumerate() {
+                if !t.hub.nodes.iter().any(|n| &n.name == hub) {
+                    let names: Vec<&str> = t.hub_names().collect();
+                    let near = names.iter().map(|n| (strsim::jaro_winkler(hub, n), *n)).max_by(|a, b| a.0.total_cmp(&b.0));
+                    let hint = match near {
+                        Some((score, n)) if score > 0.8 => format!("did you mean '{n}'? hubs are: {}", names.join(", ")),
+                        _ => format!("hubs are: {}", names.join(", ")),
+                    };
+                    c.err(format!("{rp}.hubs[{h}]"), format!("remote names unknown hub '{hub}'"), hint);
+                } else if !seen.insert(hub) {
+                    c.err(format!("{rp}.hubs[{h}]"), format!("hub '{hub}' is listed twice"), "list each hub once");
+                }
+            }
+            let local = l.remote_account(remote);
+            if !leaf_accounts.contains(&local) {
+                c.err(format!("{rp}.account"), format!("remote binds account '{local}', which the leaf does not declare (nats-server fails at startup: 'cannot find local account')"), format!("use one of: {}", leaf_accounts.join(", ")));
+            } else if !bound.insert(local) {
+                c.err(format!("{rp}.account"), format!("two remotes bind local account '{local}'"), "each remote needs its own local account, or the hub sees a loop");
+            }
+            let ha = l.hub_account(r);
+            c.account_name(&format!("{rp}.hub_account"), &ha);
+            if let Some(prev) = all_hub_accounts.insert(ha.clone(), rp.clone()) {
+                c.err(format!("{rp}.hub_account"), format!("hub account '{ha}' is already used by {prev}"), "each leaf remote lands in its own hub account; set hub_account to a unique name");
+            }
+            let peer = remote.peer_account(&t.hub);
+            let peer_acc = t.hub.accounts.iter().find(|a| a.name == peer);
+            if peer_acc.is_none() {
+                c.err(format!("{rp}.peer"), format!("peer account '{peer}' is not a hub account"), format!("use one of: {}", hub_accounts.join(", ")));
+            }
+            for (k, f) in remote.imports.iter().enumerate() {
+                let fp = format!("{rp}.imports[{k}]");
+                c.subject(&format!("{fp}.subject"), &f.subject);
+                if let Some(p) = &f.prefix {
+                    c.literal_prefix(&format!("{fp}.prefix"), p);
+                }
+                if let Some(acc) = peer_acc {
+                    if subject::invalid(&f.subject).is_none() && !acc.exports.iter().any(|e| subject::covers(e, &f.subject)) {
+                        c.err(
+                            format!("{fp}.subject"),
+                            format!("leaf imports '{}' but hub account '{}' exports nothing that covers it", f.subject, acc.name),
+                            format!("add '{}' to the exports of hub account '{}' (hub.accounts[].exports)", f.subject, acc.name),
+                        );
+                    }
+                }
+            }
+            for (k, f) in remote.exports.iter().enumerate() {
+                let fp = format!("{rp}.exports[{k}]");
+                c.subject(&format!("{fp}.subject"), &f.subject);
+                if let Some(p) = &f.prefix {
+                    c.literal_prefix(&format!("{fp}.prefix"), p);
+                }
+            }
+        }
+        if let Some(js) = &l.jetstream {
+            c.jetstream(&format!("{lp}.jetstream"), js);
+            match &js.domain {
+                None if t.hub.jetstream.is_some() => c.err(
+                    format!("{lp}.jetstream.domain"),
+                    format!("leaf '{}' runs JetStream without a domain while the hub runs JetStream", l.name),
+                    "give the leaf its own domain (e.g. its name): without one it would try to join the hub's JetStream cluster",
+                ),
+                Some(d) if !domains.insert(d.clone()) => c.err(
+                    format!("{lp}.jetstream.domain"),
+                    format!("JetStream domain '{d}' is used twice"),
+                    "each leaf and the hub need distinct domains",
+                ),
+                _ => {}
+            }
+        }
+        if l.reconnect_interval.as_ref().is_some_and(|d| d.get().is_zero()) {
+            c.err(format!("{lp}.reconnect_interval"), "reconnect_interval is zero", "use a positive duration, e.g. '100ms'");
+        }
+        if l.ping_interval.as_ref().is_some_and(|d| d.get() < std::time::Duration::from_millis(100)) {
+            c.err(format!("{lp}.ping_interval"), "ping_interval is below 100ms", "use e.g. '1s'");
+        }
+    }
+
+    let mut stream_names = BTreeSet::new();
+    let hub_stream_accounts: Vec<&str> = all_hub_accounts.keys().map(String::as_str).collect();
+    c.streams("hub.streams", &t.hub.streams, &hub_stream_accounts_first(&hub_accounts, &hub_stream_accounts), t.hub.nodes.len().max(1), t.hub.jetstream.is_some(), &domains, &mut stream_names);
+    for (i, l) in t.leaves.iter().enumerate() {
+        let accs: Vec<&str> = l.accounts.iter().map(|a| a.name.as_str()).collect();
+        let mut names = BTreeSet::new();
+        c.streams(&format!("leaves[{i}].streams"), &l.streams, &accs, 1, l.jetstream.is_some(), &domains, &mut names);
+    }
+    c.problems
+}
+
+/// Hub streams default to the first declared hub account but may live in any hub-side account.
+fn hub_stream_accounts_first<'a>(declared: &[&'a str], all: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = declared.to_vec();
+    v.extend(all.iter().filter(|a| !declared.contains(a)));
+    v
+}
