@@ -3,5 +3,22 @@
 //! Data flows one way: `topology` → `plan` → `render` → `backend` → `scenario` → `report`.
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod backend;
+pub mod bench;
+pub mod cli;
+pub mod contexts;
+pub mod errors;
+pub mod files;
+pub mod lab;
+pub mod plan;
+pub mod probe;
+pub mod provision;
+pub mod ready;
+pub mod render;
+pub mod runs;
 pub mod secrets;
+pub mod server;
 pub mod topology;
+
+pub use errors::{Error, Result};
+pub use lab::{Lab, UpOptions};

@@ -1,0 +1,392 @@
+//! The command line: the only module that knows clap, terminals and exit codes.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::backend::BackendKind;
+use crate::errors::Error;
+use crate::lab::{Lab, LabInfo, Progress, UpOptions};
+use crate::plan::NodeAddr;
+use crate::{bench, contexts, files, render, runs, server, topology};
+
+pub const EXIT_FAIL: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "natslab", version, about = "Declare NATS hub/leaf topologies, bring them up for real, break them, prove what they promise.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate topologies, render every node's config and run `nats-server -t` on each.
+    Check {
+        #[arg(required = true)]
+        topologies: Vec<PathBuf>,
+    },
+    /// Write every node's config (nats.conf and settings.json) and the generated secrets into DIR.
+    Render {
+        topology: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Bring a topology up, print how to reach it, write `nats` contexts; Ctrl-C tears it down.
+    Up {
+        topology: PathBuf,
+        #[arg(long, value_enum, default_value = "process")]
+        backend: BackendKind,
+        /// Return once ready and leave the lab running (stop it with `natslab down`).
+        #[arg(long)]
+        detach: bool,
+        /// Print the lab as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Seconds the lab may take to become ready.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Keep the run directory (configs, logs) after teardown.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long, hide = true)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Tear down a detached lab (by run id), or every lab and leftover with --all.
+    Down {
+        run: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// List running labs.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure time-to-ready of a topology against the floor (the same configs started by hand).
+    Bench {
+        #[arg(default_value = "topologies/cim-reference.yaml")]
+        topology: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+/// Runs the CLI; returns the process exit code.
+pub async fn main(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Check { topologies } => check(&topologies),
+        Command::Render { topology, out } => render_cmd(&topology, &out),
+        Command::Up { topology, backend, detach, json, timeout, keep, ready_file } => {
+            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, runs_root: None };
+            if detach {
+                detach_up(&topology, &opts, json).await
+            } else {
+                up(&topology, &opts, json, ready_file.as_deref()).await
+            }
+        }
+        Command::Down { run, all } => down(run.as_deref(), all).await,
+        Command::Status { json } => status(json).await,
+        Command::Bench { topology, runs, json } => bench::run(&topology, runs, json.as_deref()).await.map(|_| 0),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                Error::Topology(_) => EXIT_USAGE,
+                _ => EXIT_FAIL,
+            }
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<topology::Topology, Error> {
+    Ok(topology::load_file(path)?)
+}
+
+/// Addresses for rendering outside a running lab: the process backend's scheme on slot 0.
+fn nominal_addr(i: usize) -> NodeAddr {
+    use crate::backend::slot::*;
+    let ip = format!("127.77.0.{}", i + 1);
+    NodeAddr { bind: ip.clone(), host: ip, client: CLIENT_PORT, cluster: CLUSTER_PORT, leaf: LEAF_PORT, http: HTTP_PORT }
+}
+
+fn check(paths: &[PathBuf]) -> Result<i32, Error> {
+    let mut say = |m: &str| eprintln!("{m}");
+    let server = server::find_or_install(&mut say)?;
+    let mut failed = 0;
+    for p in paths {
+        let result = (|| -> Result<usize, Error> {
+            let t = load(p)?;
+            let dir = tempfile::tempdir().map_err(Error::io("create a temporary directory"))?;
+            let plan = crate::lab::prepare(t, &server, |i, _| nominal_addr(i), &dir.path().join("run"))?;
+            Ok(plan.nodes.len())
+        })();
+        match result {
+            Ok(n) => println!("ok    {} ({n} nodes; every config passes nats-server {} -t)", p.display(), server.version),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  {}\n{e}", p.display());
+            }
+        }
+    }
+    Ok(if failed == 0 { 0 } else { EXIT_USAGE })
+}
+
+fn render_cmd(path: &Path, out: &Path) -> Result<i32, Error> {
+    let t = load(path)?;
+    let plan = crate::plan::Plan::new(t, "render".into(), crate::plan::Layout::same(out), |i, _| nominal_addr(i))?;
+    files::mkdir(out)?;
+    let configs = render::render(&plan);
+    files::write_plan(&plan, &configs)?;
+    println!("wrote {} node configs and their secrets to {}", configs.len(), out.display());
+    for c in &configs {
+        println!("  {}", plan.layout.host_config(&c.name).display());
+    }
+    Ok(0)
+}
+
+/// Live progress on a terminal; plain lines elsewhere (CI logs).
+struct TermProgress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl TermProgress {
+    fn new() -> TermProgress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(Duration::from_millis(100));
+            b
+        });
+        TermProgress { bar }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for TermProgress {
+    fn message(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+    fn waiting(&self, total: usize, waiting: &BTreeMap<String, String>) {
+        let line = if waiting.is_empty() {
+            format!("all {total} nodes ready")
+        } else {
+            let w: Vec<String> = waiting.iter().map(|(n, what)| format!("{n}: {what}")).collect();
+            format!("ready {}/{total}; waiting for {}", total - waiting.len(), w.join("; "))
+        };
+        match &self.bar {
+            Some(b) => b.set_message(line),
+            None => eprintln!("  {line}"),
+        }
+    }
+}
+
+/// Resolves when the user asks us to stop (Ctrl-C or SIGTERM).
+pub async fn stop_requested() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}
+
+async fn up(path: &Path, opts: &UpOptions, json: bool, ready_file: Option<&Path>) -> Result<i32, Error> {
+    let t = match load(path) {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(f) = ready_file {
+                let _ = std::fs::write(f, format!("error: {e}"));
+            }
+            return Err(e);
+        }
+    };
+    let progress = TermProgress::new();
+    let started = Instant::now();
+    let lab = tokio::select! {
+        r = Lab::up(t, opts, &progress) => r,
+        _ = stop_requested() => { progress.finish(); eprintln!("interrupted while starting; everything started was stopped"); return Ok(130); }
+    };
+    progress.finish();
+    let lab = match lab {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(f) = ready_file {
+                let _ = std::fs::write(f, format!("error: {e}"));
+            }
+            return Err(e);
+        }
+    };
+    let info = lab.describe_live().await;
+    contexts::write(&info)?;
+    if let Some(f) = ready_file {
+        let text = serde_json::to_string(&info).unwrap_or_default();
+        files::write_secret(f, &text)?;
+    } else {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+        } else {
+            print_lab(&info, started.elapsed());
+            println!("\nCtrl-C to tear down.");
+        }
+    }
+    stop_requested().await;
+    eprintln!("tearing down {}", info.run_id);
+    contexts::remove(&info);
+    lab.shutdown().await;
+    Ok(0)
+}
+
+/// Starts `natslab up` as a background supervisor and returns once its lab is ready.
+async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Error> {
+    let exe = std::env::current_exe().map_err(Error::io("find the natslab executable"))?;
+    let ready = tempfile::Builder::new().prefix("natslab-ready").tempdir().map_err(Error::io("create a temporary directory"))?;
+    let ready_file = ready.path().join("ready.json");
+    let log = runs::root().join(format!("supervisor-{}.log", std::process::id()));
+    files::mkdir(&runs::root())?;
+    let out = std::fs::File::create(&log).map_err(Error::io(format!("create {}", log.display())))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("up").arg(path).arg("--timeout").arg(opts.timeout.as_secs().to_string()).arg("--ready-file").arg(&ready_file);
+    if opts.keep {
+        cmd.arg("--keep");
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().map_err(Error::io("dup"))?)
+        .stderr(out);
+    // Its own session: the supervisor must outlive this terminal's Ctrl-C.
+    use std::os::unix::process::CommandExt;
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().map_err(Error::io("start the supervisor"))?;
+    let deadline = Instant::now() + opts.timeout + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready_file) {
+            if let Some(err) = text.strip_prefix("error: ") {
+                let _ = child.wait();
+                return Err(Error::Run(format!("the lab did not come up: {err}")));
+            }
+            if let Ok(info) = serde_json::from_str::<LabInfo>(&text) {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+                } else {
+                    print_lab(&info, Duration::from_millis(info.ready_ms as u64));
+                    println!("\nrunning in the background (supervisor pid {}); stop it with: natslab down {}", info.supervisor_pid, info.run_id);
+                }
+                return Ok(0);
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(Error::Run(format!("the supervisor exited ({status}) before the lab was ready:\n{tail}")));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(Error::Run("the supervisor did not report readiness in time".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn print_lab(info: &LabInfo, took: Duration) {
+    println!("lab {} ({}) ready in {} ms; run directory {}", info.run_id, info.topology, took.as_millis(), info.dir.display());
+    println!();
+    println!("{:<16} {:<5} {:<30} {:<30} {}", "NODE", "ROLE", "CLIENT URL", "MONITOR URL", "ATTACHED TO");
+    for n in &info.nodes {
+        let role = format!("{:?}", n.role).to_lowercase();
+        println!("{:<16} {:<5} {:<30} {:<30} {}", n.name, role, n.client_url, n.monitor_url, n.hub.as_deref().unwrap_or("-"));
+    }
+    if !info.users.is_empty() {
+        println!();
+        println!("{:<40} {:<14} {:<12} {}", "NATS CONTEXT (nats --context NAME)", "ACCOUNT", "USER", "SECRET");
+        for u in &info.users {
+            let secret = u.access.creds.as_ref().or(u.access.password_file.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
+            println!("{:<40} {:<14} {:<12} {}", u.context, u.account, u.user, secret);
+        }
+        println!("\ncontexts written to {}", contexts::dir().display());
+    }
+}
+
+async fn status(json: bool) -> Result<i32, Error> {
+    let labs = runs::running(&runs::root());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&labs).unwrap_or_default());
+        return Ok(0);
+    }
+    if labs.is_empty() {
+        println!("no labs running");
+    }
+    for l in &labs {
+        println!("{}  {} nodes  supervisor pid {}  {}", l.run_id, l.nodes.len(), l.supervisor_pid, l.dir.display());
+    }
+    Ok(0)
+}
+
+async fn down(run: Option<&str>, all: bool) -> Result<i32, Error> {
+    let root = runs::root();
+    let entries = runs::list(&root);
+    let chosen: Vec<_> = match (run, all) {
+        (_, true) => entries,
+        (Some(id), false) => {
+            let v: Vec<_> = entries.into_iter().filter(|(p, _)| p.file_name().is_some_and(|n| n == id)).collect();
+            if v.is_empty() {
+                return Err(Error::Run(format!("down: no run '{id}' under {} (see `natslab status`)", root.display())));
+            }
+            v
+        }
+        (None, false) => {
+            let live: Vec<_> = entries.into_iter().filter(|(_, i)| i.as_ref().is_some_and(|i| runs::alive(i.supervisor_pid))).collect();
+            if live.len() != 1 {
+                return Err(Error::Run(format!("down: {} labs are running; name one (see `natslab status`) or use --all", live.len())));
+            }
+            live
+        }
+    };
+    for (dir, info) in &chosen {
+        if let Some(i) = info {
+            if runs::alive(i.supervisor_pid) && i.supervisor_pid != std::process::id() {
+                stop_pid(i.supervisor_pid).await;
+            }
+            contexts::remove(i);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        println!("removed {}", dir.display());
+    }
+    if all {
+        let stray = crate::backend::process::kill_strays(&root);
+        if stray > 0 {
+            println!("killed {stray} stray nats-server process(es) of old runs");
+        }
+    }
+    Ok(0)
+}
+
+/// SIGTERM, a grace period for an orderly teardown, then SIGKILL (its servers die with it: parent-death signal).
+async fn stop_pid(pid: u32) {
+    use nix::sys::signal::{kill, Signal};
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = kill(p, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runs::alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if runs::alive(pid) {
+        let _ = kill(p, Signal::SIGKILL);
+    }
+}

@@ -1,0 +1,360 @@
+//! A running lab: a plan brought up by a backend, ready, with its streams provisioned. The one handle that
+//! scenarios, the CLI and tests use; it owns the backend, so dropping it tears everything down.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::backend::process::ProcessBackend;
+use crate::backend::{BackendKind, Endpoint, FaultSet};
+use crate::errors::{Error, Result};
+use crate::files;
+use crate::plan::{CredKind, Layout, Plan, Role, Scope};
+use crate::probe::client::Access;
+use crate::probe::monitor::Monitor;
+use crate::provision;
+use crate::ready;
+use crate::render;
+use crate::runs;
+use crate::server::{self, NatsServer};
+use crate::topology::Topology;
+
+/// What bringing a lab up reports as it goes.
+pub trait Progress: Send + Sync {
+    fn message(&self, _text: &str) {}
+    /// The nodes still waited for, with what each lacks (empty: all ready).
+    fn waiting(&self, _total: usize, _waiting: &BTreeMap<String, String>) {}
+}
+
+pub struct Quiet;
+impl Progress for Quiet {}
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub backend: BackendKind,
+    /// How long the lab may take to become ready.
+    pub timeout: Duration,
+    /// Keep the run directory after teardown (for reading logs).
+    pub keep: bool,
+    /// Where run directories go (default: `runs::root()`).
+    pub runs_root: Option<PathBuf>,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions { backend: BackendKind::Process, timeout: Duration::from_secs(60), keep: false, runs_root: None }
+    }
+}
+
+pub struct Lab {
+    pub plan: Plan,
+    pub server: NatsServer,
+    pub backend: ProcessBackend,
+    pub endpoints: BTreeMap<String, Endpoint>,
+    pub monitor: Monitor,
+    pub dir: PathBuf,
+    pub keep: bool,
+    /// Time from the first spawn until ready (streams provisioned).
+    pub ready_in: Duration,
+}
+
+/// Run directory name, unique per run: `<topology>-<nuid tail>`.
+pub fn run_id(t: &Topology) -> String {
+    let n = nuid::next().to_string();
+    format!("{}-{}", t.name, &n[n.len() - 8..]).to_lowercase()
+}
+
+/// Renders and writes a plan into a fresh run directory, and checks every config with `nats-server -t`.
+pub fn prepare(
+    topology: Topology,
+    server: &NatsServer,
+    addr: impl FnMut(usize, &str) -> crate::plan::NodeAddr,
+    dir: &std::path::Path,
+) -> Result<Plan> {
+    server::check_version(server, &topology)?;
+    files::mkdir(dir)?;
+    let id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| run_id(&topology));
+    let plan = Plan::new(topology, id, Layout::same(dir), addr)?;
+    let configs = render::render(&plan);
+    files::write_plan(&plan, &configs)?;
+    for n in &plan.nodes {
+        server::test_config(server, &n.name, &plan.layout.host_config(&n.name))?;
+    }
+    Ok(plan)
+}
+
+impl Lab {
+    pub async fn up(topology: Topology, opts: &UpOptions, progress: &dyn Progress) -> Result<Lab> {
+        let mut say = |m: &str| progress.message(m);
+        let server = server::find_or_install(&mut say)?;
+        let mut backend = ProcessBackend::new(server.clone())?;
+        let dir = opts.runs_root.clone().unwrap_or_else(runs::root).join(run_id(&topology));
+        let plan = prepare(topology, &server, |i, _| backend.addr(i), &dir)?;
+        // On failure the run directory stays: the error names its logs.
+        backend.register(&plan);
+        let endpoints: BTreeMap<String, Endpoint> =
+            plan.nodes.iter().map(|n| (n.name.clone(), ProcessBackend::endpoint(n))).collect();
+        let monitor = Monitor::new();
+        let started = Instant::now();
+        let deadline = started + opts.timeout;
+        let mut lab = Lab { plan, server, backend, endpoints, monitor, dir, keep: opts.keep, ready_in: Duration::ZERO };
+        lab.start_all(deadline, progress).await?;
+        lab.provision(deadline).await?;
+        lab.ready_in = started.elapsed();
+        runs::write_record(&lab)?;
+        Ok(lab)
+    }
+
+    /// Hubs first (a leaf that dials a hub not yet listening waits a whole reconnect interval), then leaves,
+    /// each group all at once.
+    async fn start_all(&mut self, deadline: Instant, progress: &dyn Progress) -> Result<()> {
+        let hubs: Vec<String> = self.plan.hubs().map(|n| n.name.clone()).collect();
+        let leaves: Vec<String> = self.plan.leaves().map(|n| n.name.clone()).collect();
+        for h in &hubs {
+            self.backend.start(h)?;
+        }
+        for h in &hubs {
+            let n = self.plan.node(h).expect("hub from plan");
+            let addr = format!("{}:{}", n.addr.host, n.addr.leaf);
+            if !ready::wait_listening(&addr, deadline).await {
+                return Err(self.start_failure(h, "its leafnode port never opened"));
+            }
+        }
+        for l in &leaves {
+            self.backend.start(l)?;
+        }
+        let bases: BTreeMap<String, String> = self.endpoints.iter().map(|(k, e)| (k.clone(), e.monitor_url.clone())).collect();
+        let total = self.plan.nodes.len();
+        let nodes: Vec<&crate::plan::NodePlan> = self.plan.nodes.iter().collect();
+        let mut on_change = |w: &BTreeMap<String, String>| progress.waiting(total, w);
+        let result = ready::wait_nodes(&self.monitor, &self.plan, &bases, &nodes, deadline, &mut on_change).await;
+        if let Err(waiting) = result {
+            for name in waiting.keys() {
+                if let Some(status) = self.backend.exited(name) {
+                    return Err(self.start_failure(name, &format!("the server exited: {status}")));
+                }
+            }
+            let waiting_for = waiting.iter().map(|(n, w)| format!("{n}: {w}")).collect::<Vec<_>>().join("; ");
+            let logs = waiting.keys().map(|n| self.log_tail(n, 8)).collect::<Vec<_>>().join("\n");
+            return Err(Error::NotReady { waited_ms: deadline.elapsed().as_millis(), waiting_for, logs });
+        }
+        Ok(())
+    }
+
+    fn start_failure(&mut self, node: &str, reason: &str) -> Error {
+        Error::NodeStart { node: node.into(), reason: reason.into(), log: self.plan.layout.host_log(node), tail: self.log_tail(node, 12) }
+    }
+
+    /// The last lines of a node's log, indented, for error messages.
+    pub fn log_tail(&self, node: &str, lines: usize) -> String {
+        let path = self.plan.layout.host_log(node);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = &all[all.len().saturating_sub(lines)..];
+        format!("  --- {} (last {} lines of {}) ---\n{}", node, tail.len(), path.display(), tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"))
+    }
+
+    async fn provision(&self, deadline: Instant) -> Result<()> {
+        let t = &self.plan.topology;
+        let first_hub = self.plan.hubs().next().map(|n| n.name.clone()).unwrap_or_default();
+        for s in &t.hub.streams {
+            let account = s.account.clone().unwrap_or_else(|| t.hub.accounts[0].name.clone());
+            let client = self.probe(&first_hub, &account).await?;
+            provision::create_stream(&client, "$JS.API", s, deadline).await?;
+        }
+        for l in &t.leaves {
+            for s in &l.streams {
+                let account = s.account.clone().unwrap_or_else(|| l.accounts[0].name.clone());
+                let client = self.probe(&l.name, &account).await?;
+                provision::create_stream(&client, "$JS.API", s, deadline).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        BackendKind::Process
+    }
+
+    pub fn faults(&self) -> FaultSet {
+        self.backend.faults()
+    }
+
+    pub fn endpoint(&self, node: &str) -> &Endpoint {
+        &self.endpoints[node]
+    }
+
+    /// How to connect to `node` as `user` of `account`. Hub users may connect to any hub.
+    pub fn access(&self, node: &str, account: &str, user: &str) -> Option<Access> {
+        let scope = self.plan.scope_of(node);
+        let cred = self.plan.secrets.find(&scope, account, user)?;
+        let l = &self.plan.layout;
+        let tls = self.plan.tls();
+        let verify = self.plan.topology.security.verify_clients;
+        Some(Access {
+            url: self.endpoint(node).client_url.replace("nats://", if tls { "tls://" } else { "nats://" }),
+            user: Some(cred.user.clone()),
+            password: Some(cred.password.clone()),
+            password_file: Some(l.host_secret(&format!("{}.password", cred.stem()))),
+            creds: cred.creds.as_ref().map(|_| l.host_secret(&format!("{}.creds", cred.stem()))),
+            ca: tls.then(|| l.host_secret("ca.pem")),
+            cert: (tls && verify).then(|| l.host_secret("probe-cert.pem")),
+            key: (tls && verify).then(|| l.host_secret("probe-key.pem")),
+        })
+    }
+
+    /// A full-access client of `account` on `node` (the harness's own probe user).
+    pub async fn probe(&self, node: &str, account: &str) -> Result<async_nats::Client> {
+        let access = self
+            .access(node, account, &crate::plan::probe_user(account))
+            .ok_or_else(|| Error::Connect { target: format!("{node}/{account}"), reason: "no such account on that node".into() })?;
+        access.connect(&format!("natslab-probe-{node}")).await
+    }
+
+    /// The hub a leaf is connected to right now, from the leaf's `/leafz`.
+    pub async fn leaf_hub(&self, leaf: &str) -> Option<String> {
+        let ls = self.monitor.leafs(&self.endpoint(leaf).monitor_url).await.ok()?;
+        ls.into_iter().map(|(name, _)| name).find(|n| !n.is_empty())
+    }
+
+    pub async fn kill(&mut self, node: &str) -> Result<()> {
+        self.backend.kill(node).await
+    }
+
+    pub fn start(&mut self, node: &str) -> Result<()> {
+        self.backend.start(node)
+    }
+
+    pub fn pause(&mut self, node: &str) -> Result<()> {
+        self.backend.pause(node)
+    }
+
+    pub fn resume(&mut self, node: &str) -> Result<()> {
+        self.backend.resume(node)
+    }
+
+    /// Waits until the named node is ready again (after a restart), by the same conditions as `up`.
+    pub async fn wait_ready(&self, nodes: &[&str], timeout: Duration) -> Result<()> {
+        let bases: BTreeMap<String, String> = self.endpoints.iter().map(|(k, e)| (k.clone(), e.monitor_url.clone())).collect();
+        let list: Vec<&crate::plan::NodePlan> = self.plan.nodes.iter().filter(|n| nodes.contains(&n.name.as_str())).collect();
+        ready::wait_nodes(&self.monitor, &self.plan, &bases, &list, Instant::now() + timeout, &mut |_| {})
+            .await
+            .map_err(|w| Error::NotReady {
+                waited_ms: timeout.as_millis(),
+                waiting_for: w.iter().map(|(n, w)| format!("{n}: {w}")).collect::<Vec<_>>().join("; "),
+                logs: w.keys().map(|n| self.log_tail(n, 8)).collect::<Vec<_>>().join("\n"),
+            })
+    }
+
+    /// Kills every node and removes the run directory (unless kept).
+    pub async fn shutdown(self) {
+        let Lab { backend, dir, keep, .. } = self;
+        backend.shutdown().await;
+        if !keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    pub fn describe(&self) -> LabInfo {
+        let nodes = self
+            .plan
+            .nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                role: n.role,
+                client_url: self.endpoint(&n.name).client_url.clone(),
+                monitor_url: self.endpoint(&n.name).monitor_url.clone(),
+                pid: self.backend.pid(&n.name),
+                log: self.plan.layout.host_log(&n.name),
+                config: self.plan.layout.host_config(&n.name),
+                hub: None,
+            })
+            .collect();
+        let users = self
+            .plan
+            .secrets
+            .credentials
+            .iter()
+            .filter(|c| c.kind == CredKind::Declared)
+            .filter_map(|c| {
+                let node = match &c.scope {
+                    Scope::Hub => self.plan.hubs().next()?.name.clone(),
+                    Scope::Leaf(l) => l.clone(),
+                };
+                let access = self.access(&node, &c.account, &c.user)?;
+                let url = match &c.scope {
+                    Scope::Hub => self.plan.hubs().map(|h| self.endpoint(&h.name).client_url.clone()).collect::<Vec<_>>().join(","),
+                    Scope::Leaf(_) => access.url.clone(),
+                };
+                Some(UserInfo {
+                    context: format!("{}-{}-{}", self.plan.topology.name, c.scope.label(), c.user),
+                    scope: c.scope.label().to_string(),
+                    account: c.account.clone(),
+                    user: c.user.clone(),
+                    url,
+                    access,
+                })
+            })
+            .collect();
+        LabInfo {
+            run_id: self.plan.run_id.clone(),
+            topology: self.plan.topology.name.clone(),
+            backend: self.kind(),
+            dir: self.dir.clone(),
+            supervisor_pid: std::process::id(),
+            ready_ms: self.ready_in.as_millis(),
+            nodes,
+            users,
+        }
+    }
+
+    /// `describe()` plus which hub each leaf is attached to now.
+    pub async fn describe_live(&self) -> LabInfo {
+        let mut info = self.describe();
+        for n in &mut info.nodes {
+            if n.role == Role::Leaf {
+                n.hub = self.leaf_hub(&n.name).await;
+            }
+        }
+        info
+    }
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LabInfo {
+    pub run_id: String,
+    pub topology: String,
+    pub backend: BackendKind,
+    pub dir: PathBuf,
+    pub supervisor_pid: u32,
+    pub ready_ms: u128,
+    pub nodes: Vec<NodeInfo>,
+    pub users: Vec<UserInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub role: Role,
+    pub client_url: String,
+    pub monitor_url: String,
+    pub pid: Option<u32>,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    /// For a leaf: the hub it is attached to.
+    pub hub: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct UserInfo {
+    /// The `nats` CLI context written for this user.
+    pub context: String,
+    pub scope: String,
+    pub account: String,
+    pub user: String,
+    pub url: String,
+    pub access: Access,
+}

@@ -1,0 +1,374 @@
+//! The plan: a topology with everything resolved — which nodes exist, where they listen, which files they
+//! read, and every generated secret. Pure data; generation is random but does no I/O (see `files` for that).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::errors::Error;
+use crate::secrets::{jwt, pki};
+use crate::topology::{AuthMode, Permissions, Topology};
+
+/// The user every account gets so the harness can reach it is `natslab-<account>` (user names are global in a
+/// server); declared users may not start with this prefix.
+pub const PROBE_PREFIX: &str = "natslab-";
+
+pub fn probe_user(account: &str) -> String {
+    format!("{PROBE_PREFIX}{account}")
+}
+/// The system account's name in rendered configs (operator mode uses its public key instead).
+pub const SYSTEM_ACCOUNT: &str = "SYS";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Hub,
+    Leaf,
+}
+
+/// Where one node listens and how its peers reach it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeAddr {
+    /// The address the server binds (`127.77.3.2` for processes, `0.0.0.0` in a container).
+    pub bind: String,
+    /// The name or address other nodes dial.
+    pub host: String,
+    pub client: u16,
+    pub cluster: u16,
+    pub leaf: u16,
+    pub http: u16,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodePlan {
+    pub name: String,
+    pub role: Role,
+    pub addr: NodeAddr,
+}
+
+/// Who a credential belongs to: the hub cluster as a whole, or one leaf.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "scope", content = "node")]
+pub enum Scope {
+    Hub,
+    Leaf(String),
+}
+
+impl Scope {
+    pub fn label(&self) -> &str {
+        match self {
+            Scope::Hub => "hub",
+            Scope::Leaf(l) => l,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredKind {
+    /// A user the topology declares.
+    Declared,
+    /// The harness's own full-access user of an account.
+    Probe,
+    /// The user a leaf's remote authenticates as on the hub.
+    LeafLink { leaf: String, remote: usize },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Credential {
+    pub scope: Scope,
+    pub account: String,
+    pub user: String,
+    pub kind: CredKind,
+    #[serde(skip)]
+    pub password: String,
+    #[serde(skip)]
+    pub bcrypt: String,
+    /// Operator mode: the `.creds` text (user JWT + seed).
+    #[serde(skip)]
+    pub creds: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
+}
+
+impl Credential {
+    /// File name stem of this credential's secret files.
+    pub fn stem(&self) -> String {
+        format!("{}.{}.{}", self.scope.label(), self.account, self.user)
+    }
+}
+
+/// Operator-mode material: the operator and every hub-side account as JWTs.
+pub struct OperatorMaterial {
+    pub operator_jwt: String,
+    pub system_account: String,
+    /// account name → (public key, JWT)
+    pub accounts: BTreeMap<String, (String, String)>,
+}
+
+/// TLS material: one CA, a server cert per node, a client cert per leaf remote (mTLS) and for the harness.
+pub struct TlsMaterial {
+    pub ca: pki::CertPair,
+    pub servers: BTreeMap<String, pki::CertPair>,
+    /// (leaf, remote index) → client cert, for `auth: mtls`.
+    pub leaf_clients: BTreeMap<(String, usize), (pki::CertPair, String)>,
+    /// The harness's own client certificate (needed where `verify_clients` is on).
+    pub probe_client: pki::CertPair,
+}
+
+pub struct Secrets {
+    pub credentials: Vec<Credential>,
+    /// node → JetStream encryption key
+    pub js_keys: BTreeMap<String, String>,
+    pub tls: Option<TlsMaterial>,
+    pub operator: Option<OperatorMaterial>,
+}
+
+impl Secrets {
+    pub fn find(&self, scope: &Scope, account: &str, user: &str) -> Option<&Credential> {
+        self.credentials.iter().find(|c| &c.scope == scope && c.account == account && c.user == user)
+    }
+
+    pub fn probe(&self, scope: &Scope, account: &str) -> Option<&Credential> {
+        self.credentials.iter().find(|c| &c.scope == scope && c.account == account && c.kind == CredKind::Probe)
+    }
+
+    pub fn leaf_link(&self, leaf: &str, remote: usize) -> Option<&Credential> {
+        self.credentials
+            .iter()
+            .find(|c| c.kind == (CredKind::LeafLink { leaf: leaf.to_string(), remote }))
+    }
+}
+
+/// Paths of the run's files, as the servers see them (`root`) and as the harness writes them (`host_root`).
+/// For processes both are the run directory; in a container `root` is the mount point.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: String,
+    pub host_root: PathBuf,
+}
+
+impl Layout {
+    pub fn same(dir: &Path) -> Layout {
+        Layout { root: dir.display().to_string(), host_root: dir.to_path_buf() }
+    }
+    pub fn node_dir(&self, node: &str) -> String {
+        format!("{}/nodes/{node}", self.root)
+    }
+    pub fn store_dir(&self, node: &str) -> String {
+        format!("{}/nodes/{node}/store", self.root)
+    }
+    pub fn resolver_dir(&self, node: &str) -> String {
+        format!("{}/nodes/{node}/jwt", self.root)
+    }
+    pub fn secret(&self, name: &str) -> String {
+        format!("{}/secrets/{name}", self.root)
+    }
+    pub fn host_secret(&self, name: &str) -> PathBuf {
+        self.host_root.join("secrets").join(name)
+    }
+    pub fn host_node_dir(&self, node: &str) -> PathBuf {
+        self.host_root.join("nodes").join(node)
+    }
+    pub fn host_config(&self, node: &str) -> PathBuf {
+        self.host_node_dir(node).join("nats.conf")
+    }
+    pub fn host_log(&self, node: &str) -> PathBuf {
+        self.host_node_dir(node).join("server.log")
+    }
+}
+
+pub struct Plan {
+    pub topology: Topology,
+    pub run_id: String,
+    pub nodes: Vec<NodePlan>,
+    pub layout: Layout,
+    pub secrets: Secrets,
+}
+
+impl Plan {
+    /// Resolve a topology: `addr` says where node `i` (hubs first, then leaves) listens.
+    pub fn new(
+        topology: Topology,
+        run_id: String,
+        layout: Layout,
+        mut addr: impl FnMut(usize, &str) -> NodeAddr,
+    ) -> Result<Plan, Error> {
+        let mut nodes = Vec::new();
+        for (i, h) in topology.hub.nodes.iter().enumerate() {
+            nodes.push(NodePlan { name: h.name.clone(), role: Role::Hub, addr: addr(i, &h.name) });
+        }
+        let hubs = nodes.len();
+        for (i, l) in topology.leaves.iter().enumerate() {
+            nodes.push(NodePlan { name: l.name.clone(), role: Role::Leaf, addr: addr(hubs + i, &l.name) });
+        }
+        let secrets = generate_secrets(&topology, &nodes)?;
+        Ok(Plan { topology, run_id, nodes, layout, secrets })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn hubs(&self) -> impl Iterator<Item = &NodePlan> {
+        self.nodes.iter().filter(|n| n.role == Role::Hub)
+    }
+
+    pub fn leaves(&self) -> impl Iterator<Item = &NodePlan> {
+        self.nodes.iter().filter(|n| n.role == Role::Leaf)
+    }
+
+    pub fn tls(&self) -> bool {
+        self.topology.security.tls
+    }
+
+    pub fn scope_of(&self, node: &str) -> Scope {
+        match self.node(node).map(|n| n.role) {
+            Some(Role::Leaf) => Scope::Leaf(node.to_string()),
+            _ => Scope::Hub,
+        }
+    }
+}
+
+fn random_secret(len: usize) -> String {
+    // nuid: 22 chars of base62 from a CSPRNG-seeded generator; URL-safe, so it can sit in a leaf remote URL.
+    let mut s = String::new();
+    while s.len() < len {
+        s.push_str(&nuid::next().to_string());
+    }
+    s.truncate(len);
+    s
+}
+
+fn generate_secrets(t: &Topology, nodes: &[NodePlan]) -> Result<Secrets, Error> {
+    let cost = t.security.bcrypt_cost.unwrap_or(6);
+    let mut credentials = Vec::new();
+    let mut push = |scope: Scope, account: &str, user: &str, kind: CredKind, permissions: Option<Permissions>| -> Result<(), Error> {
+        let password = random_secret(24);
+        let bcrypt = bcrypt::hash(&password, cost).map_err(|e| Error::Secret(format!("bcrypt for user {user}: {e}")))?;
+        credentials.push(Credential { scope, account: account.to_string(), user: user.to_string(), kind, password, bcrypt, creds: None, permissions });
+        Ok(())
+    };
+    for a in &t.hub.accounts {
+        push(Scope::Hub, &a.name, &probe_user(&a.name), CredKind::Probe, None)?;
+        for u in &a.users {
+            push(Scope::Hub, &a.name, &u.user, CredKind::Declared, u.permissions.clone())?;
+        }
+    }
+    push(Scope::Hub, SYSTEM_ACCOUNT, &probe_user(SYSTEM_ACCOUNT), CredKind::Probe, None)?;
+    for l in &t.leaves {
+        for (r, _) in l.remotes.iter().enumerate() {
+            let ha = l.hub_account(r);
+            push(Scope::Hub, &ha, &probe_user(&ha), CredKind::Probe, None)?;
+            let link_user = if r == 0 { format!("leaf-{}", l.name) } else { format!("leaf-{}-{r}", l.name) };
+            push(Scope::Hub, &ha, &link_user, CredKind::LeafLink { leaf: l.name.clone(), remote: r }, None)?;
+        }
+        let scope = Scope::Leaf(l.name.clone());
+        for a in &l.accounts {
+            push(scope.clone(), &a.name, &probe_user(&a.name), CredKind::Probe, None)?;
+            for u in &a.users {
+                push(scope.clone(), &a.name, &u.user, CredKind::Declared, u.permissions.clone())?;
+            }
+        }
+        push(scope, SYSTEM_ACCOUNT, &probe_user(SYSTEM_ACCOUNT), CredKind::Probe, None)?;
+    }
+
+    let mut js_keys = BTreeMap::new();
+    for n in nodes {
+        let js = match n.role {
+            Role::Hub => t.hub.jetstream.as_ref(),
+            Role::Leaf => t.leaf(&n.name).and_then(|l| l.jetstream.as_ref()),
+        };
+        if js.is_some_and(|j| j.encryption.is_some()) {
+            js_keys.insert(n.name.clone(), random_secret(32));
+        }
+    }
+
+    let tls = if t.security.tls { Some(tls_material(t, nodes)?) } else { None };
+    let operator = if t.security.auth == AuthMode::Operator { Some(operator_material(t, &mut credentials)?) } else { None };
+    Ok(Secrets { credentials, js_keys, tls, operator })
+}
+
+fn tls_material(t: &Topology, nodes: &[NodePlan]) -> Result<TlsMaterial, Error> {
+    let err = |e: pki::PkiError| Error::Secret(e.to_string());
+    let ca = pki::Ca::generate(&format!("natslab {} CA", t.name)).map_err(err)?;
+    let mut servers = BTreeMap::new();
+    for n in nodes {
+        let mut dns = vec![n.name.clone(), "localhost".to_string()];
+        let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+        for h in [&n.addr.host, &n.addr.bind] {
+            match h.parse::<std::net::IpAddr>() {
+                Ok(ip) if !ip.is_unspecified() => ips.push(ip),
+                Ok(_) => {}
+                Err(_) => dns.push(h.clone()),
+            }
+        }
+        dns.dedup();
+        ips.dedup();
+        servers.insert(n.name.clone(), ca.issue_server(&n.name, &dns, &ips).map_err(err)?);
+    }
+    let mut leaf_clients = BTreeMap::new();
+    if t.security.auth == AuthMode::Mtls {
+        for l in &t.leaves {
+            for r in 0..l.remotes.len() {
+                let cn = if r == 0 { format!("{}.leaf", l.name) } else { format!("{}-{r}.leaf", l.name) };
+                let org = t.name.as_str();
+                let pair = ca.issue_client(&cn, Some(org)).map_err(err)?;
+                leaf_clients.insert((l.name.clone(), r), (pair, pki::mapped_identity(&cn, Some(org))));
+            }
+        }
+    }
+    let probe_client = ca.issue_client("natslab-probe", Some("natslab")).map_err(err)?;
+    Ok(TlsMaterial { ca: pki::CertPair { cert_pem: ca.cert_pem.clone(), key_pem: ca.key_pem.clone() }, servers, leaf_clients, probe_client })
+}
+
+/// Operator mode covers the hub: every hub-side account (declared, per-leaf, system) becomes a JWT, and
+/// every hub credential a user JWT + creds. Leaves keep config accounts and dial the hub with creds.
+fn operator_material(t: &Topology, credentials: &mut [Credential]) -> Result<OperatorMaterial, Error> {
+    let err = |e: jwt::JwtError| Error::Secret(e.to_string());
+    let (operator, sys) = jwt::Operator::generate(&format!("natslab-{}", t.name)).map_err(err)?;
+    let flows = crate::render::flows(t);
+
+    // Keys first: imports name the exporter's public key.
+    let mut names: Vec<String> = t.hub.accounts.iter().map(|a| a.name.clone()).collect();
+    for l in &t.leaves {
+        for r in 0..l.remotes.len() {
+            names.push(l.hub_account(r));
+        }
+    }
+    let mut keys: BTreeMap<String, nkeys::KeyPair> = names.iter().map(|n| (n.clone(), jwt::account_key())).collect();
+    let pubs: BTreeMap<String, String> = keys.iter().map(|(n, k)| (n.clone(), k.public_key())).collect();
+    let pubkey = |n: &str| pubs.get(n).cloned().unwrap_or_default();
+
+    let mut signed: BTreeMap<String, jwt::Account> = BTreeMap::new();
+    for name in &names {
+        let a = flows.get(name).cloned().unwrap_or_default();
+        let spec = jwt::AccountSpec {
+            name,
+            exports: a.exports.iter().map(|s| jwt::StreamExport { subject: s.clone() }).collect(),
+            imports: a
+                .imports
+                .iter()
+                .map(|i| jwt::StreamImport { from_account: pubkey(&i.from), subject: i.subject.clone(), local_subject: i.local_subject.clone() })
+                .collect(),
+            jetstream: t.hub.jetstream.is_some(),
+        };
+        let key = keys.remove(name).ok_or_else(|| Error::Secret(format!("no key for account {name}")))?;
+        signed.insert(name.clone(), operator.account(key, &spec).map_err(err)?);
+    }
+    for c in credentials.iter_mut().filter(|c| c.scope == Scope::Hub) {
+        let account = if c.account == SYSTEM_ACCOUNT { &sys } else { &signed[&c.account] };
+        let perms = c.permissions.as_ref().map(to_jwt_permissions);
+        let (ujwt, seed) = account.user(&c.user, perms.as_ref()).map_err(err)?;
+        c.creds = Some(jwt::creds(&ujwt, &seed));
+    }
+    let mut accounts: BTreeMap<String, (String, String)> =
+        signed.into_iter().map(|(n, a)| (n, (a.key.public_key(), a.jwt))).collect();
+    accounts.insert(SYSTEM_ACCOUNT.to_string(), (sys.key.public_key(), sys.jwt.clone()));
+    Ok(OperatorMaterial { operator_jwt: operator.jwt.clone(), system_account: sys.key.public_key(), accounts })
+}
+
+fn to_jwt_permissions(p: &Permissions) -> jwt::UserPermissions {
+    let (pa, pd) = p.publish.as_ref().map(|r| (r.allow.clone(), r.deny.clone())).unwrap_or_default();
+    let (sa, sd) = p.subscribe.as_ref().map(|r| (r.allow.clone(), r.deny.clone())).unwrap_or_default();
+    jwt::UserPermissions { pub_allow: pa, pub_deny: pd, sub_allow: sa, sub_deny: sd }
+}

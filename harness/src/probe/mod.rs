@@ -1,0 +1,4 @@
+//! Talking to running servers: monitoring endpoints and NATS clients.
+
+pub mod client;
+pub mod monitor;

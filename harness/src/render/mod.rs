@@ -1,0 +1,10 @@
+//! Rendering: one nats-server config per node, from a plan. Pure: returns data, writes nothing.
+//! This is where the guide's intent becomes what nats-server 2.15 really accepts (see AUDIT.md).
+
+mod conf;
+mod flows;
+mod node;
+
+pub use conf::to_conf;
+pub use flows::{flows, AccountFlows, Import};
+pub use node::{render, render_node, NodeConfig};
