@@ -175,7 +175,8 @@ fn locate(text: &str, path: &str) -> Option<usize> {
                     seen += 1;
                 }
             }
-            let (m, ind) = item?;
+            // An inline list (`hubs: [a, b]`) has no item lines: the key's line is the best place.
+            let Some((m, ind)) = item else { return found };
             n = m;
             indent = ind;
             found = Some(m + 1);
@@ -196,5 +197,6 @@ mod tests {
         assert_eq!(locate(text, "hub.nodes[1]"), Some(5));
         assert_eq!(locate(text, "leaves[0].remotes[0].hubs"), Some(9));
         assert_eq!(locate(text, "leaves[0].remotes[0]"), Some(9));
+        assert_eq!(locate(text, "leaves[0].remotes[0].hubs[1]"), Some(9));
     }
 }

@@ -1,0 +1,165 @@
+//! The `natslab` binary end to end: no server survives it however it ends (Ctrl-C, SIGTERM, `kill -9`),
+//! detached labs are listed and torn down, bad input leaves nothing behind.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use natslab::lab::LabInfo;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+struct Env {
+    runs: tempfile::TempDir,
+    contexts: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env { runs: tempfile::tempdir().unwrap(), contexts: tempfile::tempdir().unwrap() }
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_natslab"));
+        c.env("NATSLAB_RUNS", self.runs.path()).env("NATSLAB_CONTEXT_DIR", self.contexts.path());
+        c
+    }
+}
+
+/// Starts `natslab up --json` in the foreground and reads the lab it prints once ready.
+fn up_foreground(env: &Env) -> (Child, LabInfo) {
+    let mut child = env
+        .cmd()
+        .args(["up", "--json"])
+        .arg(topology_path("cim-reference.yaml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!("natslab up exited before printing the lab: {text}");
+        }
+        text.push_str(&line);
+        if line.trim_end() == "}" {
+            break;
+        }
+    }
+    (child, serde_json::from_str(&text).unwrap())
+}
+
+fn pids(info: &LabInfo) -> Vec<u32> {
+    info.nodes.iter().filter_map(|n| n.pid).collect()
+}
+
+fn wait_all_gone(info: &LabInfo) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let alive: Vec<u32> = pids(info).into_iter().filter(|p| server_alive_under(*p, &info.dir)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nats-server processes survived natslab: {alive:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ends_with_signal(sig: Signal) {
+    let env = Env::new();
+    let (mut child, info) = up_foreground(&env);
+    assert_eq!(pids(&info).len(), 6);
+    assert!(pids(&info).iter().all(|p| server_alive_under(*p, &info.dir)));
+    // The contexts were written and point at the lab.
+    let ctx = std::fs::read_to_string(env.contexts.path().join("cim-reference-hub-alchemist.json")).unwrap();
+    assert!(ctx.contains(&info.nodes[0].client_url));
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+    child.wait().unwrap();
+    wait_all_gone(&info);
+    if sig != Signal::SIGKILL {
+        // An orderly teardown also removes the run directory and the contexts.
+        assert!(!info.dir.exists());
+        assert!(!env.contexts.path().join("cim-reference-hub-alchemist.json").exists());
+    }
+}
+
+#[test]
+fn ctrl_c_tears_the_lab_down() {
+    ends_with_signal(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_tears_the_lab_down() {
+    ends_with_signal(Signal::SIGTERM);
+}
+
+#[test]
+fn kill_9_of_natslab_leaves_no_server() {
+    ends_with_signal(Signal::SIGKILL);
+}
+
+#[test]
+fn detached_lab_is_listed_and_torn_down() {
+    let env = Env::new();
+    let out = env.cmd().args(["up", "--detach", "--json"]).arg(topology_path("cim-reference.yaml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: LabInfo = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(pids(&info).iter().all(|p| server_alive_under(*p, &info.dir)));
+
+    let status = env.cmd().args(["status", "--json"]).output().unwrap();
+    let listed: Vec<LabInfo> = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].run_id, info.run_id);
+
+    let down = env.cmd().args(["down", &info.run_id]).output().unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    wait_all_gone(&info);
+    assert!(!info.dir.exists());
+    let status = env.cmd().args(["status", "--json"]).output().unwrap();
+    let listed: Vec<LabInfo> = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(listed.is_empty());
+}
+
+#[test]
+fn down_all_cleans_up_after_a_killed_supervisor() {
+    let env = Env::new();
+    let out = env.cmd().args(["up", "--detach", "--json"]).arg(topology_path("cim-reference.yaml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: LabInfo = serde_json::from_slice(&out.stdout).unwrap();
+    kill(Pid::from_raw(info.supervisor_pid as i32), Signal::SIGKILL).unwrap();
+    wait_all_gone(&info);
+    // The run directory is a leftover now; down --all removes it.
+    assert!(info.dir.exists());
+    let down = env.cmd().args(["down", "--all"]).output().unwrap();
+    assert!(down.status.success());
+    assert!(!info.dir.exists());
+}
+
+#[test]
+fn bad_topology_is_a_clear_error_and_starts_nothing() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "name: bad\nhub:\n  nodes:\n    - name: hub-1\nleaves:\n  - name: leaf-1\n    remotes:\n      - hubs: [hub-9]\n").unwrap();
+    let out = env.cmd().arg("up").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:8"), "{err}");
+    assert!(err.contains("unknown hub 'hub-9'"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(std::fs::read_dir(env.runs.path()).map(|d| d.count()).unwrap_or(0), 0, "a run directory was created");
+}
+
+#[test]
+fn check_passes_every_reference_topology() {
+    let env = Env::new();
+    let files: Vec<_> = std::fs::read_dir(topology_path("")).unwrap().map(|e| e.unwrap().path()).collect();
+    let out = env.cmd().arg("check").args(&files).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.matches("ok    ").count(), files.len(), "{text}");
+}

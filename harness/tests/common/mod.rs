@@ -1,0 +1,54 @@
+//! Shared test helpers: topology paths, a lab per test, and waiting for real conditions with deadlines.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use natslab::lab::{Lab, Quiet, UpOptions};
+use natslab::topology::{self, Topology};
+
+pub fn topology_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("topologies").join(name)
+}
+
+pub fn load(name: &str) -> Topology {
+    topology::load_file(&topology_path(name)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Options that keep each test's run directories in its own temporary directory.
+pub fn opts(root: &tempfile::TempDir) -> UpOptions {
+    UpOptions { runs_root: Some(root.path().to_path_buf()), ..UpOptions::default() }
+}
+
+pub async fn up(t: Topology, root: &tempfile::TempDir) -> Lab {
+    Lab::up(t, &opts(root), &Quiet).await.unwrap_or_else(|e| panic!("lab did not come up: {e}"))
+}
+
+/// Whether a process with this pid still runs a nats-server whose config lies under `dir`.
+pub fn server_alive_under(pid: u32, dir: &std::path::Path) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(c) => String::from_utf8_lossy(&c).contains(&dir.display().to_string()),
+        Err(_) => false,
+    }
+}
+
+/// Publishes `payload` on `subject` every 20 ms until `sub` receives a message (interest propagates across
+/// routes and leaf links asynchronously), or the deadline passes. Returns the subject it arrived on.
+pub async fn publish_until_received(
+    publisher: &async_nats::Client,
+    subject: &str,
+    payload: &str,
+    sub: &mut async_nats::Subscriber,
+    within: Duration,
+) -> Option<String> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        publisher.publish(subject.to_string(), payload.to_string().into()).await.ok()?;
+        publisher.flush().await.ok()?;
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(20), sub.next()).await {
+            return Some(m.subject.to_string());
+        }
+    }
+    None
+}
