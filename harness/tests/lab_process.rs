@@ -91,3 +91,23 @@ async fn a_killed_hub_restarts_at_the_same_address_and_rejoins() {
     lab.wait_ready(&["hub-1", "hub-2", "hub-3"], Duration::from_secs(30)).await.unwrap();
     lab.shutdown().await;
 }
+
+/// `nats-server -t` misses startup failures (AUDIT §1b): every topology must also boot and become ready,
+/// with its streams provisioned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_topology_boots() {
+    let root = tempfile::tempdir().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(topology_path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        let lab = natslab::Lab::up(load(&name), &opts(&root), &natslab::lab::Quiet)
+            .await
+            .unwrap_or_else(|e| panic!("{name} did not boot: {e}"));
+        lab.shutdown().await;
+    }
+}
