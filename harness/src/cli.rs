@@ -11,7 +11,9 @@ use crate::backend::BackendKind;
 use crate::errors::Error;
 use crate::lab::{Lab, LabInfo, Progress, UpOptions};
 use crate::plan::NodeAddr;
-use crate::{bench, contexts, files, render, runs, server, topology};
+use crate::report::{self, RunReport};
+use crate::scenario::{Check, Family, Observer, Verdict};
+use crate::{bench, contexts, files, render, runner, runs, server, topology};
 
 pub const EXIT_FAIL: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
@@ -67,6 +69,40 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring each topology up, run the scenario families against it, tear down, report. Without
+    /// topologies: the reference topology on the process backend.
+    Run {
+        topologies: Vec<PathBuf>,
+        /// Families to run (comma-separated); default all.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        scenario: Vec<Family>,
+        #[arg(long, value_enum, default_value = "process")]
+        backend: BackendKind,
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// Seconds each lab may take to become ready.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Keep run directories (configs, logs) after teardown.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// The guide's check-leaf-health, done right: health, leaf connections, JetStream, message rates.
+    Health {
+        /// Monitoring URLs (http://host:8222), one per server.
+        #[arg(long, required = true, num_args = 1..)]
+        monitor: Vec<String>,
+        /// Fail unless each server has at least one leaf connection to a hub.
+        #[arg(long)]
+        leaf: bool,
+        /// Seconds over which message rates are computed.
+        #[arg(long, default_value_t = 1.0)]
+        window: f64,
+    },
     /// Measure time-to-ready of a topology against the floor (the same configs started by hand).
     Bench {
         #[arg(default_value = "topologies/cim-reference.yaml")]
@@ -94,6 +130,12 @@ pub async fn main(cli: Cli) -> i32 {
         }
         Command::Down { run, all } => down(run.as_deref(), all).await,
         Command::Status { json } => status(json).await,
+        Command::Run { topologies, scenario, backend, junit, json, markdown, timeout, keep } => {
+            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, runs_root: None };
+            let families = if scenario.is_empty() { Family::ALL.to_vec() } else { scenario };
+            run_cmd(&topologies, &families, &opts, Outputs { junit, json, markdown }).await
+        }
+        Command::Health { monitor, leaf, window } => health_cmd(&monitor, leaf, window).await,
         Command::Bench { topology, runs, json } => bench::run(&topology, runs, json.as_deref()).await.map(|_| 0),
     };
     match result {
@@ -157,6 +199,8 @@ fn render_cmd(path: &Path, out: &Path) -> Result<i32, Error> {
 /// Live progress on a terminal; plain lines elsewhere (CI logs).
 struct TermProgress {
     bar: Option<indicatif::ProgressBar>,
+    /// Without a terminal, a line only when the number of ready nodes changes.
+    last_ready: std::sync::Mutex<Option<usize>>,
 }
 
 impl TermProgress {
@@ -166,7 +210,7 @@ impl TermProgress {
             b.enable_steady_tick(Duration::from_millis(100));
             b
         });
-        TermProgress { bar }
+        TermProgress { bar, last_ready: std::sync::Mutex::new(None) }
     }
     fn finish(&self) {
         if let Some(b) = &self.bar {
@@ -191,7 +235,14 @@ impl Progress for TermProgress {
         };
         match &self.bar {
             Some(b) => b.set_message(line),
-            None => eprintln!("  {line}"),
+            None => {
+                let ready = total - waiting.len();
+                let mut last = self.last_ready.lock().unwrap_or_else(|e| e.into_inner());
+                if *last != Some(ready) {
+                    *last = Some(ready);
+                    eprintln!("  {line}");
+                }
+            }
         }
     }
 }
@@ -389,4 +440,112 @@ async fn stop_pid(pid: u32) {
     if runs::alive(pid) {
         let _ = kill(p, Signal::SIGKILL);
     }
+}
+
+pub struct Outputs {
+    pub junit: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub markdown: Option<PathBuf>,
+}
+
+/// One line per finished check, with the run's elapsed time.
+struct CheckLines;
+
+impl Observer for CheckLines {
+    fn finished(&self, c: &Check, elapsed: Duration) {
+        let verdict = match c.verdict {
+            Verdict::Passed => "passed",
+            Verdict::Violated => "VIOLATED",
+            Verdict::Skipped => "skipped",
+            Verdict::HarnessError => "HARNESS ERROR",
+        };
+        eprintln!("[{:>6.1}s] {:<9} {} ... {verdict} ({} ms)", elapsed.as_secs_f64(), c.family.name(), c.name, c.duration.as_millis());
+        if !matches!(c.verdict, Verdict::Passed) {
+            eprintln!("           expected: {}\n           observed: {}", c.expected, c.observed);
+        }
+    }
+}
+
+async fn run_cmd(paths: &[PathBuf], families: &[Family], opts: &UpOptions, out: Outputs) -> Result<i32, Error> {
+    let targets = runner::load_targets(paths)?;
+    let mut say = |m: &str| eprintln!("{m}");
+    let server = server::find_or_install(&mut say)?;
+    let progress = TermProgress::new();
+    let work = runner::run_all(&targets, families, opts, &progress, &CheckLines, server.version.to_string());
+    let report = tokio::select! {
+        r = work => r,
+        _ = stop_requested() => { progress.finish(); eprintln!("interrupted; every lab was torn down"); return Ok(130); }
+    };
+    progress.finish();
+    write_reports(&report, &out)?;
+    print_summary(&report);
+    Ok(if report.ok() { 0 } else { EXIT_FAIL })
+}
+
+fn write_reports(report: &RunReport, out: &Outputs) -> Result<(), Error> {
+    let write = |path: &Option<PathBuf>, text: String| -> Result<(), Error> {
+        if let Some(p) = path {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+            }
+            std::fs::write(p, text).map_err(Error::io(format!("write {}", p.display())))?;
+        }
+        Ok(())
+    };
+    write(&out.junit, report::to_junit(report))?;
+    write(&out.json, report.to_json())?;
+    write(&out.markdown, report::to_markdown(report))?;
+    Ok(())
+}
+
+fn print_summary(report: &RunReport) {
+    println!();
+    println!("{:<20} {:<10} {:>7} {:>9} {:>8} {:>14}", "TOPOLOGY", "FAMILY", "PASSED", "VIOLATED", "SKIPPED", "HARNESS ERROR");
+    for run in &report.runs {
+        if let Some(e) = &run.error {
+            println!("{:<20} {:<10} lab did not come up: {e}", run.topology, "-");
+            continue;
+        }
+        for (f, c) in report::family_counts(run) {
+            println!("{:<20} {:<10} {:>7} {:>9} {:>8} {:>14}", run.topology, f.name(), c.passed, c.violated, c.skipped, c.harness_error);
+        }
+    }
+    let timings = report.timings();
+    if !timings.is_empty() {
+        println!();
+        println!("{:<24} {:>4} {:>9} {:>9} {:>9}", "TIMING", "N", "MIN", "MEDIAN", "MAX");
+        for (k, s) in &timings {
+            println!("{:<24} {:>4} {:>7.0}ms {:>7.0}ms {:>7.0}ms", k.trim_end_matches("_ms"), s.n, s.min_ms, s.median_ms, s.max_ms);
+        }
+    }
+    let j = report.jepsen();
+    if !j.is_empty() {
+        let parts: Vec<String> = j.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
+        println!("\nJetStream checker: {}", parts.join(", "));
+    }
+    let c = report.counts();
+    println!(
+        "\n{}: {} passed, {} violated, {} skipped, {} harness errors in {:.1} s",
+        if report.ok() { "PASS" } else { "FAIL" },
+        c.passed,
+        c.violated,
+        c.skipped,
+        c.harness_error,
+        report.wall_ms / 1000.0
+    );
+}
+
+async fn health_cmd(urls: &[String], leaf: bool, window: f64) -> Result<i32, Error> {
+    let monitor = crate::probe::monitor::Monitor::new();
+    let mut all_ok = true;
+    for url in urls {
+        match crate::scenario::health::assess(&monitor, url, Duration::from_secs_f64(window.max(0.05))).await {
+            Ok(h) => all_ok &= crate::scenario::health::print(&h, leaf),
+            Err(e) => {
+                all_ok = false;
+                println!("=== NATS health: {url} ===\n✗ monitoring endpoint: {e}\n=== NOT healthy ===");
+            }
+        }
+    }
+    Ok(if all_ok { 0 } else { EXIT_FAIL })
 }

@@ -215,7 +215,7 @@ impl Lab {
 
     /// The hub a leaf is connected to right now, from the leaf's `/leafz`.
     pub async fn leaf_hub(&self, leaf: &str) -> Option<String> {
-        let ls = self.monitor.leafs(&self.endpoint(leaf).monitor_url).await.ok()?;
+        let ls = self.monitor.uplinks(&self.endpoint(leaf).monitor_url).await.ok()?;
         ls.into_iter().map(|(name, _)| name).find(|n| !n.is_empty())
     }
 

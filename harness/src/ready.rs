@@ -40,7 +40,7 @@ pub async fn node_waiting_for(monitor: &Monitor, plan: &Plan, node: &NodePlan, b
         }
         Role::Leaf => {
             let want = plan.topology.leaf(&node.name).map(|l| l.remotes.len()).unwrap_or(0);
-            match monitor.leafs(base).await {
+            match monitor.uplinks(base).await {
                 Ok(ls) if ls.len() >= want => None,
                 Ok(ls) => Some(format!("leaf connections ({}/{want})", ls.len())),
                 Err(e) => Some(format!("leafz ({})", short(&e))),

@@ -54,8 +54,20 @@ fn every_invalid_topology_is_rejected_with_its_expected_message() {
                 if !missing.is_empty() {
                     failures.push(format!("{name}: the error lacks {missing:?}; actual message:\n{text}"));
                 }
+                if !text.lines().next().is_some_and(|l| l.ends_with("(1 problem)")) {
+                    failures.push(format!("{name}: must hold exactly one mistake; actual message:\n{text}"));
+                }
                 if !text.contains("hint:") {
                     failures.push(format!("{name}: the error has no hint; actual message:\n{text}"));
+                }
+                // Every problem line is `  <file>:<line>[:<col>]: ...`: no problem without a place.
+                let unplaced = text
+                    .lines()
+                    .skip(1)
+                    .filter(|l| !l.starts_with("    hint:"))
+                    .filter(|l| !l.split(&format!("{name}:")).nth(1).is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit())));
+                for l in unplaced {
+                    failures.push(format!("{name}: a problem has no line number: {l:?}"));
                 }
             }
         }
@@ -75,7 +87,6 @@ fn every_reference_topology_loads() {
 fn semantic_errors_name_the_file_and_line() {
     let path = Path::new(INVALID_DIR).join("13-unknown-hub.yaml");
     let text = load_file(&path).expect_err("13-unknown-hub.yaml must be rejected").to_string();
-    // `hubs: [hub-1, hub2]` is line 11 of the file.
     let line = std::fs::read_to_string(&path).unwrap().lines().position(|l| l.contains("hubs: [hub-1, hub2]")).unwrap() + 1;
     let location = format!("13-unknown-hub.yaml:{line}: leaves[0].remotes[0].hubs[1]: remote names unknown hub 'hub2'");
     assert!(text.contains(&location), "expected {location:?} in:\n{text}");

@@ -76,6 +76,23 @@ impl Monitor {
             .unwrap_or_default())
     }
 
+    /// This server's own links to hubs (it solicited them: `is_spoke`), as (hub server name, local account).
+    pub async fn uplinks(&self, base: &str) -> Result<Vec<(String, String)>, String> {
+        let v = self.get(base, "/leafz").await?;
+        Ok(v.get("leafs")
+            .and_then(Value::as_array)
+            .map(|ls| {
+                ls.iter()
+                    .filter(|l| l.get("is_spoke").and_then(Value::as_bool).unwrap_or(false))
+                    .map(|l| {
+                        let s = |k: &str| l.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+                        (s("name"), s("account"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// The JetStream meta leader as this server sees it, if any.
     pub async fn meta_leader(&self, base: &str) -> Result<Option<String>, String> {
         let v = self.get(base, "/jsz").await?;

@@ -8,6 +8,9 @@ use super::load::Problem;
 use super::model::*;
 use super::subject;
 
+/// The prefix of the harness's own user in every account (`natslab-<ACCOUNT>`, see `plan::probe_user`).
+const PROBE_PREFIX: &str = "natslab-";
+
 struct Checker {
     problems: Vec<Problem>,
 }
@@ -76,6 +79,8 @@ impl Checker {
             self.err(path, "no accounts are declared", "declare at least one account, or remove the key to get the default one");
         }
         let mut names = BTreeSet::new();
+        // User names are global in one server, across its accounts (nats-server: `Duplicate user "x" detected`).
+        let mut server_users: BTreeMap<&str, &str> = BTreeMap::new();
         for (i, a) in accounts.iter().enumerate() {
             let ap = format!("{path}[{i}]");
             self.account_name(&format!("{ap}.name"), &a.name);
@@ -88,8 +93,21 @@ impl Checker {
                 if u.user.is_empty() || u.user.contains(char::is_whitespace) {
                     self.err(format!("{up}.user"), format!("user name '{}' is not valid", u.user), "use a name without white space");
                 }
+                if u.user.starts_with(PROBE_PREFIX) {
+                    self.err(
+                        format!("{up}.user"),
+                        format!("user name '{}' uses the reserved prefix '{PROBE_PREFIX}'", u.user),
+                        format!("the harness names its own user of each account '{PROBE_PREFIX}<ACCOUNT>'; pick another name"),
+                    );
+                }
                 if !users.insert(u.user.as_str()) {
                     self.err(format!("{up}.user"), format!("user '{}' is declared twice in account '{}'", u.user, a.name), "give each user a unique name");
+                } else if let Some(prev) = server_users.insert(u.user.as_str(), a.name.as_str()) {
+                    self.err(
+                        format!("{up}.user"),
+                        format!("user '{}' is already declared in account '{prev}' on the same server", u.user),
+                        format!("user names are global in a server (nats-server: Duplicate user \"{}\" detected); rename one", u.user),
+                    );
                 }
                 if let Some(p) = &u.permissions {
                     self.permissions(&format!("{up}.permissions"), p);
@@ -119,7 +137,19 @@ impl Checker {
         }
     }
 
-    fn streams(&mut self, path: &str, streams: &[Stream], accounts: &[&str], max_replicas: usize, has_js: bool, domains: &BTreeSet<String>, names: &mut BTreeSet<String>) {
+    /// `leaf_domains` (hub streams only): each leaf JetStream domain → (leaf, the hub accounts its links land in).
+    #[allow(clippy::too_many_arguments)]
+    fn streams(
+        &mut self,
+        path: &str,
+        streams: &[Stream],
+        accounts: &[&str],
+        max_replicas: usize,
+        has_js: bool,
+        domains: &BTreeSet<String>,
+        leaf_domains: &BTreeMap<String, (String, Vec<String>)>,
+        names: &mut BTreeSet<String>,
+    ) {
         if !streams.is_empty() && !has_js {
             self.err(path, "streams are declared but JetStream is off here", "add a 'jetstream:' section next to 'streams:'");
         }
@@ -143,11 +173,18 @@ impl Checker {
             for (j, subj) in s.subjects.iter().enumerate() {
                 self.subject(&format!("{sp}.subjects[{j}]"), subj);
             }
-            if s.replicas == 0 || s.replicas as usize > max_replicas {
+            if s.replicas == 0 {
+                self.err(format!("{sp}.replicas"), format!("stream '{}' asks for 0 replicas", s.name), format!("use 1..={max_replicas}"));
+            } else if s.replicas as usize > max_replicas {
+                let hint = if path.starts_with("leaves") {
+                    "a leaf is one server: use replicas: 1 (for a redundant copy, declare a hub stream whose 'sources' name this stream and its domain)".to_string()
+                } else {
+                    format!("use 1..={max_replicas}, or add hub nodes")
+                };
                 self.err(
                     format!("{sp}.replicas"),
                     format!("stream '{}' asks for {} replicas but only {max_replicas} server(s) can hold it", s.name, s.replicas),
-                    format!("use 1..={max_replicas}"),
+                    hint,
                 );
             }
             if s.retention == Retention::Interest && s.consumers.is_empty() {
@@ -158,6 +195,15 @@ impl Checker {
                 if let Some(d) = &src.domain {
                     if !domains.contains(d) {
                         self.err(format!("{sp}.sources[{j}].domain"), format!("no node has JetStream domain '{d}'"), format!("use one of: {}", domains.iter().cloned().collect::<Vec<_>>().join(", ")));
+                    } else if let Some((leaf, links)) = leaf_domains.get(d) {
+                        // `$JS.<leaf domain>.API` crosses the leaf link only inside the account the link lands in.
+                        if !links.iter().any(|a| a == acc) {
+                            self.err(
+                                format!("{sp}.sources[{j}].domain"),
+                                format!("stream '{}' lives in account '{acc}', but leaf '{leaf}' (domain '{d}') is reachable only from {}: the source would never copy anything", s.name, links.join(", ")),
+                                format!("set account: {} on this stream", links[0]),
+                            );
+                        }
                     }
                 }
                 if let Some(t) = &src.subject_transform {
@@ -291,6 +337,16 @@ pub fn validate(t: &Topology) -> Vec<Problem> {
             } else if !bound.insert(local) {
                 c.err(format!("{rp}.account"), format!("two remotes bind local account '{local}'"), "each remote needs its own local account, or the hub sees a loop");
             }
+            let link_user = if r == 0 { format!("leaf-{}", l.name) } else { format!("leaf-{}-{r}", l.name) };
+            for (ai, a) in t.hub.accounts.iter().enumerate() {
+                if let Some(ui) = a.users.iter().position(|u| u.user == link_user) {
+                    c.err(
+                        format!("hub.accounts[{ai}].users[{ui}].user"),
+                        format!("user '{link_user}' is the name the harness gives the hub user of {rp}"),
+                        "user names are global in the hub servers; pick another name",
+                    );
+                }
+            }
             let ha = l.hub_account(r);
             c.account_name(&format!("{rp}.hub_account"), &ha);
             if let Some(prev) = all_hub_accounts.insert(ha.clone(), rp.clone()) {
@@ -351,11 +407,20 @@ pub fn validate(t: &Topology) -> Vec<Problem> {
 
     let mut stream_names = BTreeSet::new();
     let hub_stream_accounts: Vec<&str> = all_hub_accounts.keys().map(String::as_str).collect();
-    c.streams("hub.streams", &t.hub.streams, &hub_stream_accounts_first(&hub_accounts, &hub_stream_accounts), t.hub.nodes.len().max(1), t.hub.jetstream.is_some(), &domains, &mut stream_names);
+    let leaf_domains: BTreeMap<String, (String, Vec<String>)> = t
+        .leaves
+        .iter()
+        .filter_map(|l| {
+            let d = l.jetstream.as_ref()?.domain.clone()?;
+            Some((d, (l.name.clone(), (0..l.remotes.len()).map(|r| l.hub_account(r)).collect::<Vec<_>>())))
+        })
+        .filter(|(_, (_, links))| !links.is_empty())
+        .collect();
+    c.streams("hub.streams", &t.hub.streams, &hub_stream_accounts_first(&hub_accounts, &hub_stream_accounts), t.hub.nodes.len().max(1), t.hub.jetstream.is_some(), &domains, &leaf_domains, &mut stream_names);
     for (i, l) in t.leaves.iter().enumerate() {
         let accs: Vec<&str> = l.accounts.iter().map(|a| a.name.as_str()).collect();
         let mut names = BTreeSet::new();
-        c.streams(&format!("leaves[{i}].streams"), &l.streams, &accs, 1, l.jetstream.is_some(), &domains, &mut names);
+        c.streams(&format!("leaves[{i}].streams"), &l.streams, &accs, 1, l.jetstream.is_some(), &domains, &BTreeMap::new(), &mut names);
     }
     c.problems
 }

@@ -1,0 +1,135 @@
+//! Reports of a run: JUnit XML for CI systems, JSON for machines, Markdown for people. All three are views
+//! of one `RunReport`; none of them runs anything.
+
+mod junit;
+mod markdown;
+
+pub use junit::to_junit;
+pub use markdown::to_markdown;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::bench::{stats, Stats};
+use crate::scenario::{Check, Family, Verdict};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopologyRun {
+    pub topology: String,
+    pub file: String,
+    pub backend: String,
+    /// Time to ready (streams provisioned), when the lab came up.
+    pub ready_ms: Option<f64>,
+    pub wall_ms: f64,
+    pub checks: Vec<Check>,
+    /// The lab could not be brought up (a harness error for the whole topology).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub natslab_version: String,
+    pub nats_server_version: String,
+    pub started_unix: u64,
+    pub wall_ms: f64,
+    pub runs: Vec<TopologyRun>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub violated: usize,
+    pub skipped: usize,
+    pub harness_error: usize,
+}
+
+impl Counts {
+    pub fn of<'a>(checks: impl IntoIterator<Item = &'a Check>) -> Counts {
+        let mut c = Counts::default();
+        for k in checks {
+            match k.verdict {
+                Verdict::Passed => c.passed += 1,
+                Verdict::Violated => c.violated += 1,
+                Verdict::Skipped => c.skipped += 1,
+                Verdict::HarnessError => c.harness_error += 1,
+            }
+        }
+        c
+    }
+    pub fn total(&self) -> usize {
+        self.passed + self.violated + self.skipped + self.harness_error
+    }
+}
+
+impl TopologyRun {
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::of(&self.checks);
+        if self.error.is_some() {
+            c.harness_error += 1;
+        }
+        c
+    }
+}
+
+impl RunReport {
+    pub fn counts(&self) -> Counts {
+        let mut total = Counts::default();
+        for r in &self.runs {
+            let c = r.counts();
+            total.passed += c.passed;
+            total.violated += c.violated;
+            total.skipped += c.skipped;
+            total.harness_error += c.harness_error;
+        }
+        total
+    }
+
+    /// A run succeeds when nothing was violated and the harness never broke.
+    pub fn ok(&self) -> bool {
+        let c = self.counts();
+        c.violated == 0 && c.harness_error == 0
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// min/median/max of each timing metric over all checks (failover, catch-up, ...), by metric name.
+    pub fn timings(&self) -> BTreeMap<String, Stats> {
+        let mut samples: BTreeMap<String, Vec<std::time::Duration>> = BTreeMap::new();
+        for r in &self.runs {
+            for c in &r.checks {
+                for (k, v) in &c.metrics {
+                    if k.ends_with("_ms") && v.is_finite() && *v >= 0.0 {
+                        samples.entry(k.clone()).or_default().push(std::time::Duration::from_secs_f64(v / 1000.0));
+                    }
+                }
+            }
+        }
+        samples.into_iter().map(|(k, v)| (k, stats(&v))).collect()
+    }
+
+    /// Sums of the Jepsen-style checker's counts (`jepsen_*` metrics).
+    pub fn jepsen(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for r in &self.runs {
+            for c in &r.checks {
+                for (k, v) in &c.metrics {
+                    if let Some(name) = k.strip_prefix("jepsen_") {
+                        *out.entry(name.to_string()).or_insert(0.0) += v;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+pub fn family_counts(run: &TopologyRun) -> BTreeMap<Family, Counts> {
+    let mut by: BTreeMap<Family, Vec<&Check>> = BTreeMap::new();
+    for c in &run.checks {
+        by.entry(c.family).or_default().push(c);
+    }
+    by.into_iter().map(|(f, cs)| (f, Counts::of(cs))).collect()
+}

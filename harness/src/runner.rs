@@ -1,0 +1,96 @@
+//! A run: for each topology, bring a lab up, run the chosen scenario families, tear it down, and collect
+//! one report. Checks derive from the declared topology; the lab may be rendered from another one (tests
+//! sabotage it to prove the checks can fail).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::errors::Result;
+use crate::lab::{Lab, Progress, UpOptions};
+use crate::report::{RunReport, TopologyRun};
+use crate::scenario::{self, Ctx, Family, Observer, Recorder};
+use crate::topology::{self, Topology};
+
+/// The reference topology, compiled in so `natslab run` works from any directory.
+pub const REFERENCE: &str = include_str!("../../topologies/cim-reference.yaml");
+pub const REFERENCE_PATH: &str = "topologies/cim-reference.yaml";
+
+/// A topology to run: where it came from and what it declares.
+pub struct Target {
+    pub file: String,
+    pub topology: Topology,
+}
+
+/// Loads every topology first, so bad input fails before anything starts.
+pub fn load_targets(paths: &[PathBuf]) -> Result<Vec<Target>> {
+    if paths.is_empty() {
+        let path = PathBuf::from(REFERENCE_PATH);
+        let topology = if path.is_file() { topology::load_file(&path)? } else { topology::parse_str(REFERENCE, &path)? };
+        return Ok(vec![Target { file: REFERENCE_PATH.into(), topology }]);
+    }
+    paths
+        .iter()
+        .map(|p| Ok(Target { file: p.display().to_string(), topology: topology::load_file(p)? }))
+        .collect()
+}
+
+/// Brings `rendered` up, runs the families against what `declared` promises, tears down.
+pub async fn run_topology(
+    declared: &Topology,
+    rendered: Topology,
+    file: &str,
+    families: &[Family],
+    up: &UpOptions,
+    progress: &dyn Progress,
+    observer: &dyn Observer,
+) -> TopologyRun {
+    let started = Instant::now();
+    let mut run = TopologyRun {
+        topology: declared.name.clone(),
+        file: file.to_string(),
+        backend: format!("{:?}", up.backend).to_lowercase(),
+        ready_ms: None,
+        wall_ms: 0.0,
+        checks: vec![],
+        error: None,
+    };
+    match Lab::up(rendered, up, progress).await {
+        Ok(mut lab) => {
+            run.ready_ms = Some(lab.ready_in.as_secs_f64() * 1000.0);
+            let mut rec = Recorder::new(observer);
+            {
+                let mut ctx = Ctx { lab: &mut lab, declared, rec: &mut rec };
+                scenario::run(&mut ctx, families).await;
+            }
+            run.checks = rec.checks;
+            lab.shutdown().await;
+        }
+        Err(e) => run.error = Some(e.to_string()),
+    }
+    run.wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    run
+}
+
+pub async fn run_all(
+    targets: &[Target],
+    families: &[Family],
+    up: &UpOptions,
+    progress: &dyn Progress,
+    observer: &dyn Observer,
+    server_version: String,
+) -> RunReport {
+    let started = Instant::now();
+    let started_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut runs = Vec::new();
+    for t in targets {
+        progress.message(&format!("== {} ({})", t.topology.name, t.file));
+        runs.push(run_topology(&t.topology, t.topology.clone(), &t.file, families, up, progress, observer).await);
+    }
+    RunReport {
+        natslab_version: env!("CARGO_PKG_VERSION").to_string(),
+        nats_server_version: server_version,
+        started_unix,
+        wall_ms: started.elapsed().as_secs_f64() * 1000.0,
+        runs,
+    }
+}
