@@ -156,20 +156,27 @@ impl Lab {
         format!("  --- {} (last {} lines of {}) ---\n{}", node, tail.len(), path.display(), tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"))
     }
 
+    /// Streams per node, all nodes at once (each node's streams in order: sources may name earlier ones).
     async fn provision(&self, deadline: Instant) -> Result<()> {
         let t = &self.plan.topology;
-        let first_hub = self.plan.hubs().next().map(|n| n.name.clone()).unwrap_or_default();
-        for s in &t.hub.streams {
-            let account = s.account.clone().unwrap_or_else(|| t.hub.accounts[0].name.clone());
-            let client = self.probe(&first_hub, &account).await?;
-            provision::create_stream(&client, "$JS.API", s, deadline).await?;
+        let mut per_node: Vec<(String, &str, Vec<&crate::topology::Stream>)> = Vec::new();
+        if let Some(first_hub) = self.plan.hubs().next() {
+            let default = t.hub.accounts[0].name.as_str();
+            per_node.push((first_hub.name.clone(), default, t.hub.streams.iter().collect()));
         }
         for l in &t.leaves {
-            for s in &l.streams {
-                let account = s.account.clone().unwrap_or_else(|| l.accounts[0].name.clone());
-                let client = self.probe(&l.name, &account).await?;
+            per_node.push((l.name.clone(), l.accounts[0].name.as_str(), l.streams.iter().collect()));
+        }
+        let jobs = per_node.into_iter().map(|(node, default_account, streams)| async move {
+            for s in streams {
+                let account = s.account.as_deref().unwrap_or(default_account);
+                let client = self.probe(&node, account).await?;
                 provision::create_stream(&client, "$JS.API", s, deadline).await?;
             }
+            Ok::<(), Error>(())
+        });
+        for r in futures::future::join_all(jobs).await {
+            r?;
         }
         Ok(())
     }

@@ -158,7 +158,8 @@ impl Checker {
             if s.name.is_empty() || s.name.contains(['.', '*', '>', ' ', '/', '\\']) {
                 self.err(format!("{sp}.name"), format!("stream name '{}' is not valid", s.name), "stream names cannot contain '.', '*', '>', '/', '\\' or spaces");
             }
-            let acc = s.account.as_deref().unwrap_or(accounts[0]);
+            // No accounts at all is reported by `accounts()`; do not index an empty list.
+            let acc = s.account.as_deref().or(accounts.first().copied()).unwrap_or_default();
             if !names.insert(format!("{acc}/{}", s.name)) {
                 self.err(format!("{sp}.name"), format!("stream '{}' is declared twice in account '{acc}'", s.name), "give each stream a unique name");
             }
@@ -331,8 +332,11 @@ pub fn validate(t: &Topology) -> Vec<Problem> {
                     c.err(format!("{rp}.hubs[{h}]"), format!("hub '{hub}' is listed twice"), "list each hub once");
                 }
             }
-            let local = l.remote_account(remote);
-            if !leaf_accounts.contains(&local) {
+            // With `accounts: []` (reported above) the default local account does not exist.
+            let local = remote.account.as_deref().or(l.accounts.first().map(|a| a.name.as_str())).unwrap_or_default();
+            if local.is_empty() {
+                // `accounts: []` is already reported.
+            } else if !leaf_accounts.contains(&local) {
                 c.err(format!("{rp}.account"), format!("remote binds account '{local}', which the leaf does not declare (nats-server fails at startup: 'cannot find local account')"), format!("use one of: {}", leaf_accounts.join(", ")));
             } else if !bound.insert(local) {
                 c.err(format!("{rp}.account"), format!("two remotes bind local account '{local}'"), "each remote needs its own local account, or the hub sees a loop");
@@ -352,9 +356,9 @@ pub fn validate(t: &Topology) -> Vec<Problem> {
             if let Some(prev) = all_hub_accounts.insert(ha.clone(), rp.clone()) {
                 c.err(format!("{rp}.hub_account"), format!("hub account '{ha}' is already used by {prev}"), "each leaf remote lands in its own hub account; set hub_account to a unique name");
             }
-            let peer = remote.peer_account(&t.hub);
+            let peer = remote.peer.as_deref().or(t.hub.accounts.first().map(|a| a.name.as_str())).unwrap_or_default();
             let peer_acc = t.hub.accounts.iter().find(|a| a.name == peer);
-            if peer_acc.is_none() {
+            if peer_acc.is_none() && !peer.is_empty() {
                 c.err(format!("{rp}.peer"), format!("peer account '{peer}' is not a hub account"), format!("use one of: {}", hub_accounts.join(", ")));
             }
             for (k, f) in remote.imports.iter().enumerate() {
