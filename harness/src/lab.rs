@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::backend::process::ProcessBackend;
-use crate::backend::{BackendKind, Endpoint, FaultSet};
+use crate::backend::{Backend, BackendKind, Endpoint, FaultSet};
 use crate::errors::{Error, Result};
 use crate::files;
 use crate::plan::{CredKind, Layout, Plan, Role, Scope};
@@ -51,7 +50,7 @@ impl Default for UpOptions {
 pub struct Lab {
     pub plan: Plan,
     pub server: NatsServer,
-    pub backend: ProcessBackend,
+    pub backend: Backend,
     pub endpoints: BTreeMap<String, Endpoint>,
     pub monitor: Monitor,
     pub dir: PathBuf,
@@ -73,10 +72,21 @@ pub fn prepare(
     addr: impl FnMut(usize, &str) -> crate::plan::NodeAddr,
     dir: &std::path::Path,
 ) -> Result<Plan> {
+    prepare_with_layout(topology, server, addr, Layout::same(dir))
+}
+
+/// As `prepare`, for servers that see the run directory elsewhere (a container's mount point).
+pub fn prepare_with_layout(
+    topology: Topology,
+    server: &NatsServer,
+    addr: impl FnMut(usize, &str) -> crate::plan::NodeAddr,
+    layout: Layout,
+) -> Result<Plan> {
     server::check_version(server, &topology)?;
-    files::mkdir(dir)?;
+    let dir = layout.host_root.clone();
+    files::mkdir(&dir)?;
     let id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| run_id(&topology));
-    let plan = Plan::new(topology, id, Layout::same(dir), addr)?;
+    let plan = Plan::new(topology, id, layout, addr)?;
     let configs = render::render(&plan);
     files::write_plan(&plan, &configs)?;
     for n in &plan.nodes {
@@ -89,13 +99,12 @@ impl Lab {
     pub async fn up(topology: Topology, opts: &UpOptions, progress: &dyn Progress) -> Result<Lab> {
         let mut say = |m: &str| progress.message(m);
         let server = server::find_or_install(&mut say)?;
-        let mut backend = ProcessBackend::new(server.clone())?;
+        let mut backend = Backend::new(opts.backend, &server).await?;
         let dir = opts.runs_root.clone().unwrap_or_else(runs::root).join(run_id(&topology));
-        let plan = prepare(topology, &server, |i, _| backend.addr(i), &dir)?;
         // On failure the run directory stays: the error names its logs.
-        backend.register(&plan);
-        let endpoints: BTreeMap<String, Endpoint> =
-            plan.nodes.iter().map(|n| (n.name.clone(), ProcessBackend::endpoint(n))).collect();
+        let plan = prepare_with_layout(topology, &server, |i, name| backend.addr(i, name), backend.layout(&dir))?;
+        backend.prepare(&plan).await?;
+        let endpoints = BTreeMap::new();
         let monitor = Monitor::new();
         let started = Instant::now();
         let deadline = started + opts.timeout;
@@ -113,17 +122,18 @@ impl Lab {
         let hubs: Vec<String> = self.plan.hubs().map(|n| n.name.clone()).collect();
         let leaves: Vec<String> = self.plan.leaves().map(|n| n.name.clone()).collect();
         for h in &hubs {
-            self.backend.start(h)?;
+            self.backend.start(h).await?;
+            self.learn_endpoint(h);
         }
         for h in &hubs {
-            let n = self.plan.node(h).expect("hub from plan");
-            let addr = format!("{}:{}", n.addr.host, n.addr.leaf);
+            let addr = self.endpoint(h).leaf_addr.clone();
             if !ready::wait_listening(&addr, deadline).await {
                 return Err(self.start_failure(h, "its leafnode port never opened"));
             }
         }
         for l in &leaves {
-            self.backend.start(l)?;
+            self.backend.start(l).await?;
+            self.learn_endpoint(l);
         }
         let bases: BTreeMap<String, String> = self.endpoints.iter().map(|(k, e)| (k.clone(), e.monitor_url.clone())).collect();
         let total = self.plan.nodes.len();
@@ -141,6 +151,13 @@ impl Lab {
             return Err(Error::NotReady { waited_ms: deadline.elapsed().as_millis(), waiting_for, logs });
         }
         Ok(())
+    }
+
+    fn learn_endpoint(&mut self, node: &str) {
+        if let Some(n) = self.plan.node(node) {
+            let e = self.backend.endpoint(n);
+            self.endpoints.insert(node.to_string(), e);
+        }
     }
 
     fn start_failure(&mut self, node: &str, reason: &str) -> Error {
@@ -182,7 +199,7 @@ impl Lab {
     }
 
     pub fn kind(&self) -> BackendKind {
-        BackendKind::Process
+        self.backend.kind()
     }
 
     pub fn faults(&self) -> FaultSet {
@@ -230,16 +247,18 @@ impl Lab {
         self.backend.kill(node).await
     }
 
-    pub fn start(&mut self, node: &str) -> Result<()> {
-        self.backend.start(node)
+    pub async fn start(&mut self, node: &str) -> Result<()> {
+        self.backend.start(node).await?;
+        self.learn_endpoint(node);
+        Ok(())
     }
 
-    pub fn pause(&mut self, node: &str) -> Result<()> {
-        self.backend.pause(node)
+    pub async fn pause(&mut self, node: &str) -> Result<()> {
+        self.backend.pause(node).await
     }
 
-    pub fn resume(&mut self, node: &str) -> Result<()> {
-        self.backend.resume(node)
+    pub async fn resume(&mut self, node: &str) -> Result<()> {
+        self.backend.resume(node).await
     }
 
     /// Waits until the named node is ready again (after a restart), by the same conditions as `up`.

@@ -87,7 +87,7 @@ async fn a_killed_hub_restarts_at_the_same_address_and_rejoins() {
     let mut lab = up(load("cim-reference.yaml"), &root).await;
     lab.kill("hub-2").await.unwrap();
     assert!(lab.monitor.healthy(&lab.endpoint("hub-2").monitor_url).await.is_err());
-    lab.start("hub-2").unwrap();
+    lab.start("hub-2").await.unwrap();
     lab.wait_ready(&["hub-1", "hub-2", "hub-3"], Duration::from_secs(30)).await.unwrap();
     lab.shutdown().await;
 }

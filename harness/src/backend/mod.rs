@@ -32,4 +32,117 @@ pub type FaultSet = BTreeSet<FaultKind>;
 pub struct Endpoint {
     pub client_url: String,
     pub monitor_url: String,
+    /// `host:port` of the leafnode listener as the harness reaches it (hubs), to know when leaves may dial.
+    pub leaf_addr: String,
+}
+
+use std::path::Path;
+
+use crate::errors::Result;
+use crate::plan::{Layout, NodeAddr, NodePlan, Plan};
+use crate::server::NatsServer;
+
+/// A lab's backend: one of a fixed set, dispatched by enum.
+pub enum Backend {
+    Process(process::ProcessBackend),
+}
+
+impl Backend {
+    pub async fn new(kind: BackendKind, server: &NatsServer) -> Result<Backend> {
+        match kind {
+            BackendKind::Process => Ok(Backend::Process(process::ProcessBackend::new(server.clone())?)),
+        }
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Process(_) => BackendKind::Process,
+        }
+    }
+
+    /// Where node `i` listens and how peers reach it.
+    pub fn addr(&self, i: usize, _name: &str) -> NodeAddr {
+        match self {
+            Backend::Process(b) => b.addr(i),
+        }
+    }
+
+    /// Paths as the servers see them, for a run directory on this host.
+    pub fn layout(&self, dir: &Path) -> Layout {
+        match self {
+            Backend::Process(_) => Layout::same(dir),
+        }
+    }
+
+    /// Learns the plan (configs, logs) before any node starts.
+    pub async fn prepare(&mut self, plan: &Plan) -> Result<()> {
+        match self {
+            Backend::Process(b) => {
+                b.register(plan);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn endpoint(&self, node: &NodePlan) -> Endpoint {
+        match self {
+            Backend::Process(_) => process::ProcessBackend::endpoint(node),
+        }
+    }
+
+    pub fn faults(&self) -> FaultSet {
+        match self {
+            Backend::Process(b) => b.faults(),
+        }
+    }
+
+    pub async fn start(&mut self, node: &str) -> Result<()> {
+        match self {
+            Backend::Process(b) => b.start(node),
+        }
+    }
+
+    pub async fn kill(&mut self, node: &str) -> Result<()> {
+        match self {
+            Backend::Process(b) => b.kill(node).await,
+        }
+    }
+
+    pub async fn pause(&mut self, node: &str) -> Result<()> {
+        match self {
+            Backend::Process(b) => b.pause(node),
+        }
+    }
+
+    pub async fn resume(&mut self, node: &str) -> Result<()> {
+        match self {
+            Backend::Process(b) => b.resume(node),
+        }
+    }
+
+    /// Whether a node's server has exited on its own (why, if so).
+    pub fn exited(&mut self, node: &str) -> Option<String> {
+        match self {
+            Backend::Process(b) => b.exited(node),
+        }
+    }
+
+    /// Host process ids of the servers, where the backend has them.
+    pub fn pid(&self, node: &str) -> Option<u32> {
+        match self {
+            Backend::Process(b) => b.pid(node),
+        }
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        match self {
+            Backend::Process(b) => b.pids(),
+        }
+    }
+
+    pub async fn shutdown(self) {
+        match self {
+            Backend::Process(b) => b.shutdown().await,
+        }
+    }
 }

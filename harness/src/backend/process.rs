@@ -51,6 +51,7 @@ impl ProcessBackend {
         Endpoint {
             client_url: format!("nats://{}:{}", node.addr.host, node.addr.client),
             monitor_url: format!("http://{}:{}", node.addr.host, node.addr.http),
+            leaf_addr: format!("{}:{}", node.addr.host, node.addr.leaf),
         }
     }
 

@@ -1,5 +1,546 @@
-//! (being written)
+//! Failover: every leaf remote that declares several hubs is failed over for real. Its hub is killed
+//! (`kill -9`: the socket closes, the leaf redials after its reconnect interval), hung (SIGSTOP: the socket
+//! stays open, only pings notice), and down while the leaf starts (the leaf must dial the next declared hub
+//! by itself: the hubs a connected leaf learns from the cluster do not help then). Each time the leaf must
+//! land on another hub and the link must carry the declared flows again. Killing a leaf must leave the hub
+//! cluster and the other leaves alone, and the hub's JetStream goes through `jepsen`.
+//!
+//! Timings (AUDIT §3: kill ≈ reconnect interval + 10–30 ms; SIGSTOP ≈ ping_interval × ping_max + up to one
+//! interval) are metrics; only "did not reattach within a generous bound" is a violation. Every fault is
+//! undone, and the lab is ready again, before the check that made it is recorded.
 
-use super::Ctx;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
-pub async fn run(_ctx: &mut Ctx<'_, '_>) {}
+use super::check::Pending;
+use super::{jepsen, probes, Ctx, Family, Outcome};
+use crate::backend::FaultKind;
+use crate::lab::Lab;
+use crate::plan::probe_user;
+use crate::topology::{Flow, Leaf, Topology};
+
+/// `/leafz` polling period while a leaf fails over (AUDIT §3 polled every 20 ms).
+const POLL: Duration = Duration::from_millis(10);
+/// Beyond what a leaf's declared settings explain, how long it may take to reattach before that is a
+/// violation. Generous on purpose: timings are metrics, this only separates "slow" from "never".
+const SLACK: Duration = Duration::from_secs(10);
+/// How long a restarted or resumed node may take to be ready again.
+pub const READY: Duration = Duration::from_secs(30);
+/// nats-server's defaults where the leaf declares nothing.
+const DEFAULT_RECONNECT: Duration = Duration::from_secs(1);
+const DEFAULT_PING_MAX: u32 = 2;
+
+pub async fn run(ctx: &mut Ctx<'_, '_>) {
+    let declared: &Topology = ctx.declared;
+    for leaf in &declared.leaves {
+        for index in 0..leaf.remotes.len() {
+            let link = Link::new(declared, leaf, index);
+            kill_hub(ctx, &link).await;
+            hung_hub(ctx, &link).await;
+            cold_start(ctx, &link).await;
+        }
+    }
+    for leaf in &declared.leaves {
+        kill_leaf(ctx, declared, leaf).await;
+    }
+    jepsen::run(ctx).await;
+}
+
+/// One leaf remote as declared: the hubs it may use and what crosses it.
+struct Link<'t> {
+    leaf: &'t Leaf,
+    index: usize,
+    hubs: &'t [String],
+    /// The leaf-local account the link binds; `/leafz` on the leaf names it.
+    local_account: &'t str,
+    /// The hub account the link lands in (`LEAF_<X>`).
+    hub_account: String,
+    /// The hub account the declared flows trade with.
+    peer: &'t str,
+    export: Option<&'t Flow>,
+    import: Option<&'t Flow>,
+}
+
+impl<'t> Link<'t> {
+    fn new(t: &'t Topology, leaf: &'t Leaf, index: usize) -> Link<'t> {
+        let remote = &leaf.remotes[index];
+        Link {
+            leaf,
+            index,
+            hubs: &remote.hubs,
+            local_account: leaf.remote_account(remote),
+            hub_account: leaf.hub_account(index),
+            peer: remote.peer_account(&t.hub),
+            export: remote.exports.first(),
+            import: remote.imports.first(),
+        }
+    }
+
+    fn label(&self) -> String {
+        if self.leaf.remotes.len() == 1 {
+            self.leaf.name.clone()
+        } else {
+            format!("{} (remote {})", self.leaf.name, self.index)
+        }
+    }
+
+    fn reconnect(&self) -> Duration {
+        self.leaf.reconnect_interval.as_ref().map(|d| d.get()).unwrap_or(DEFAULT_RECONNECT)
+    }
+
+    /// How long reattaching may take before it counts as "never".
+    fn bound(&self) -> Duration {
+        SLACK + self.reconnect()
+    }
+
+    fn hub_list(&self) -> String {
+        self.hubs.join(", ")
+    }
+
+    /// `None` when this link can be failed over; else why not.
+    fn cannot_fail_over(&self) -> Option<String> {
+        (self.hubs.len() < 2).then(|| format!("failover needs ≥ 2 hubs declared in the remote; it declares {}", self.hub_list()))
+    }
+}
+
+/// Faults in force, so that every one is undone before a check finishes, whatever happened in between.
+#[derive(Default)]
+pub struct Faults {
+    killed: BTreeSet<String>,
+    paused: BTreeSet<String>,
+}
+
+impl Faults {
+    pub async fn kill(&mut self, lab: &mut Lab, node: &str) -> Result<(), String> {
+        tracing::info!(node, "fault: kill -9");
+        lab.kill(node).await.map_err(|e| e.to_string())?;
+        self.killed.insert(node.to_string());
+        Ok(())
+    }
+
+    pub async fn start(&mut self, lab: &mut Lab, node: &str) -> Result<(), String> {
+        tracing::info!(node, "heal: start");
+        lab.start(node).await.map_err(|e| e.to_string())?;
+        self.killed.remove(node);
+        Ok(())
+    }
+
+    pub async fn pause(&mut self, lab: &mut Lab, node: &str) -> Result<(), String> {
+        tracing::info!(node, "fault: SIGSTOP");
+        lab.pause(node).await.map_err(|e| e.to_string())?;
+        self.paused.insert(node.to_string());
+        Ok(())
+    }
+
+    pub async fn resume(&mut self, lab: &mut Lab, node: &str) -> Result<(), String> {
+        tracing::info!(node, "heal: SIGCONT");
+        lab.resume(node).await.map_err(|e| e.to_string())?;
+        self.paused.remove(node);
+        Ok(())
+    }
+
+    /// Resumes and restarts whatever is still down, then waits until every node of the lab is ready.
+    pub async fn heal(&mut self, lab: &mut Lab) -> Result<(), Outcome> {
+        let mut broken = Vec::new();
+        for n in std::mem::take(&mut self.paused) {
+            if let Err(e) = self.resume(lab, &n).await {
+                broken.push(e);
+            }
+        }
+        for n in std::mem::take(&mut self.killed) {
+            if let Err(e) = self.start(lab, &n).await {
+                broken.push(e);
+            }
+        }
+        if !broken.is_empty() {
+            return Err(Outcome::Error(format!("could not undo faults: {}", broken.join("; "))));
+        }
+        let all: Vec<String> = lab.plan.nodes.iter().map(|n| n.name.clone()).collect();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        lab.wait_ready(&all, READY).await.map_err(|e| Outcome::Violated(format!("the lab was not ready again after healing: {e}")))
+    }
+}
+
+/// Heals, and folds a failure to heal into the check's outcome.
+pub async fn heal_after(lab: &mut Lab, faults: &mut Faults, outcome: Outcome) -> Outcome {
+    match faults.heal(lab).await {
+        Ok(()) => outcome,
+        Err(o) => worse(outcome, o),
+    }
+}
+
+/// The more serious of two outcomes, with both texts. A violation outranks a harness error: what NATS did
+/// wrong stays visible even if the harness broke afterwards.
+pub fn worse(a: Outcome, b: Outcome) -> Outcome {
+    fn rank(o: &Outcome) -> u8 {
+        match o {
+            Outcome::Pass(_) => 0,
+            Outcome::Skipped(_) => 1,
+            Outcome::Error(_) => 2,
+            Outcome::Violated(_) => 3,
+        }
+    }
+    fn text(o: &Outcome) -> &str {
+        match o {
+            Outcome::Pass(t) | Outcome::Skipped(t) | Outcome::Violated(t) | Outcome::Error(t) => t,
+        }
+    }
+    let joined = [text(&a), text(&b)].into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join("; ");
+    match if rank(&b) > rank(&a) { b } else { a } {
+        Outcome::Pass(_) => Outcome::Pass(joined),
+        Outcome::Skipped(_) => Outcome::Skipped(joined),
+        Outcome::Error(_) => Outcome::Error(joined),
+        Outcome::Violated(_) => Outcome::Violated(joined),
+    }
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// Records a check that needs a fault the backend lacks, or a link with a single hub; `true` if skipped.
+fn skipped(ctx: &mut Ctx<'_, '_>, name: &str, expected: &str, fault: FaultKind, why_not: Option<String>) -> bool {
+    let why = match why_not {
+        Some(w) => w,
+        None if !ctx.lab.faults().contains(&fault) => format!("the {:?} backend cannot {fault:?} nodes", ctx.lab.kind()),
+        None => return false,
+    };
+    ctx.rec.skip(Family::Failover, name, expected, why);
+    true
+}
+
+/// Runs one fault-making check: records it, heals whatever it left, then finishes it.
+async fn guarded<'c, F>(ctx: &'c mut Ctx<'_, '_>, name: String, expected: String, body: F)
+where
+    F: for<'l> AsyncFnOnce(&'l mut Lab, &'l mut Pending, &'l mut Faults) -> Outcome,
+{
+    let mut p = ctx.rec.start(Family::Failover, name, expected);
+    let mut faults = Faults::default();
+    let outcome = body(ctx.lab, &mut p, &mut faults).await;
+    let outcome = heal_after(ctx.lab, &mut faults, outcome).await;
+    ctx.rec.finish(p, outcome);
+}
+
+// ---------------------------------------------------------------- the checks
+
+async fn kill_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
+    let name = format!("{}: fails over when its hub is killed", link.label());
+    let expected = format!(
+        "kill -9 of the hub it is attached to: the leaf attaches to another of [{}] within {} ms (10 s + reconnect_interval {} ms), \
+         a round trip across the link works again, and the restarted hub rejoins the full mesh",
+        link.hub_list(),
+        ms(link.bound()),
+        ms(link.reconnect())
+    );
+    if skipped(ctx, &name, &expected, FaultKind::Kill, link.cannot_fail_over()) {
+        return;
+    }
+    guarded(ctx, name, expected, async |lab: &mut Lab, p: &mut Pending, faults: &mut Faults| {
+        let from = match attached_before(lab, link).await {
+            Ok(h) => h,
+            Err(o) => return o,
+        };
+        let t0 = Instant::now();
+        if let Err(e) = faults.kill(lab, &from).await {
+            return Outcome::Error(e);
+        }
+        let Some((to, took)) = wait_attached(lab, link, Some(&from), t0, link.bound()).await else {
+            return Outcome::Violated(format!("after kill -9 of {from} the leaf was attached to no other hub within {} ms", ms(link.bound())));
+        };
+        p.metric_duration("failover_ms", took);
+        let mut seen = format!("{from} killed; attached to {to} after {} ms{}", ms(took), undeclared_note(link, &to));
+        match round_trip(lab, link, &to).await {
+            Ok(Ok(trip)) => seen.push_str(&format!("; {trip}")),
+            Ok(Err(trip)) => return Outcome::Violated(format!("{seen}; {trip}")),
+            Err(e) => return Outcome::Error(format!("{seen}; {e}")),
+        }
+        if let Err(e) = faults.start(lab, &from).await {
+            return Outcome::Error(format!("{seen}; {e}"));
+        }
+        let t1 = Instant::now();
+        let hubs = hub_names(lab);
+        if let Err(e) = lab.wait_ready(&hubs.iter().map(String::as_str).collect::<Vec<_>>(), READY).await {
+            return Outcome::Violated(format!("{seen}; restarted {from} did not rejoin the mesh: {e}"));
+        }
+        p.metric_duration("rejoin_ms", t1.elapsed());
+        Outcome::Pass(format!("{seen}; {from} rejoined the full mesh {} ms after restart", ms(t1.elapsed())))
+    })
+    .await;
+}
+
+async fn hung_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
+    let name = format!("{}: fails over when its hub hangs", link.label());
+    let leaf = link.leaf;
+    let ping_max = leaf.ping_max.unwrap_or(DEFAULT_PING_MAX);
+    let Some(interval) = leaf.ping_interval.as_ref().map(|d| d.get()) else {
+        let expected = "SIGSTOP of the hub it is attached to: the leaf notices by pings and moves to another hub";
+        let why = "the leaf declares no ping_interval: with the default (2m × ping_max 2) a hung hub goes unnoticed for minutes";
+        if !skipped(ctx, &name, expected, FaultKind::Pause, link.cannot_fail_over()) {
+            ctx.rec.skip(Family::Failover, name, expected, why);
+        }
+        return;
+    };
+    let noticed = interval * ping_max;
+    let bound = interval * (ping_max + 2) + link.bound();
+    let expected = format!(
+        "SIGSTOP of the hub it is attached to: the leaf notices by pings (ping_interval {} ms × ping_max {ping_max} ≈ {} ms, \
+         plus up to one interval and reconnect_interval {} ms) and attaches to another of [{}] within {} ms; a round trip \
+         across the link works again; resumed, the hub is ready again",
+        ms(interval),
+        ms(noticed),
+        ms(link.reconnect()),
+        link.hub_list(),
+        ms(bound)
+    );
+    if skipped(ctx, &name, &expected, FaultKind::Pause, link.cannot_fail_over()) {
+        return;
+    }
+    guarded(ctx, name, expected, async |lab: &mut Lab, p: &mut Pending, faults: &mut Faults| {
+        let from = match attached_before(lab, link).await {
+            Ok(h) => h,
+            Err(o) => return o,
+        };
+        let t0 = Instant::now();
+        if let Err(e) = faults.pause(lab, &from).await {
+            return Outcome::Error(e);
+        }
+        let Some((to, took)) = wait_attached(lab, link, Some(&from), t0, bound).await else {
+            return Outcome::Violated(format!("with {from} hung (SIGSTOP) the leaf was attached to no other hub within {} ms", ms(bound)));
+        };
+        p.metric_duration("hung_failover_ms", took);
+        let mut seen = format!("{from} hung; attached to {to} after {} ms{}", ms(took), undeclared_note(link, &to));
+        match round_trip(lab, link, &to).await {
+            Ok(Ok(trip)) => seen.push_str(&format!("; {trip}")),
+            Ok(Err(trip)) => return Outcome::Violated(format!("{seen}; {trip}")),
+            Err(e) => return Outcome::Error(format!("{seen}; {e}")),
+        }
+        if let Err(e) = faults.resume(lab, &from).await {
+            return Outcome::Error(format!("{seen}; {e}"));
+        }
+        let t1 = Instant::now();
+        let hubs = hub_names(lab);
+        if let Err(e) = lab.wait_ready(&hubs.iter().map(String::as_str).collect::<Vec<_>>(), READY).await {
+            return Outcome::Violated(format!("{seen}; resumed {from} was not ready again: {e}"));
+        }
+        p.metric_duration("resume_ready_ms", t1.elapsed());
+        Outcome::Pass(format!("{seen}; {from} ready again {} ms after resume", ms(t1.elapsed())))
+    })
+    .await;
+}
+
+/// A leaf (re)started while its first hub is down must dial the next declared hub. This is what the
+/// declared list is for: a running leaf also learns the other hubs from the one it is attached to, so a
+/// remote that lists a single hub survives a hub kill, but not a restart while that hub is down.
+async fn cold_start(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
+    let name = format!("{}: starts with its first hub down", link.label());
+    let first = link.hubs.first().cloned().unwrap_or_default();
+    let expected = format!(
+        "with {first} killed, the restarted leaf attaches to another of [{}] within {} ms",
+        link.hub_list(),
+        ms(link.bound())
+    );
+    if skipped(ctx, &name, &expected, FaultKind::Kill, link.cannot_fail_over()) {
+        return;
+    }
+    let leaf = link.leaf.name.clone();
+    guarded(ctx, name, expected, async |lab: &mut Lab, p: &mut Pending, faults: &mut Faults| {
+        if let Err(o) = attached_before(lab, link).await {
+            return o;
+        }
+        for node in [&leaf, &first] {
+            if let Err(e) = faults.kill(lab, node).await {
+                return Outcome::Error(e);
+            }
+        }
+        let t0 = Instant::now();
+        if let Err(e) = faults.start(lab, &leaf).await {
+            return Outcome::Error(e);
+        }
+        let Some((to, took)) = wait_attached(lab, link, None, t0, link.bound()).await else {
+            return Outcome::Violated(format!(
+                "with {first} down, the restarted leaf was attached to no hub within {} ms: it did not dial the other declared hubs",
+                ms(link.bound())
+            ));
+        };
+        p.metric_duration("cold_attach_ms", took);
+        Outcome::Pass(format!("{first} down; the restarted leaf attached to {to} after {} ms{}", ms(took), undeclared_note(link, &to)))
+    })
+    .await;
+}
+
+async fn kill_leaf(ctx: &mut Ctx<'_, '_>, declared: &Topology, leaf: &Leaf) {
+    let name = format!("{}: killing it leaves the rest healthy", leaf.name);
+    let expected = format!(
+        "after kill -9 of {}: every hub healthy with the full route mesh, every other leaf attached, a message crosses the hub \
+         cluster; restarted, the leaf attaches again",
+        leaf.name
+    );
+    if skipped(ctx, &name, &expected, FaultKind::Kill, None) {
+        return;
+    }
+    let account = declared.hub.accounts[0].name.clone();
+    guarded(ctx, name, expected, async |lab: &mut Lab, p: &mut Pending, faults: &mut Faults| {
+        if let Err(e) = faults.kill(lab, &leaf.name).await {
+            return Outcome::Error(e);
+        }
+        let others: Vec<String> = lab.plan.nodes.iter().filter(|n| n.name != leaf.name).map(|n| n.name.clone()).collect();
+        if let Err(e) = lab.wait_ready(&others.iter().map(String::as_str).collect::<Vec<_>>(), SLACK).await {
+            return Outcome::Violated(format!("with {} killed, the rest was not healthy: {e}", leaf.name));
+        }
+        let hubs = hub_names(lab);
+        let (a, b) = (hubs.first().cloned().unwrap_or_default(), hubs.last().cloned().unwrap_or_default());
+        let mut seen = format!("with {} killed: hubs meshed, {} other node(s) ready", leaf.name, others.len());
+        match hub_trip(lab, &account, &a, &b).await {
+            Ok(Ok(trip)) => seen.push_str(&format!("; {trip}")),
+            Ok(Err(trip)) => return Outcome::Violated(format!("{seen}; {trip}")),
+            Err(e) => return Outcome::Error(format!("{seen}; {e}")),
+        }
+        if let Err(e) = faults.start(lab, &leaf.name).await {
+            return Outcome::Error(format!("{seen}; {e}"));
+        }
+        let t = Instant::now();
+        if let Err(e) = lab.wait_ready(&[leaf.name.as_str()], READY).await {
+            return Outcome::Violated(format!("{seen}; restarted, {} did not attach again: {e}", leaf.name));
+        }
+        p.metric_duration("leaf_rejoin_ms", t.elapsed());
+        Outcome::Pass(format!("{seen}; restarted, {} was attached again after {} ms", leaf.name, ms(t.elapsed())))
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- observing the leaf
+
+fn hub_names(lab: &Lab) -> Vec<String> {
+    lab.plan.hubs().map(|h| h.name.clone()).collect()
+}
+
+/// The hub this link is attached to, from the leaf's own `/leafz` (the entry bound to the link's account).
+async fn attached(lab: &Lab, link: &Link<'_>) -> Result<Option<String>, String> {
+    let leafs = lab.monitor.leafs(&lab.endpoint(&link.leaf.name).monitor_url).await?;
+    Ok(leafs.into_iter().find(|(hub, account)| account == link.local_account && !hub.is_empty()).map(|(hub, _)| hub))
+}
+
+/// Polls until the link is attached to a hub other than `not`; returns it and the time since `since` (the
+/// fault), or `None` once `within` of that has passed.
+async fn wait_attached(lab: &Lab, link: &Link<'_>, not: Option<&str>, since: Instant, within: Duration) -> Option<(String, Duration)> {
+    loop {
+        if let Ok(Some(hub)) = attached(lab, link).await {
+            if Some(hub.as_str()) != not {
+                return Some((hub, since.elapsed()));
+            }
+        }
+        if since.elapsed() >= within {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The hub the link is on before a fault; a link not attached at all is already a violation.
+async fn attached_before(lab: &Lab, link: &Link<'_>) -> Result<String, Outcome> {
+    match wait_attached(lab, link, None, Instant::now(), READY).await {
+        Some((hub, _)) => Ok(hub),
+        None => Err(Outcome::Violated(format!("the leaf was not attached to any hub before the fault (waited {} s)", READY.as_secs()))),
+    }
+}
+
+fn undeclared_note(link: &Link<'_>, hub: &str) -> String {
+    if link.hubs.iter().any(|h| h == hub) {
+        String::new()
+    } else {
+        " (not a declared hub of this remote: learned from the cluster)".to_string()
+    }
+}
+
+// ---------------------------------------------------------------- round trips
+
+/// A subject with every wildcard token replaced by `token`: something a publisher may use.
+fn concrete(subject: &str, token: &str) -> String {
+    subject.split('.').map(|t| if t == "*" || t == ">" { token } else { t }).collect::<Vec<_>>().join(".")
+}
+
+/// Both directions across the link, through `hub`: leaf → hub on the first declared export (received under
+/// its prefix by the peer account), hub → leaf on the first declared import; where none is declared, a
+/// subject of the link's own hub account. `Ok(Err)` is "not delivered"; `Err` is a harness failure.
+async fn round_trip(lab: &Lab, link: &Link<'_>, hub: &str) -> Result<Result<String, String>, String> {
+    let leaf = lab.probe(&link.leaf.name, link.local_account).await.map_err(|e| e.to_string())?;
+    let token = probes::token();
+    let up = match link.export {
+        Some(f) => (link.peer, concrete(&f.subject, &token), concrete(&f.local_subject(), &token)),
+        None => (link.hub_account.as_str(), format!("natslab.failover.up.{token}"), format!("natslab.failover.up.{token}")),
+    };
+    let hub_up = hub_client(lab, hub, up.0).await?;
+    if let Err(e) = leg(&leaf, &up.1, &hub_up, &up.2).await? {
+        return Ok(Err(format!("leaf → hub: {e}")));
+    }
+    let down = match link.import {
+        Some(f) => (link.peer, concrete(&f.subject, &token), concrete(&f.local_subject(), &token)),
+        None => (link.hub_account.as_str(), format!("natslab.failover.down.{token}"), format!("natslab.failover.down.{token}")),
+    };
+    let hub_down = hub_client(lab, hub, down.0).await?;
+    if let Err(e) = leg(&hub_down, &down.1, &leaf, &down.2).await? {
+        return Ok(Err(format!("hub → leaf: {e}")));
+    }
+    Ok(Ok(format!("round trip via {hub}: {} → {}, {} → {}", up.1, up.2, down.1, down.2)))
+}
+
+/// A message across the hub cluster itself: subscribed on `a`, published on `b`.
+async fn hub_trip(lab: &Lab, account: &str, a: &str, b: &str) -> Result<Result<String, String>, String> {
+    let subject = format!("natslab.failover.hub.{}", probes::token());
+    let sub = hub_client(lab, a, account).await?;
+    let publ = hub_client(lab, b, account).await?;
+    Ok(leg(&publ, &subject, &sub, &subject).await?.map(|()| format!("{subject} crossed {b} → {a}")))
+}
+
+async fn hub_client(lab: &Lab, hub: &str, account: &str) -> Result<async_nats::Client, String> {
+    let access = lab.access(hub, account, &probe_user(account)).ok_or_else(|| format!("no probe user for {account} on {hub}"))?;
+    probes::connect(&access, &format!("natslab-failover-{hub}")).await
+}
+
+/// Publishes on `subject` from `from` until `to` receives it as `expect` (bounded by `probes::DELIVERY`).
+async fn leg(from: &async_nats::Client, subject: &str, to: &async_nats::Client, expect: &str) -> Result<Result<(), String>, String> {
+    let mut sub = to.subscribe(expect.to_string()).await.map_err(|e| format!("subscribe {expect}: {e}"))?;
+    to.flush().await.map_err(|e| format!("flush: {e}"))?;
+    let got = probes::publish_until_received(from, subject, "natslab-failover", &mut sub, probes::DELIVERY).await;
+    Ok(match got {
+        Some((s, _)) if s == expect => Ok(()),
+        Some((s, _)) => Err(format!("{subject} arrived as {s}, not {expect}")),
+        None => Err(format!("{subject} never arrived as {expect} within {} s", probes::DELIVERY.as_secs())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concrete_fills_every_wildcard() {
+        assert_eq!(concrete("telemetry.>", "t1"), "telemetry.t1");
+        assert_eq!(concrete("domain.*.events.>", "t1"), "domain.t1.events.t1");
+        assert_eq!(concrete("leaf.edge-1.telemetry.>", "t1"), "leaf.edge-1.telemetry.t1");
+        assert_eq!(concrete("a.b", "t1"), "a.b");
+    }
+
+    #[test]
+    fn worse_keeps_the_most_serious_verdict_and_both_texts() {
+        let o = worse(Outcome::Pass("fine".into()), Outcome::Violated("broken".into()));
+        assert!(matches!(o, Outcome::Violated(t) if t == "fine; broken"));
+        let o = worse(Outcome::Violated("nats".into()), Outcome::Error("harness".into()));
+        assert!(matches!(o, Outcome::Violated(_)));
+        let o = worse(Outcome::Pass(String::new()), Outcome::Error("x".into()));
+        assert!(matches!(o, Outcome::Error(t) if t == "x"));
+    }
+
+    #[test]
+    fn links_derive_from_the_declared_remote() {
+        let t: Topology = crate::topology::load_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/failover.yaml"))
+            .expect("failover.yaml loads");
+        let link = Link::new(&t, &t.leaves[0], 0);
+        assert_eq!(link.hubs, ["hub-1", "hub-2", "hub-3"]);
+        assert_eq!(link.hub_account, "LEAF_EDGE_1");
+        assert_eq!(link.peer, "HUB");
+        assert_eq!(link.export.map(|f| f.local_subject()).as_deref(), Some("leaf.edge-1.telemetry.>"));
+        assert_eq!(link.reconnect(), Duration::from_millis(100));
+        assert!(link.cannot_fail_over().is_none());
+    }
+}

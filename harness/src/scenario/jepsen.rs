@@ -230,7 +230,7 @@ fn prefix(o: Outcome, seen: &str) -> Outcome {
 }
 
 /// The faults, in order: wait for the stream to take writes, restart every hub in turn, kill the stream
-/// leader, kill the meta leader (when another node). Each killed node is restarted and the cluster is ready
+/// leader, kill the meta leader (whoever it is by then). Each killed node is restarted and the cluster is ready
 /// again before the next fault. `Err` carries a violation (NATS did not recover) or a harness error.
 async fn nemesis(
     lab: &mut Lab,
@@ -248,7 +248,7 @@ async fn nemesis(
     let t = Instant::now();
     for h in hubs {
         faults.kill(lab, h).await.map_err(Outcome::Error)?;
-        faults.start(lab, h).map_err(Outcome::Error)?;
+        faults.start(lab, h).await.map_err(Outcome::Error)?;
         settle(lab, admin, hubs, &format!("{h} restarted")).await?;
     }
     p.metric_duration("rolling_restart_ms", t.elapsed());
@@ -259,14 +259,13 @@ async fn nemesis(
     p.metric_duration("unavailable_ms", gap);
     log.push(format!("stream leader {leader} killed: no acks for {} ms", gap.as_millis()));
 
+    // Whether the meta leader also leads the stream decides whether publishes stall (AUDIT §3): say which.
     let meta = meta_leader(lab, hubs).await.map_err(Outcome::Error)?;
-    if meta == leader {
-        log.push(format!("meta leader was {meta} again (already killed as stream leader)"));
-    } else {
-        let gap = kill_leader(lab, admin, hubs, history, faults, &meta).await?;
-        p.metric_duration("meta_unavailable_ms", gap);
-        log.push(format!("meta leader {meta} killed: no acks for {} ms", gap.as_millis()));
-    }
+    let leader = stream_leader(admin).await.map_err(Outcome::Error)?;
+    let gap = kill_leader(lab, admin, hubs, history, faults, &meta).await?;
+    p.metric_duration("meta_unavailable_ms", gap);
+    let role = if meta == leader { "meta leader, also the stream leader," } else { "meta leader (not the stream leader)" };
+    log.push(format!("{role} {meta} killed: no acks for {} ms", gap.as_millis()));
     Ok(())
 }
 
@@ -285,7 +284,7 @@ async fn kill_leader(
         return Err(Outcome::Violated(format!("{STREAM} took no publish for {} s after {node} was killed", RECOVERY.as_secs())));
     }
     let gap = with(history, |h| h.gap_around(at)).unwrap_or_default();
-    faults.start(lab, node).map_err(Outcome::Error)?;
+    faults.start(lab, node).await.map_err(Outcome::Error)?;
     settle(lab, admin, hubs, &format!("{node} restarted")).await?;
     Ok(gap)
 }

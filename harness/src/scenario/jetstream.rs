@@ -439,3 +439,658 @@ async fn wait_ready_all(lab: &Lab) -> Result<(), String> {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     lab.wait_ready(&refs, RESTART).await.map_err(|e| e.to_string())
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Domains
+
+async fn domain_checks(ctx: &mut Ctx<'_, '_>, t: &Topology) {
+    let hub_domain = t.hub.jetstream.as_ref().and_then(|j| j.domain.clone());
+    for l in &t.leaves {
+        let Some(domain) = l.jetstream.as_ref().and_then(|j| j.domain.clone()) else { continue };
+        for (r, remote) in l.remotes.iter().enumerate() {
+            let (local, linked) = (l.remote_account(remote).to_string(), l.hub_account(r));
+            // The leaf's streams in the linked account, seen from the hub side of the link.
+            for s in l.streams.iter().filter(|s| s.account.as_deref().unwrap_or(&l.accounts[0].name) == local) {
+                let shadow = t.hub.streams.iter().any(|h| h.name == s.name && h.account.as_deref().unwrap_or(&t.hub.accounts[0].name) == linked);
+                let from = Side::Hub(linked.clone());
+                isolation_check(ctx, &from, &format!("{}/{}", l.name, s.name), &s.name, &domain, shadow).await;
+                access_check(ctx, &from, &format!("{}/{}", l.name, s.name), &s.name, Some(&domain)).await;
+            }
+            // Hub streams in the linked account, seen from the leaf.
+            for s in t.hub.streams.iter().filter(|s| s.account.as_deref().unwrap_or(&t.hub.accounts[0].name) == linked) {
+                let shadow = l.streams.iter().any(|x| x.name == s.name && x.account.as_deref().unwrap_or(&l.accounts[0].name) == local);
+                let from = Side::Leaf(l.name.clone(), local.clone());
+                let hub_label = hub_domain.clone().unwrap_or_else(|| "(no domain)".into());
+                isolation_check(ctx, &from, &format!("hub/{}", s.name), &s.name, &hub_label, shadow).await;
+                access_check(ctx, &from, &format!("hub/{}", s.name), &s.name, hub_domain.as_deref()).await;
+            }
+        }
+    }
+}
+
+/// Where a domain probe asks from: a hub account (any hub), or a leaf's local account.
+enum Side {
+    Hub(String),
+    Leaf(String, String),
+}
+
+impl Side {
+    fn describe(&self) -> String {
+        match self {
+            Side::Hub(a) => format!("hub account {a}"),
+            Side::Leaf(l, a) => format!("{l} account {a}"),
+        }
+    }
+
+    async fn client(&self, lab: &Lab) -> Result<Client, String> {
+        match self {
+            Side::Hub(a) => hub_client(lab, a, None).await,
+            Side::Leaf(l, a) => lab.probe(l, a).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// A stream is invisible through the asking side's own `$JS.API`: its own domain answers "not found".
+async fn isolation_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream: &str, domain: &str, shadow: bool) {
+    let name = format!("domain-isolation {label} from {}", from.describe());
+    let expected = format!(
+        "$JS.API.STREAM.INFO.{stream} from {} answers from its own domain: stream not found (10059), and STREAM.NAMES lacks it \
+         (the stream lives in domain {domain})",
+        from.describe()
+    );
+    if shadow {
+        let why = format!("{} declares its own stream named {stream}: the names collide, isolation cannot be told apart", from.describe());
+        ctx.rec.skip(FAMILY, name, expected, why);
+        return;
+    }
+    let pending = ctx.rec.start(FAMILY, name, expected);
+    let body = isolation_body(ctx.lab, from, stream).await;
+    finish(ctx, pending, body).await;
+}
+
+async fn isolation_body(lab: &Lab, from: &Side, stream: &str) -> Result<Outcome, String> {
+    let c = from.client(lab).await?;
+    let info = api(&c, API, &format!("STREAM.INFO.{stream}"), &json!({})).await;
+    let names = api(&c, API, "STREAM.NAMES", &json!({})).await;
+    let listed: Vec<String> = match &names {
+        Ok(v) => v["streams"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default(),
+        Err(_) => vec![],
+    };
+    match (info, names) {
+        (Ok(v), _) => Ok(Outcome::Violated(format!("own domain found it: {}", v["config"]))),
+        (Err(e), _) if e.contains("no responders") => Ok(Outcome::Pass("no JetStream answers $JS.API on this side: nothing is visible".into())),
+        (Err(e), Ok(_)) if e.contains("err_code 10059") => Ok(Outcome::expect(
+            !listed.iter().any(|s| s == stream),
+            format!("STREAM.INFO: {e}; STREAM.NAMES: {listed:?}"),
+        )),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// The same stream is reachable across the link through its domain's API prefix.
+async fn access_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream: &str, domain: Option<&str>) {
+    let name = format!("domain-access {label} from {}", from.describe());
+    let Some(domain) = domain else {
+        let why = "the hub declares no JetStream domain: there is no $JS.<domain>.API prefix to reach it by";
+        ctx.rec.skip(FAMILY, name, format!("hub stream {stream} reachable from {}", from.describe()), why);
+        return;
+    };
+    let prefix = format!("$JS.{domain}.API");
+    let pending = ctx.rec.start(FAMILY, name, format!("{prefix}.STREAM.INFO.{stream} from {} finds the stream", from.describe()));
+    let body = async {
+        let c = from.client(ctx.lab).await?;
+        match api(&c, &prefix, &format!("STREAM.INFO.{stream}"), &json!({})).await {
+            Ok(v) => Ok(Outcome::expect(v["config"]["name"] == stream, format!("found: config.name {}", v["config"]["name"]))),
+            Err(e) if not_found(&e) || e.contains("no responders") || e.contains("timed out") => Ok(Outcome::Violated(e)),
+            Err(e) => Err(e),
+        }
+    }
+    .await;
+    finish(ctx, pending, body).await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Behaviour: deduplication, message size, interest retention
+
+async fn dedup_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
+    let Some(window) = &p.stream.duplicate_window else { return };
+    let name = format!("dedup {}", p.label());
+    let expected = format!(
+        "two publishes with the same Nats-Msg-Id within the {window} duplicate window are stored once: the second PubAck \
+         says duplicate with the first one's sequence, and the stream's last sequence moves by one"
+    );
+    let tok = token();
+    let Some(subj) = sample(&p.stream.subjects, &[], &tok, 0) else {
+        ctx.rec.skip(FAMILY, name, expected, "the stream only sources other streams: nothing can be published into it");
+        return;
+    };
+    let pending = ctx.rec.start(FAMILY, name, expected);
+    let body = dedup_body(ctx.lab, p, &subj, &tok).await;
+    finish(ctx, pending, body).await;
+}
+
+async fn dedup_body(lab: &Lab, p: &Placed<'_>, subj: &str, tok: &str) -> Result<Outcome, String> {
+    let c = client_for(lab, p).await?;
+    let before = state_u64(&stream_state(&c, API, &p.stream.name).await?, "last_seq");
+    let mut h = HeaderMap::new();
+    h.insert(async_nats::header::NATS_MESSAGE_ID, format!("natslab-{tok}").as_str());
+    let first = publish(&c, subj, Some(h.clone()), format!("dedup {tok} 1").into_bytes()).await?;
+    let second = publish(&c, subj, Some(h), format!("dedup {tok} 2").into_bytes()).await?;
+    if let Some(e) = ack_error(&first) {
+        return Ok(Outcome::Violated(format!("the first publish was refused: {e}")));
+    }
+    let after = state_u64(&stream_state(&c, API, &p.stream.name).await?, "last_seq");
+    let dup = second.get("duplicate").and_then(Value::as_bool).unwrap_or(false);
+    let ok = dup && ack_seq(&second) == ack_seq(&first) && after == before + 1;
+    Ok(Outcome::expect(ok, format!("first PubAck {first}; second PubAck {second}; last_seq {before} → {after}")))
+}
+
+async fn max_msg_size_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
+    let Some(limit) = p.stream.max_msg_size else { return };
+    let limit = limit.0 as usize;
+    let name = format!("max-msg-size {}", p.label());
+    let expected = format!(
+        "a message of {} bytes is refused (error in the PubAck, nothing stored) while one of exactly {limit} bytes is stored",
+        limit + 1
+    );
+    let tok = token();
+    let Some(subj) = sample(&p.stream.subjects, &[], &tok, 0) else {
+        ctx.rec.skip(FAMILY, name, expected, "the stream only sources other streams: nothing can be published into it");
+        return;
+    };
+    let c = match client_for(ctx.lab, p).await {
+        Ok(c) => c,
+        Err(e) => {
+            let pending = ctx.rec.start(FAMILY, name, expected);
+            ctx.rec.finish(pending, Outcome::Error(e));
+            return;
+        }
+    };
+    let max_payload = c.server_info().max_payload;
+    if limit >= max_payload {
+        let why = format!(
+            "max_msg_size {limit} is not below the server's max_payload {max_payload}: a bigger message is refused by the \
+             connection itself (Maximum Payload Violation) before JetStream sees it"
+        );
+        ctx.rec.skip(FAMILY, name, expected, why);
+        return;
+    }
+    let pending = ctx.rec.start(FAMILY, name, expected);
+    let body = max_msg_size_body(&c, p, &subj, limit).await;
+    finish(ctx, pending, body).await;
+}
+
+async fn max_msg_size_body(c: &Client, p: &Placed<'_>, subj: &str, limit: usize) -> Result<Outcome, String> {
+    let before = state_u64(&stream_state(c, API, &p.stream.name).await?, "last_seq");
+    let over = publish(c, subj, None, vec![b'x'; limit + 1]).await?;
+    let at = publish(c, subj, None, vec![b'y'; limit]).await?;
+    let after = state_u64(&stream_state(c, API, &p.stream.name).await?, "last_seq");
+    let refused = ack_error(&over);
+    let ok = refused.is_some() && ack_error(&at).is_none() && after == before + 1;
+    Ok(Outcome::expect(
+        ok,
+        format!(
+            "{} bytes: {}; {limit} bytes: {}; last_seq {before} → {after}",
+            limit + 1,
+            refused.unwrap_or_else(|| format!("stored ({over})")),
+            ack_error(&at).unwrap_or_else(|| format!("stored as seq {}", ack_seq(&at).unwrap_or(0)))
+        ),
+    ))
+}
+
+async fn interest_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
+    if p.stream.retention != Retention::Interest {
+        return;
+    }
+    let name = format!("interest-retention {}", p.label());
+    let tok = token();
+    // A subject every consumer is interested in where one exists; else the consumers that match it.
+    let all: Vec<&str> = p.stream.consumers.iter().flat_map(filters_of).collect();
+    let subj = sample(&p.stream.subjects, &all, &tok, 0).or_else(|| sample(&p.stream.subjects, &[], &tok, 0));
+    let consumers: Vec<&Consumer> = p
+        .stream
+        .consumers
+        .iter()
+        .filter(|c| subj.as_deref().is_some_and(|s| c.filter_subject.as_deref().is_none_or(|f| subject::matches(f, s))))
+        .collect();
+    let names: Vec<&str> = consumers.iter().map(|c| c.name.as_str()).collect();
+    let expected = format!(
+        "a message stays while any interested consumer ({}) has not acked it, and is removed once every one has",
+        names.join(", ")
+    );
+    let Some(subj) = subj.filter(|_| !consumers.is_empty()) else {
+        ctx.rec.skip(FAMILY, name, expected, "no subject reaches both the stream and a consumer");
+        return;
+    };
+    let pending = ctx.rec.start(FAMILY, name, expected);
+    let body = interest_body(ctx.lab, p, &consumers, &subj, &tok).await;
+    finish(ctx, pending, body).await;
+}
+
+async fn interest_body(lab: &Lab, p: &Placed<'_>, consumers: &[&Consumer], subj: &str, tok: &str) -> Result<Outcome, String> {
+    let c = client_for(lab, p).await?;
+    let stream = &p.stream.name;
+    let payload = format!("interest {tok}");
+    let seq = publish_stored(&c, subj, &payload).await?;
+    let mut seen = vec![format!("stored as seq {seq}")];
+    for (i, consumer) in consumers.iter().enumerate() {
+        if get_msg(&c, stream, seq).await?.is_none() {
+            seen.push(format!("gone before {} acked", consumer.name));
+            return Ok(Outcome::Violated(seen.join("; ")));
+        }
+        let m = receive(&c, stream, consumer, &payload).await?;
+        if consumer.ack_policy != AckPolicy::None {
+            ack_sync(&c, &m).await?;
+        }
+        seen.push(format!("{} acked{}", consumer.name, if i + 1 < consumers.len() { ", message still there" } else { "" }));
+    }
+    let deadline = Instant::now() + WAIT;
+    let started = Instant::now();
+    while get_msg(&c, stream, seq).await?.is_some() {
+        if Instant::now() >= deadline {
+            seen.push(format!("still stored {WAIT:?} after the last ack"));
+            return Ok(Outcome::Violated(seen.join("; ")));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen.push(format!("removed {} ms after the last ack", started.elapsed().as_millis()));
+    let state = stream_state(&c, API, stream).await?;
+    seen.push(format!("stream now holds {} message(s)", state_u64(&state, "messages")));
+    Ok(Outcome::Pass(seen.join("; ")))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Behaviour: max deliveries
+
+async fn max_deliver_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>, c: &Consumer) {
+    let Some(max) = c.max_deliver.filter(|m| *m > 0) else { return };
+    let name = format!("max-deliver {}/{}", p.label(), c.name);
+    let probe = format!("natslab-probe-{}", c.name);
+    let expected = format!(
+        "a message that is never acked is delivered exactly {max} times, then the server gives up with \
+         $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES (deliveries counted until that advisory). Measured on a temporary copy \
+         {probe} of the live consumer's configuration (ack_wait {PROBE_ACK_WAIT:?} instead of the declared one, starting at \
+         the probe message{}), deleted afterwards",
+        if c.deliver_subject.is_some() { ", delivering to a private subject" } else { "" }
+    );
+    if c.ack_policy != AckPolicy::Explicit {
+        ctx.rec.skip(FAMILY, name, expected, "max_deliver is probed on ack_policy explicit consumers, where each message is acked alone");
+        return;
+    }
+    if p.stream.retention == Retention::Workqueue {
+        ctx.rec.skip(FAMILY, name, expected, "a work-queue stream refuses a second consumer with an overlapping filter: no temporary copy can be made");
+        return;
+    }
+    let tok = token();
+    let Some(subj) = sample(&p.stream.subjects, &filters_of(c), &tok, 0) else {
+        ctx.rec.skip(FAMILY, name, expected, "no subject reaches both the stream and the consumer's filter");
+        return;
+    };
+    let pending = ctx.rec.start(FAMILY, name, expected);
+    let body = match client_for(ctx.lab, p).await {
+        Ok(client) => {
+            let probe = Probe { client: &client, stream: &p.stream.name, consumer: c, name: &probe, tok: &tok };
+            probe.run(&subj, max).await
+        }
+        Err(e) => Err(e),
+    };
+    finish(ctx, pending, body).await;
+}
+
+/// A temporary copy of a live consumer that counts deliveries of one unacked message.
+struct Probe<'a> {
+    client: &'a Client,
+    stream: &'a str,
+    consumer: &'a Consumer,
+    name: &'a str,
+    tok: &'a str,
+}
+
+impl Probe<'_> {
+    async fn run(&self, subj: &str, declared: i64) -> Result<Outcome, String> {
+        let c = self.client;
+        let live = match api(c, API, &format!("CONSUMER.INFO.{}.{}", self.stream, self.consumer.name), &json!({})).await {
+            Ok(v) => v["config"].clone(),
+            Err(e) if not_found(&e) => return Ok(Outcome::Violated(format!("the consumer does not exist: {e}"))),
+            Err(e) => return Err(e),
+        };
+        let payload = format!("max-deliver {}", self.tok);
+        let seq = publish_stored(c, subj, &payload).await?;
+        let deliver_to = format!("natslab.probe.{}", self.tok);
+        let advisory = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}", self.stream, self.name);
+        let mut adv = c.subscribe(advisory).await.map_err(|e| e.to_string())?;
+        let inbox = if live.get("deliver_subject").is_some() { deliver_to.clone() } else { c.new_inbox() };
+        let mut deliveries = c.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
+        c.flush().await.map_err(|e| e.to_string())?;
+        let config = self.copy(&live, seq, &deliver_to);
+        api(c, API, &format!("CONSUMER.CREATE.{}.{}", self.stream, self.name), &json!({ "stream_name": self.stream, "config": config })).await?;
+        let counted = self.count((&mut deliveries, &inbox), &mut adv, seq, &payload, &live).await;
+        let deleted = api(c, API, &format!("CONSUMER.DELETE.{}.{}", self.stream, self.name), &json!({})).await;
+        let (count, advised) = counted?;
+        deleted.map_err(|e| format!("delete temporary consumer {}: {e}", self.name))?;
+        let live_max = live.get("max_deliver").cloned().unwrap_or(Value::Null);
+        let observed = format!(
+            "{count} deliveries; advisory: {}; live consumer's max_deliver {live_max}",
+            advised.map_or("none".to_string(), |d| format!("gave up after {d} deliveries"))
+        );
+        Ok(Outcome::expect(count as i64 == declared && advised == Some(declared), observed))
+    }
+
+    /// The live configuration under a probe name, redelivering fast, starting at the probe message.
+    fn copy(&self, live: &Value, seq: u64, deliver_to: &str) -> Value {
+        let mut cfg = live.clone();
+        if let Some(o) = cfg.as_object_mut() {
+            for k in ["name", "opt_start_time", "opt_start_seq", "deliver_policy"] {
+                o.remove(k);
+            }
+            if o.contains_key("deliver_subject") {
+                o.insert("deliver_subject".into(), json!(deliver_to));
+            }
+        }
+        cfg["durable_name"] = json!(self.name);
+        cfg["ack_wait"] = json!(PROBE_ACK_WAIT.as_nanos() as u64);
+        cfg["deliver_policy"] = json!("by_start_sequence");
+        cfg["opt_start_seq"] = json!(seq);
+        // If the harness dies before deleting it, the server drops it on its own.
+        cfg["inactive_threshold"] = json!(Duration::from_secs(60).as_nanos() as u64);
+        cfg
+    }
+
+    /// Deliveries of the probe message until the MAX_DELIVERIES advisory for it (or the deadline).
+    async fn count(
+        &self,
+        (deliveries, inbox): (&mut async_nats::Subscriber, &str),
+        adv: &mut async_nats::Subscriber,
+        seq: u64,
+        payload: &str,
+        live: &Value,
+    ) -> Result<(usize, Option<i64>), String> {
+        let pulled = live.get("deliver_subject").is_none();
+        let max = live.get("max_deliver").and_then(Value::as_i64).unwrap_or(1).max(1) as u32;
+        let deadline = Instant::now() + PROBE_ACK_WAIT * (max + 4) + WAIT;
+        if pulled {
+            pull(self.client, self.stream, self.name, inbox, 16, Duration::from_secs(2)).await?;
+        }
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                m = deliveries.next() => {
+                    let m = m.ok_or("delivery subscription closed")?;
+                    if m.status.is_some() {
+                        if pulled {
+                            pull(self.client, self.stream, self.name, inbox, 16, Duration::from_secs(2)).await?;
+                        }
+                    } else if m.payload.as_ref() == payload.as_bytes() {
+                        count += 1;
+                    }
+                }
+                a = adv.next() => {
+                    let a = a.ok_or("advisory subscription closed")?;
+                    let v: Value = serde_json::from_slice(&a.payload).map_err(|e| format!("advisory: {e}"))?;
+                    if v.get("stream_seq").and_then(Value::as_u64) == Some(seq) {
+                        return Ok((count, v.get("deliveries").and_then(Value::as_i64)));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => return Ok((count, None)),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Faults: file-store durability, store-and-forward
+
+/// What the durability check writes to: a declared file stream of the leaf that keeps what it is given, or a
+/// temporary one.
+struct Target {
+    stream: String,
+    account: String,
+    subjects: Vec<String>,
+    temporary: bool,
+}
+
+fn durable_target(l: &Leaf, tok: &str) -> Target {
+    let keeps = |s: &&Stream| {
+        s.storage == Storage::File && s.retention == Retention::Limits && !s.subjects.is_empty() && s.max_msg_size.is_none_or(|m| m.0 >= 1024)
+    };
+    match l.streams.iter().find(keeps) {
+        Some(s) => Target {
+            stream: s.name.clone(),
+            account: s.account.clone().unwrap_or_else(|| l.accounts[0].name.clone()),
+            subjects: s.subjects.clone(),
+            temporary: false,
+        },
+        None => Target {
+            stream: format!("NATSLAB_DURABLE_{}", tok.to_uppercase()),
+            account: l.accounts[0].name.clone(),
+            subjects: vec![format!("natslab.durable.{tok}.>")],
+            temporary: true,
+        },
+    }
+}
+
+async fn durability_check(ctx: &mut Ctx<'_, '_>, l: &Leaf) {
+    let tok = token();
+    let t = durable_target(l, &tok);
+    let name = format!("file-store-durable {}/{}", l.name, t.stream);
+    let expected = format!(
+        "{DURABLE} acknowledged messages in file-store stream {}{} are all read back, same subjects and payloads, after \
+         kill -9 and restart of {}",
+        t.stream,
+        if t.temporary { " (temporary: the leaf declares no file stream that keeps what it is given)" } else { "" },
+        l.name
+    );
+    if !ctx.lab.faults().contains(&crate::backend::FaultKind::Kill) {
+        ctx.rec.skip(FAMILY, name, expected, "this backend cannot kill a node");
+        return;
+    }
+    let mut pending = ctx.rec.start(FAMILY, name, expected);
+    let body = durability_body(ctx.lab, l, &t, &tok, &mut pending).await;
+    finish(ctx, pending, body).await;
+}
+
+async fn durability_body(lab: &mut Lab, l: &Leaf, t: &Target, tok: &str, pending: &mut Pending) -> Result<Outcome, String> {
+    let c = lab.probe(&l.name, &t.account).await.map_err(|e| e.to_string())?;
+    if t.temporary {
+        let cfg = json!({ "name": t.stream, "subjects": t.subjects, "storage": "file", "num_replicas": 1 });
+        api(&c, API, &format!("STREAM.CREATE.{}", t.stream), &cfg).await?;
+    }
+    let mut written = Vec::new();
+    for i in 0..DURABLE {
+        let subj = sample(&t.subjects, &[], tok, i).ok_or("no subject in the stream")?;
+        let payload = format!("durable {tok} {i}");
+        written.push((publish_stored(&c, &subj, &payload).await?, (subj, payload)));
+    }
+    drop(c);
+    lab.kill(&l.name).await.map_err(|e| e.to_string())?;
+    let restarted = Instant::now();
+    lab.start(&l.name).await.map_err(|e| e.to_string())?;
+    wait_ready_all(lab).await?;
+    pending.metric_duration("restart_ms", restarted.elapsed());
+    let c = lab.probe(&l.name, &t.account).await.map_err(|e| e.to_string())?;
+    let mut lost = Vec::new();
+    for (seq, want) in &written {
+        match read_after_restart(&c, &t.stream, *seq).await? {
+            Some(got) if &got == want => {}
+            got => lost.push(format!("seq {seq}: wrote {want:?}, read {got:?}")),
+        }
+    }
+    if t.temporary {
+        api(&c, API, &format!("STREAM.DELETE.{}", t.stream), &json!({})).await?;
+    }
+    let observed = if lost.is_empty() { format!("all {DURABLE} read back after restart") } else { lost.join("; ") };
+    Ok(Outcome::expect(lost.is_empty(), observed))
+}
+
+/// A message by sequence, retrying while the restarted server's JetStream still recovers the stream.
+async fn read_after_restart(c: &Client, stream: &str, seq: u64) -> Result<Option<(String, String)>, String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match get_msg(c, stream, seq).await {
+            Ok(m) => return Ok(m),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A hub stream that sources a leaf stream through the leaf's domain: where the source lives.
+struct Feed<'t> {
+    leaf: &'t Leaf,
+    stream: &'t Stream,
+    account: String,
+}
+
+fn feed<'t>(t: &'t Topology, src: &crate::topology::Source) -> Option<Feed<'t>> {
+    let leaf = t.leaves.iter().find(|l| l.jetstream.as_ref().and_then(|j| j.domain.as_deref()) == src.domain.as_deref())?;
+    let stream = leaf.streams.iter().find(|s| s.name == src.name)?;
+    let account = stream.account.clone().unwrap_or_else(|| leaf.accounts[0].name.clone());
+    Some(Feed { leaf, stream, account })
+}
+
+async fn store_and_forward_check(ctx: &mut Ctx<'_, '_>, t: &Topology, p: &Placed<'_>, src: &crate::topology::Source) {
+    let domain = src.domain.clone().unwrap_or_default();
+    let name = format!("store-and-forward {} from {}:{}", p.label(), domain, src.name);
+    let expected = format!(
+        "{BEFORE} messages published into {} in domain {domain} arrive in hub stream {}{}; then the hub the leaf is attached to \
+         is killed, {DURING} more are published on the leaf, the hub is restarted, and the hub stream holds all {} in order, \
+         same subjects and payloads (metric catchup_ms: from the restart until all are there)",
+        src.name,
+        p.stream.name,
+        src.subject_transform.as_ref().map_or(String::new(), |x| format!(" as {} → {}", x.src, x.dest)),
+        BEFORE + DURING
+    );
+    let Some(f) = feed(t, src) else {
+        ctx.rec.skip(FAMILY, name, expected, format!("no leaf declares stream {} in domain {domain}", src.name));
+        return;
+    };
+    if !ctx.lab.faults().contains(&crate::backend::FaultKind::Kill) {
+        ctx.rec.skip(FAMILY, name, expected, "this backend cannot kill a node");
+        return;
+    }
+    let tok = token();
+    let mut filters: Vec<&str> = src.filter_subject.iter().map(String::as_str).collect();
+    filters.extend(src.subject_transform.iter().map(|x| x.src.as_str()));
+    let plan: Option<Vec<(String, String, String)>> = (0..BEFORE + DURING)
+        .map(|i| {
+            let subj = sample(&f.stream.subjects, &filters, &tok, i)?;
+            let arrives = match &src.subject_transform {
+                Some(x) => transform(&x.src, &x.dest, &subj)?,
+                None => subj.clone(),
+            };
+            Some((subj, arrives, format!("sf {tok} {i}")))
+        })
+        .collect();
+    let Some(plan) = plan else {
+        ctx.rec.skip(FAMILY, name, expected, "no subject reaches the source stream, its filter and its transform (or the transform uses functions the harness cannot predict)");
+        return;
+    };
+    let mut pending = ctx.rec.start(FAMILY, name, expected);
+    let body = SourceRun { p, feed: &f, plan: &plan, tok: &tok }.run(ctx.lab, &mut pending).await;
+    finish(ctx, pending, body).await;
+}
+
+/// One store-and-forward run: (published subject, expected hub subject, payload) per message.
+struct SourceRun<'a, 't> {
+    p: &'a Placed<'t>,
+    feed: &'a Feed<'t>,
+    plan: &'a [(String, String, String)],
+    tok: &'a str,
+}
+
+impl SourceRun<'_, '_> {
+    async fn run(&self, lab: &mut Lab, pending: &mut Pending) -> Result<Outcome, String> {
+        let leaf = lab.probe(&self.feed.leaf.name, &self.feed.account).await.map_err(|e| e.to_string())?;
+        let hub = hub_client(lab, &self.p.account, None).await?;
+        let mut reader = Reader::new(&self.p.stream.name, state_u64(&stream_state(&hub, API, &self.p.stream.name).await?, "last_seq") + 1);
+        for (subj, _, payload) in &self.plan[..BEFORE] {
+            publish_stored(&leaf, subj, payload).await?;
+        }
+        let first = Instant::now();
+        let arrived = reader.until(&hub, self.tok, BEFORE, first + WAIT).await;
+        pending.metric_duration("first_arrival_ms", first.elapsed());
+        if arrived.len() < BEFORE {
+            return Ok(Outcome::Violated(format!("before any fault only {} of {BEFORE} arrived: {arrived:?}", arrived.len())));
+        }
+        let killed = lab.leaf_hub(&self.feed.leaf.name).await.ok_or("the leaf is attached to no hub")?;
+        lab.kill(&killed).await.map_err(|e| e.to_string())?;
+        let outage = Instant::now();
+        let during = self.publish_during(&leaf).await;
+        lab.start(&killed).await.map_err(|e| e.to_string())?;
+        let restarted = Instant::now();
+        pending.metric_duration("outage_ms", outage.elapsed());
+        let caught_up = async {
+            during?;
+            let hub = hub_client(lab, &self.p.account, Some(&killed)).await?;
+            Ok::<_, String>(reader.until(&hub, self.tok, BEFORE + DURING, restarted + RESTART).await)
+        }
+        .await;
+        if caught_up.as_ref().is_ok_and(|all| all.len() >= BEFORE + DURING) {
+            pending.metric_duration("catchup_ms", restarted.elapsed());
+        }
+        // Whatever happened, the lab is whole again before the next check.
+        let healing = Instant::now();
+        wait_ready_all(lab).await?;
+        pending.metric_duration("ready_again_ms", healing.elapsed());
+        let all = caught_up?;
+        let want: Vec<(String, String)> = self.plan.iter().map(|(_, s, p)| (s.clone(), p.clone())).collect();
+        let observed = format!("killed {killed}; hub stream got {} of {}: {}", all.len(), want.len(), summary(&all, &want));
+        Ok(Outcome::expect(all == want, observed))
+    }
+
+    async fn publish_during(&self, leaf: &Client) -> Result<(), String> {
+        for (subj, _, payload) in &self.plan[BEFORE..] {
+            publish_stored(leaf, subj, payload).await?;
+        }
+        Ok(())
+    }
+}
+
+fn summary(got: &[(String, String)], want: &[(String, String)]) -> String {
+    if got == want {
+        return format!("all in order, e.g. {:?}", got.last());
+    }
+    let missing: Vec<&String> = want.iter().filter(|w| !got.contains(w)).map(|w| &w.1).collect();
+    format!("missing {missing:?}; got {got:?}")
+}
+
+/// Reads a stream forward from a sequence, keeping the messages of one probe (by token in the payload).
+struct Reader {
+    stream: String,
+    next: u64,
+    got: Vec<(String, String)>,
+}
+
+impl Reader {
+    fn new(stream: &str, from: u64) -> Reader {
+        Reader { stream: stream.to_string(), next: from, got: Vec::new() }
+    }
+
+    /// Polls until `n` probe messages have been read or the deadline passes; errors count as "not yet"
+    /// (a hub may be electing a stream leader).
+    async fn until(&mut self, c: &Client, tok: &str, n: usize, deadline: Instant) -> Vec<(String, String)> {
+        while self.got.len() < n && Instant::now() < deadline {
+            if self.read(c, tok).await.is_err() || self.got.len() < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.got.clone()
+    }
+
+    async fn read(&mut self, c: &Client, tok: &str) -> Result<(), String> {
+        loop {
+            let req = json!({ "seq": self.next, "next_by_subj": ">" });
+            match api(c, API, &format!("STREAM.MSG.GET.{}", self.stream), &req).await {
+                Ok(v) => {
+                    let (seq, msg) = decode_msg(&v["message"])?;
+                    self.next = seq + 1;
+                    if msg.1.contains(tok) {
+                        self.got.push(msg);
+                    }
+                }
+                Err(e) if e.contains("err_code 10037") => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

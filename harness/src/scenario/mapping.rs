@@ -1,5 +1,625 @@
-//! (being written)
+//! Subject mapping across leaf links (the guide's remote import/export with prefixes, rendered as account
+//! imports/exports, AUDIT §2a), derived from the declared topology. For every leaf remote:
+//!
+//! - each declared flow arrives under exactly the declared subject (prefixed or as-is), and not also
+//!   unprefixed, in both directions;
+//! - the leaf's own subscribers still see their unprefixed subjects;
+//! - nothing undeclared crosses, either way;
+//! - one leaf's traffic reaches another leaf only along a declared path (leaf export → hub account → the
+//!   other leaf's import).
+//!
+//! What a message may reach is computed from the declared model alone (`hub_sees`, `leaf_sees`), never from
+//! the renderer, so a rendering mistake shows up as a violation. Negative probes never wait on a clock: the
+//! forbidden messages go first, then a control message along the same path; once the control has arrived,
+//! the forbidden ones have been delivered wherever they were going (see `probes.rs`, and `barrier` for the
+//! hop across the hub cluster).
 
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, Subscriber};
+use futures::StreamExt;
+
+use super::check::{Family, Outcome};
+use super::probes::{drain, token, DELIVERY};
 use super::Ctx;
+use crate::lab::Lab;
+use crate::plan::{CredKind, Scope, SYSTEM_ACCOUNT};
+use crate::topology::subject::{example, matches};
+use crate::topology::{Flow, Leaf, Remote, Topology};
 
-pub async fn run(_ctx: &mut Ctx<'_, '_>) {}
+/// Messages as (subject, payload).
+pub(super) type Seen = Vec<(String, String)>;
+
+pub async fn run(ctx: &mut Ctx<'_, '_>) {
+    let declared = ctx.declared.clone();
+    for leaf in &declared.leaves {
+        for r in 0..leaf.remotes.len() {
+            let link = Link::of(&declared, leaf, r);
+            for f in &link.remote.exports {
+                export(ctx, &link, f).await;
+                local(ctx, &link, f).await;
+            }
+            for f in &link.remote.imports {
+                import(ctx, &link, f).await;
+            }
+            no_leak_up(ctx, &link).await;
+            no_leak_down(ctx, &link).await;
+        }
+    }
+    for a in &declared.leaves {
+        for b in declared.leaves.iter().filter(|b| b.name != a.name) {
+            for ra in 0..a.remotes.len() {
+                for rb in 0..b.remotes.len() {
+                    leaf_to_leaf(ctx, &Link::of(&declared, a, ra), &Link::of(&declared, b, rb)).await;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// What the declared topology says may arrive where.
+
+/// One declared leaf remote, with the three accounts it involves.
+pub(super) struct Link<'t> {
+    pub topology: &'t Topology,
+    pub leaf: &'t Leaf,
+    pub remote: &'t Remote,
+    pub index: usize,
+    /// The leaf-local account the remote binds.
+    pub local: String,
+    /// The hub account the link lands in.
+    pub account: String,
+    /// The hub account it trades subjects with.
+    pub peer: String,
+}
+
+impl<'t> Link<'t> {
+    pub fn of(t: &'t Topology, leaf: &'t Leaf, index: usize) -> Link<'t> {
+        let remote = &leaf.remotes[index];
+        Link {
+            topology: t,
+            leaf,
+            remote,
+            index,
+            local: leaf.remote_account(remote).to_string(),
+            account: leaf.hub_account(index),
+            peer: remote.peer_account(&t.hub).to_string(),
+        }
+    }
+
+    /// `cim-prod-001`, or `cim-prod-001#1` for a leaf's second remote.
+    pub fn label(&self) -> String {
+        if self.index == 0 {
+            self.leaf.name.clone()
+        } else {
+            format!("{}#{}", self.leaf.name, self.index)
+        }
+    }
+}
+
+fn prefixed(prefix: Option<&str>, subject: &str) -> String {
+    match prefix {
+        Some(p) => format!("{p}.{subject}"),
+        None => subject.to_string(),
+    }
+}
+
+/// Where a message the leaf publishes on `subject` (in the link's local account) may appear in the hub's
+/// accounts, as (account, subject). The link's own hub account sees all of it and is not listed.
+pub(super) fn hub_sees(link: &Link, subject: &str) -> BTreeSet<(String, String)> {
+    link.remote
+        .exports
+        .iter()
+        .filter(|f| matches(&f.subject, subject))
+        .map(|f| (link.peer.clone(), prefixed(f.prefix.as_deref(), subject)))
+        .collect()
+}
+
+/// The subjects under which leaf-local account `local` of `leaf` receives what hub account `account`
+/// publishes on `subject`: through every remote bound to `local` whose peer is `account`.
+pub(super) fn leaf_sees(t: &Topology, leaf: &Leaf, local: &str, account: &str, subject: &str) -> BTreeSet<String> {
+    leaf.remotes
+        .iter()
+        .filter(|r| leaf.remote_account(r) == local && r.peer_account(&t.hub) == account)
+        .flat_map(|r| r.imports.iter())
+        .filter(|f| matches(&f.subject, subject))
+        .map(|f| prefixed(f.prefix.as_deref(), subject))
+        .collect()
+}
+
+/// Where a message leaf A publishes on `subject` may reach leaf B: along A's exports into a hub account,
+/// then B's imports from that account.
+pub(super) fn leaf_to_leaf_sees(a: &Link, b: &Link, subject: &str) -> BTreeSet<String> {
+    hub_sees(a, subject)
+        .into_iter()
+        .flat_map(|(account, on_hub)| leaf_sees(b.topology, b.leaf, &b.local, &account, &on_hub))
+        .collect()
+}
+
+/// The subjects to try in negative probes: a private one, and every subject the declared topology moves
+/// anywhere, both as sent and as received (`commands.t`, `hub.commands.t`, `leaf.x.domain.graph.t`...), so
+/// a flow rendered for the wrong leaf, account or prefix is caught wherever it lands.
+pub(super) fn probe_subjects(t: &Topology, tok: &str) -> Vec<String> {
+    let mut out = vec![format!("natslab.private.{tok}")];
+    for a in &t.hub.accounts {
+        out.extend(a.exports.iter().map(|e| example(e, tok)));
+    }
+    for f in t.leaves.iter().flat_map(|l| &l.remotes).flat_map(|r| r.imports.iter().chain(&r.exports)) {
+        out.push(example(&f.subject, tok));
+        out.push(example(&f.local_subject(), tok));
+    }
+    dedup(out)
+}
+
+fn dedup(v: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    v.into_iter().filter(|s| seen.insert(s.clone())).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Checks.
+
+async fn export(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
+    let expected = format!(
+        "{} published on {} ({}) arrives in hub account {} as {} only",
+        f.subject,
+        link.label(),
+        link.local,
+        link.peer,
+        f.local_subject()
+    );
+    let p = ctx.rec.start(Family::Mapping, format!("export {} {}", link.label(), f.subject), expected);
+    let outcome = export_probe(ctx.lab, link, f).await.unwrap_or_else(Outcome::Error);
+    ctx.rec.finish(p, outcome);
+}
+
+async fn export_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, String> {
+    let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
+    let tok = token();
+    let subject = example(&f.subject, &tok);
+    let want: BTreeSet<String> =
+        hub_sees(link, &subject).into_iter().filter(|(a, _)| *a == link.peer).map(|(_, s)| s).collect();
+    // The link's own account hears everything the leaf sends: the control message's path.
+    let mut via = watch(lab, &hub, &link.account, ">").await?;
+    let mut peer = watch(lab, &hub, &link.peer, ">").await?;
+    let leaf = connect(lab, &link.leaf.name, &link.local).await?;
+    let payload = format!("export-{tok}");
+    let Ok(mut seen) = send_until(&leaf, &subject, &payload, &mut peer.sub, DELIVERY).await else {
+        return Ok(Outcome::Violated(format!("{subject} never reached {} on {hub} within {DELIVERY:?}", link.peer)));
+    };
+    control(&leaf, &mut via.sub, "leaf → its hub account").await?;
+    seen.extend(peer.settle().await?);
+    let got = subjects_with(&seen, &payload);
+    Ok(Outcome::expect(got == want, format!("published {subject}; {} on {hub} received it as {}", link.peer, list(&got))))
+}
+
+async fn local(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
+    let expected = format!("a subscriber on {} ({}) still receives {} unprefixed", link.label(), link.local, f.subject);
+    let p = ctx.rec.start(Family::Mapping, format!("local {} {}", link.label(), f.subject), expected);
+    let outcome = local_probe(ctx.lab, link, f).await.unwrap_or_else(Outcome::Error);
+    ctx.rec.finish(p, outcome);
+}
+
+async fn local_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, String> {
+    let tok = token();
+    let subject = example(&f.subject, &tok);
+    let mut w = watch(lab, &link.leaf.name, &link.local, ">").await?;
+    let leaf = connect(lab, &link.leaf.name, &link.local).await?;
+    let payload = format!("local-{tok}");
+    let Ok(mut seen) = send_until(&leaf, &subject, &payload, &mut w.sub, DELIVERY).await else {
+        return Ok(Outcome::Violated(format!("{subject} never reached a local subscriber on `>` within {DELIVERY:?}")));
+    };
+    seen.extend(control(&leaf, &mut w.sub, "local").await?);
+    let got = subjects_with(&seen, &payload);
+    let want = BTreeSet::from([subject.clone()]);
+    Ok(Outcome::expect(got == want, format!("published {subject}; the local subscriber received it as {}", list(&got))))
+}
+
+async fn import(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
+    let expected = format!(
+        "{} published in hub account {} arrives on {} ({}) as {} only",
+        f.subject,
+        link.peer,
+        link.label(),
+        link.local,
+        f.local_subject()
+    );
+    let p = ctx.rec.start(Family::Mapping, format!("import {} {}", link.label(), f.subject), expected);
+    let outcome = import_probe(ctx.lab, link, f).await.unwrap_or_else(Outcome::Error);
+    ctx.rec.finish(p, outcome);
+}
+
+async fn import_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, String> {
+    let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
+    let tok = token();
+    let subject = example(&f.subject, &tok);
+    let want = leaf_sees(link.topology, link.leaf, &link.local, &link.peer, &subject);
+    let mut leaf = watch(lab, &link.leaf.name, &link.local, ">").await?;
+    let peer = connect(lab, &hub, &link.peer).await?;
+    let via = connect(lab, &hub, &link.account).await?;
+    let payload = format!("import-{tok}");
+    let Ok(mut seen) = send_until(&peer, &subject, &payload, &mut leaf.sub, DELIVERY).await else {
+        return Ok(Outcome::Violated(format!("{subject} from {} on {hub} never reached the leaf within {DELIVERY:?}", link.peer)));
+    };
+    // `send_until` flushed `peer`: the hub has fanned its messages out before `via` sends the control.
+    seen.extend(control(&via, &mut leaf.sub, "hub link account → leaf").await?);
+    let got = subjects_with(&seen, &payload);
+    Ok(Outcome::expect(got == want, format!("published {subject} in {}; the leaf received it as {}", link.peer, list(&got))))
+}
+
+async fn no_leak_up(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
+    let expected = format!(
+        "of what {} ({}) publishes, hub accounts receive only the declared exports, under their declared subjects",
+        link.label(),
+        link.local
+    );
+    let p = ctx.rec.start(Family::Mapping, format!("isolation {} → hub", link.label()), expected);
+    let outcome = no_leak_up_probe(ctx.lab, link).await.unwrap_or_else(Outcome::Error);
+    ctx.rec.finish(p, outcome);
+}
+
+async fn no_leak_up_probe(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String> {
+    let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
+    let mut via = watch(lab, &hub, &link.account, ">").await?;
+    let mut watchers = Vec::new();
+    for a in &link.topology.hub.accounts {
+        watchers.push((a.name.clone(), watch(lab, &hub, &a.name, ">").await?));
+    }
+    let leaf = connect(lab, &link.leaf.name, &link.local).await?;
+    // Once a control has crossed, the hub's interest in everything is known to the leaf: whatever it
+    // publishes next crosses the link, and only the hub's account boundaries can hold it back.
+    control(&leaf, &mut via.sub, "leaf → its hub account").await?;
+    let tok = token();
+    let probes = probe_subjects(link.topology, &tok);
+    publish_all(&leaf, &probes, &tok).await?;
+    control(&leaf, &mut via.sub, "leaf → its hub account").await?;
+    let mut bad = Vec::new();
+    for (account, w) in &mut watchers {
+        let seen = w.settle().await?;
+        for (i, s) in probes.iter().enumerate() {
+            let allowed = hub_sees(link, s);
+            for got in subjects_with(&seen, &probe_payload(i, &tok)) {
+                if !allowed.contains(&(account.clone(), got.clone())) {
+                    bad.push(format!("{s} arrived in {account} as {got}"));
+                }
+            }
+        }
+    }
+    let accounts: Vec<&str> = watchers.iter().map(|(a, _)| a.as_str()).collect();
+    Ok(leak_outcome(&bad, &probes, &format!("hub accounts {} on {hub}", accounts.join(", "))))
+}
+
+async fn no_leak_down(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
+    let expected = format!(
+        "of what hub accounts publish, {} ({}) receives only its declared imports, under their declared subjects",
+        link.label(),
+        link.local
+    );
+    let p = ctx.rec.start(Family::Mapping, format!("isolation hub → {}", link.label()), expected);
+    let outcome = no_leak_down_probe(ctx.lab, link).await.unwrap_or_else(Outcome::Error);
+    ctx.rec.finish(p, outcome);
+}
+
+async fn no_leak_down_probe(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String> {
+    let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
+    let mut leaf = watch(lab, &link.leaf.name, &link.local, ">").await?;
+    let via = connect(lab, &hub, &link.account).await?;
+    // The leaf's interest in everything has reached the hub once a control has come down.
+    control(&via, &mut leaf.sub, "hub link account → leaf").await?;
+    let tok = token();
+    let probes = probe_subjects(link.topology, &tok);
+    let mut publishers = Vec::new();
+    for a in &link.topology.hub.accounts {
+        let c = connect(lab, &hub, &a.name).await?;
+        publish_all(&c, &probes, &format!("{}-{tok}", a.name)).await?;
+        publishers.push((a.name.clone(), c));
+    }
+    let mut seen = control(&via, &mut leaf.sub, "hub link account → leaf").await?;
+    seen.extend(leaf.settle().await?);
+    let mut bad = Vec::new();
+    for (account, _) in &publishers {
+        for (i, s) in probes.iter().enumerate() {
+            let allowed = leaf_sees(link.topology, link.leaf, &link.local, account, s);
+            for got in subjects_with(&seen, &probe_payload(i, &format!("{account}-{tok}"))) {
+                if !allowed.contains(&got) {
+                    bad.push(format!("{s} from {account} arrived as {got}"));
+                }
+            }
+        }
+    }
+    let accounts: Vec<&str> = publishers.iter().map(|(a, _)| a.as_str()).collect();
+    Ok(leak_outcome(&bad, &probes, &format!("{} from hub accounts {} on {hub}", link.label(), accounts.join(", "))))
+}
+
+async fn leaf_to_leaf(ctx: &mut Ctx<'_, '_>, a: &Link<'_>, b: &Link<'_>) {
+    let expected = format!(
+        "of what {} publishes, {} ({}) receives only what a declared path carries (an export of {} that {} imports)",
+        a.label(),
+        b.label(),
+        b.local,
+        a.label(),
+        b.label()
+    );
+    let p = ctx.rec.start(Family::Mapping, format!("isolation {} → {}", a.label(), b.label()), expected);
+    let outcome = leaf_to_leaf_probe(ctx.lab, a, b).await.unwrap_or_else(Outcome::Error);
+    ctx.rec.finish(p, outcome);
+}
+
+async fn leaf_to_leaf_probe(lab: &Lab, a: &Link<'_>, b: &Link<'_>) -> Result<Outcome, String> {
+    let hub_a = attached_hub(lab, &a.leaf.name, &a.account).await?;
+    let hub_b = attached_hub(lab, &b.leaf.name, &b.account).await?;
+    let mut on_b = watch(lab, &b.leaf.name, &b.local, ">").await?;
+    let via_b = connect(lab, &hub_b, &b.account).await?;
+    control(&via_b, &mut on_b.sub, "hub link account → leaf B").await?;
+    // B's interest (in whatever accounts it spreads to) has reached A's hub before A publishes.
+    barrier(lab, &hub_b, &hub_a).await?;
+    let mut via_a = watch(lab, &hub_a, &a.account, ">").await?;
+    // Interest in every hub account pulls A's exports into them, so a path through any of them is live.
+    let mut _interest = Vec::new();
+    for account in &a.topology.hub.accounts {
+        _interest.push(watch(lab, &hub_a, &account.name, ">").await?);
+    }
+    let from_a = connect(lab, &a.leaf.name, &a.local).await?;
+    control(&from_a, &mut via_a.sub, "leaf A → its hub account").await?;
+
+    let tok = token();
+    let probes = probe_subjects(a.topology, &tok);
+    publish_all(&from_a, &probes, &tok).await?;
+    control(&from_a, &mut via_a.sub, "leaf A → its hub account").await?;
+    barrier(lab, &hub_a, &hub_b).await?;
+    let mut seen = control(&via_b, &mut on_b.sub, "hub link account → leaf B").await?;
+    seen.extend(on_b.settle().await?);
+    for w in &mut _interest { eprintln!("DEBUG hubacct {:?}", w.settle().await?.iter().filter(|x| x.1.contains(&tok)).collect::<Vec<_>>()); }
+    eprintln!("DEBUG {} -> {}: {:?}", a.label(), b.label(), seen);
+
+    let mut bad = Vec::new();
+    for (i, s) in probes.iter().enumerate() {
+        let allowed = leaf_to_leaf_sees(a, b, s);
+        for got in subjects_with(&seen, &probe_payload(i, &tok)) {
+            if !allowed.contains(&got) {
+                bad.push(format!("{s} arrived as {got}"));
+            }
+        }
+    }
+    Ok(leak_outcome(&bad, &probes, &format!("{} via {hub_a} and {hub_b}", b.label())))
+}
+
+fn leak_outcome(bad: &[String], probes: &[String], where_: &str) -> Outcome {
+    if bad.is_empty() {
+        Outcome::Pass(format!("probed {} subjects ({}); nothing undeclared reached {where_}", probes.len(), probes.join(", ")))
+    } else {
+        Outcome::Violated(format!("undeclared deliveries to {where_}: {}", bad.join("; ")))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Probing helpers, shared with the security family.
+
+/// A subscription on its own connection.
+pub(super) struct Watch {
+    pub client: Client,
+    pub sub: Subscriber,
+}
+
+impl Watch {
+    /// Everything delivered so far: the flush round trip returns only after every message the server queued
+    /// for this connection before it has been read.
+    pub async fn settle(&mut self) -> Result<Seen, String> {
+        self.client.flush().await.map_err(|e| format!("flush: {e}"))?;
+        Ok(drain(&mut self.sub).await)
+    }
+}
+
+/// A full-access client of `account` on `node`.
+pub(super) async fn connect(lab: &Lab, node: &str, account: &str) -> Result<Client, String> {
+    lab.probe(node, account).await.map_err(|e| e.to_string())
+}
+
+/// Subscribes a fresh full-access client of `account` on `node` to `subject`.
+pub(super) async fn watch(lab: &Lab, node: &str, account: &str, subject: &str) -> Result<Watch, String> {
+    let client = connect(lab, node, account).await?;
+    watch_with(client, subject).await
+}
+
+pub(super) async fn watch_with(client: Client, subject: &str) -> Result<Watch, String> {
+    let sub = client.subscribe(subject.to_string()).await.map_err(|e| format!("subscribe {subject}: {e}"))?;
+    client.flush().await.map_err(|e| format!("flush after subscribing {subject}: {e}"))?;
+    Ok(Watch { client, sub })
+}
+
+/// Reads `sub` until a message carrying `payload` arrives (kept in `seen`), or `within` passes.
+async fn read_until(sub: &mut Subscriber, payload: &str, within: Duration, seen: &mut Seen) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, sub.next()).await {
+            Ok(Some(m)) => {
+                let p = String::from_utf8_lossy(&m.payload).to_string();
+                let hit = p == payload;
+                seen.push((m.subject.to_string(), p));
+                if hit {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Publishes `payload` on `subject` every 25 ms until `sub` receives it (interest crosses links and routes
+/// asynchronously). Ok: everything `sub` received up to and including it; Err: everything it received.
+pub(super) async fn send_until(
+    publisher: &Client,
+    subject: &str,
+    payload: &str,
+    sub: &mut Subscriber,
+    within: Duration,
+) -> Result<Seen, Seen> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let sent = publisher.publish(subject.to_string(), payload.to_string().into()).await.is_ok();
+        if !sent || publisher.flush().await.is_err() {
+            break;
+        }
+        if read_until(sub, payload, Duration::from_millis(25), &mut seen).await {
+            return Ok(seen);
+        }
+    }
+    Err(seen)
+}
+
+/// Proves that everything `publisher` sent before has been delivered wherever `sub` listens (NATS keeps
+/// per-connection order along one path): publishes a fresh control message until `sub` sees it. Returns
+/// what `sub` received meanwhile.
+pub(super) async fn control(publisher: &Client, sub: &mut Subscriber, path: &str) -> Result<Seen, String> {
+    let tok = token();
+    send_until(publisher, &format!("natslab.control.{tok}"), &format!("control-{tok}"), sub, DELIVERY)
+        .await
+        .map_err(|_| format!("the control message ({path}) never arrived within {DELIVERY:?}"))
+}
+
+/// Orders the hub cluster: once it returns, every message and subscription that `from` had sent towards
+/// `to` (in any hub account) has arrived there. Routes are pooled per account, so the barrier crosses once
+/// per account, each on its account's own route connection.
+pub(super) async fn barrier(lab: &Lab, from: &str, to: &str) -> Result<(), String> {
+    if from == to {
+        return Ok(());
+    }
+    for account in hub_accounts(lab) {
+        let tok = token();
+        let subject = format!("natslab.barrier.{tok}");
+        let mut w = watch(lab, to, &account, &subject).await?;
+        let p = connect(lab, from, &account).await?;
+        send_until(&p, &subject, &tok, &mut w.sub, DELIVERY)
+            .await
+            .map_err(|_| format!("the barrier {from} → {to} in account {account} never arrived within {DELIVERY:?}"))?;
+    }
+    Ok(())
+}
+
+/// Every hub account of the running lab that the harness can reach (not the system account).
+fn hub_accounts(lab: &Lab) -> Vec<String> {
+    let mut out: Vec<String> = lab
+        .plan
+        .secrets
+        .credentials
+        .iter()
+        .filter(|c| c.scope == Scope::Hub && c.kind == CredKind::Probe && c.account != SYSTEM_ACCOUNT)
+        .map(|c| c.account.clone())
+        .collect();
+    out.dedup();
+    out
+}
+
+/// The hub the leaf's link into `account` is attached to now, from the hubs' `/leafz` (which names the
+/// account by its public key in operator mode).
+pub(super) async fn attached_hub(lab: &Lab, leaf: &str, account: &str) -> Result<String, String> {
+    let key = lab.plan.secrets.operator.as_ref().and_then(|o| o.accounts.get(account)).map(|(k, _)| k.clone());
+    let deadline = Instant::now() + DELIVERY;
+    loop {
+        for h in lab.plan.hubs() {
+            if let Ok(ls) = lab.monitor.leafs(&lab.endpoint(&h.name).monitor_url).await {
+                if ls.iter().any(|(n, a)| n == leaf && (a == account || Some(a) == key.as_ref())) {
+                    return Ok(h.name.clone());
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("leaf {leaf} is attached to no hub in account {account} (hubs' /leafz)"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn probe_payload(i: usize, tok: &str) -> String {
+    format!("probe-{i}-{tok}")
+}
+
+/// Publishes the i-th subject with `probe_payload(i, tok)`, then flushes.
+async fn publish_all(c: &Client, subjects: &[String], tok: &str) -> Result<(), String> {
+    for (i, s) in subjects.iter().enumerate() {
+        c.publish(s.clone(), probe_payload(i, tok).into()).await.map_err(|e| format!("publish {s}: {e}"))?;
+    }
+    c.flush().await.map_err(|e| format!("flush: {e}"))
+}
+
+pub(super) fn subjects_with(seen: &Seen, payload: &str) -> BTreeSet<String> {
+    seen.iter().filter(|(_, p)| p == payload).map(|(s, _)| s.clone()).collect()
+}
+
+pub(super) fn list(s: &BTreeSet<String>) -> String {
+    if s.is_empty() {
+        "nothing".into()
+    } else {
+        s.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology() -> Topology {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/subject-mapping.yaml");
+        crate::topology::load_file(&path).expect("subject-mapping.yaml loads")
+    }
+
+    #[test]
+    fn exports_land_in_the_peer_under_their_prefix_only() {
+        let t = topology();
+        let a = Link::of(&t, &t.leaves[0], 0);
+        assert_eq!(
+            hub_sees(&a, "domain.graph.x"),
+            BTreeSet::from([("HUB".to_string(), "leaf.site-a.domain.graph.x".to_string())])
+        );
+        assert_eq!(hub_sees(&a, "metrics.x"), BTreeSet::from([("HUB".to_string(), "metrics.x".to_string())]));
+        assert!(hub_sees(&a, "natslab.private.x").is_empty());
+        assert!(hub_sees(&a, "commands.x").is_empty());
+    }
+
+    #[test]
+    fn imports_come_only_from_the_peer_and_only_as_declared() {
+        let t = topology();
+        let a = &t.leaves[0];
+        assert_eq!(leaf_sees(&t, a, "APP", "HUB", "commands.x"), BTreeSet::from(["hub.commands.x".to_string()]));
+        assert_eq!(leaf_sees(&t, a, "APP", "HUB", "global.events.x"), BTreeSet::from(["global.events.x".to_string()]));
+        assert!(leaf_sees(&t, a, "APP", "HUB", "domain.graph.x").is_empty());
+        assert!(leaf_sees(&t, a, "APP", "OTHER", "commands.x").is_empty());
+        // site-b does not import global.events.>
+        assert!(leaf_sees(&t, &t.leaves[1], "APP", "HUB", "global.events.x").is_empty());
+    }
+
+    #[test]
+    fn leaf_to_leaf_only_along_declared_paths() {
+        let mut t = topology();
+        let (a, b) = (Link::of(&t, &t.leaves[0], 0), Link::of(&t, &t.leaves[1], 0));
+        for s in ["domain.graph.x", "metrics.x", "commands.x", "hub.commands.x", "natslab.private.x"] {
+            assert!(leaf_to_leaf_sees(&a, &b, s).is_empty(), "{s}");
+        }
+        // A leaf that exports commands.> as-is feeds every leaf importing commands.> from the same account.
+        t.leaves[0].remotes[0].exports.push(Flow { subject: "commands.>".into(), prefix: None });
+        let (a, b) = (Link::of(&t, &t.leaves[0], 0), Link::of(&t, &t.leaves[1], 0));
+        assert_eq!(leaf_to_leaf_sees(&a, &b, "commands.x"), BTreeSet::from(["hub.commands.x".to_string()]));
+    }
+
+    #[test]
+    fn probe_subjects_cover_private_and_both_forms_of_each_flow() {
+        let all = probe_subjects(&topology(), "t");
+        for s in [
+            "natslab.private.t",
+            "domain.graph.t",
+            "leaf.site-a.domain.graph.t",
+            "leaf.site-b.domain.graph.t",
+            "metrics.t",
+            "commands.t",
+            "hub.commands.t",
+            "global.events.t",
+        ] {
+            assert!(all.contains(&s.to_string()), "{s} in {all:?}");
+        }
+        assert_eq!(all.len(), 8, "{all:?}");
+    }
+}

@@ -14,9 +14,17 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
     #[error("{what}: expected a {expected} key, got a {actual:?} key")]
-    WrongKeyType { what: String, expected: &'static str, actual: KeyPairType },
+    WrongKeyType {
+        what: String,
+        expected: &'static str,
+        actual: KeyPairType,
+    },
     #[error("{what}: import of {subject:?} names {account:?}, which is not an account public key")]
-    BadImportAccount { what: String, subject: String, account: String },
+    BadImportAccount {
+        what: String,
+        subject: String,
+        account: String,
+    },
     #[error("signing the {what}: {source}")]
     Sign {
         what: String,
@@ -94,10 +102,16 @@ impl Operator {
         let key = KeyPair::new_operator();
         let sys_key = KeyPair::new_account();
         let what = format!("operator JWT {name:?}");
-        let nats = json!({ "system_account": sys_key.public_key() });
+        let mut nats = Map::new();
+        nats.insert("system_account".into(), json!(sys_key.public_key()));
         let jwt = encode(&key, &key.public_key(), name, "operator", nats, &what)?;
         let operator = Operator { key, jwt };
-        let sys_spec = AccountSpec { name: "SYS", exports: vec![], imports: vec![], jetstream: false };
+        let sys_spec = AccountSpec {
+            name: "SYS",
+            exports: vec![],
+            imports: vec![],
+            jetstream: false,
+        };
         let sys = operator.account(sys_key, &sys_spec)?;
         Ok((operator, sys))
     }
@@ -108,7 +122,11 @@ impl Operator {
         expect_type(&key, KeyPairType::Account, "account", &what)?;
         let nats = account_claim(spec, &what)?;
         let jwt = encode(&self.key, &key.public_key(), spec.name, "account", nats, &what)?;
-        Ok(Account { name: spec.name.to_owned(), key, jwt })
+        Ok(Account {
+            name: spec.name.to_owned(),
+            key,
+            jwt,
+        })
     }
 }
 
@@ -124,13 +142,12 @@ impl Account {
         let user = KeyPair::new_user();
         let empty = UserPermissions::default();
         let perms = perms.unwrap_or(&empty);
-        let nats = json!({
-            "pub": permission(&perms.pub_allow, &perms.pub_deny),
-            "sub": permission(&perms.sub_allow, &perms.sub_deny),
-            "subs": NO_LIMIT,
-            "data": NO_LIMIT,
-            "payload": NO_LIMIT,
-        });
+        let mut nats = Map::new();
+        nats.insert("pub".into(), permission(&perms.pub_allow, &perms.pub_deny));
+        nats.insert("sub".into(), permission(&perms.sub_allow, &perms.sub_deny));
+        for limit in ["subs", "data", "payload"] {
+            nats.insert(limit.into(), json!(NO_LIMIT));
+        }
         let jwt = encode(&self.key, &user.public_key(), name, "user", nats, &what)?;
         let seed = user.seed().map_err(|source| JwtError::Seed { what, source })?;
         Ok((jwt, seed))
@@ -152,7 +169,7 @@ pub fn creds(user_jwt: &str, seed: &str) -> String {
     )
 }
 
-fn account_claim(spec: &AccountSpec, what: &str) -> Result<Value, JwtError> {
+fn account_claim(spec: &AccountSpec, what: &str) -> Result<Map<String, Value>, JwtError> {
     let mut nats = Map::new();
     if !spec.exports.is_empty() {
         let exports: Vec<Value> = spec
@@ -163,12 +180,16 @@ fn account_claim(spec: &AccountSpec, what: &str) -> Result<Value, JwtError> {
         nats.insert("exports".into(), Value::Array(exports));
     }
     if !spec.imports.is_empty() {
-        let imports = spec.imports.iter().map(|i| import_claim(i, what)).collect::<Result<Vec<_>, _>>()?;
+        let imports = spec
+            .imports
+            .iter()
+            .map(|i| import_claim(i, what))
+            .collect::<Result<Vec<_>, _>>()?;
         nats.insert("imports".into(), Value::Array(imports));
     }
     nats.insert("limits".into(), account_limits(spec.jetstream));
     nats.insert("default_permissions".into(), json!({ "pub": {}, "sub": {} }));
-    Ok(Value::Object(nats))
+    Ok(nats)
 }
 
 fn import_claim(import: &StreamImport, what: &str) -> Result<Value, JwtError> {
@@ -183,33 +204,34 @@ fn import_claim(import: &StreamImport, what: &str) -> Result<Value, JwtError> {
             account: import.from_account.clone(),
         });
     }
-    let mut claim = json!({
-        "name": import.subject,
-        "subject": import.subject,
-        "account": import.from_account,
-        "type": "stream",
-    });
-    // `local_subject` is the full renamed subject (2.10+); the deprecated `to` was a bare prefix.
-    if let (Some(local), Value::Object(map)) = (&import.local_subject, &mut claim) {
-        map.insert("local_subject".into(), Value::String(local.clone()));
+    let mut claim = Map::new();
+    claim.insert("name".into(), json!(import.subject));
+    claim.insert("subject".into(), json!(import.subject));
+    claim.insert("account".into(), json!(import.from_account));
+    claim.insert("type".into(), json!("stream"));
+    // `local_subject` is the whole renamed subject ("hub.commands.>"); the deprecated `to` was a bare prefix
+    // ("hub"). 2.15 honours both; nats-io/jwt flags `to` with a deprecation warning.
+    if let Some(local) = &import.local_subject {
+        claim.insert("local_subject".into(), json!(local));
     }
-    Ok(claim)
+    Ok(Value::Object(claim))
 }
 
-/// Everything unlimited. Every field must be present: a missing (zero) `conn` or `subs` is a limit of zero
-/// to the server, not "no limit". JetStream is on only when its storage limits are non-zero.
+/// Everything unlimited. Every field must be present: a missing field is a limit of zero to the server, not
+/// "no limit" (with no `limits` at all, 2.15 refuses every user with "Authorization Violation").
+/// JetStream is on for the account only when `mem_storage` or `disk_storage` is non-zero.
 fn account_limits(jetstream: bool) -> Value {
-    let mut limits = json!({
-        "subs": NO_LIMIT, "data": NO_LIMIT, "payload": NO_LIMIT,
-        "imports": NO_LIMIT, "exports": NO_LIMIT, "wildcards": true,
-        "conn": NO_LIMIT, "leaf": NO_LIMIT,
-    });
-    if let (true, Value::Object(map)) = (jetstream, &mut limits) {
+    let mut limits = Map::new();
+    for field in ["subs", "data", "payload", "imports", "exports", "conn", "leaf"] {
+        limits.insert(field.into(), json!(NO_LIMIT));
+    }
+    limits.insert("wildcards".into(), json!(true));
+    if jetstream {
         for field in ["mem_storage", "disk_storage", "streams", "consumer"] {
-            map.insert(field.into(), json!(NO_LIMIT));
+            limits.insert(field.into(), json!(NO_LIMIT));
         }
     }
-    limits
+    Value::Object(limits)
 }
 
 fn permission(allow: &[String], deny: &[String]) -> Value {
@@ -228,15 +250,22 @@ fn expect_type(key: &KeyPair, expected: KeyPairType, name: &'static str, what: &
     if actual == expected {
         return Ok(());
     }
-    Err(JwtError::WrongKeyType { what: what.to_owned(), expected: name, actual })
+    Err(JwtError::WrongKeyType {
+        what: what.to_owned(),
+        expected: name,
+        actual,
+    })
 }
 
 /// Signs a JWT of `kind` (operator/account/user) about `subject`, issued by `issuer`.
-fn encode(issuer: &KeyPair, subject: &str, name: &str, kind: &str, nats: Value, what: &str) -> Result<String, JwtError> {
-    let mut nats = match nats {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
+fn encode(
+    issuer: &KeyPair,
+    subject: &str,
+    name: &str,
+    kind: &str,
+    mut nats: Map<String, Value>,
+    what: &str,
+) -> Result<String, JwtError> {
     nats.insert("type".into(), json!(kind));
     nats.insert("version".into(), json!(2));
 
@@ -254,14 +283,18 @@ fn encode(issuer: &KeyPair, subject: &str, name: &str, kind: &str, nats: Value, 
     let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
     let payload = URL_SAFE_NO_PAD.encode(to_json(&claims, what)?);
     let signing_input = format!("{header}.{payload}");
-    let sig = issuer
-        .sign(signing_input.as_bytes())
-        .map_err(|source| JwtError::Sign { what: what.to_owned(), source })?;
+    let sig = issuer.sign(signing_input.as_bytes()).map_err(|source| JwtError::Sign {
+        what: what.to_owned(),
+        source,
+    })?;
     Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
 }
 
 fn to_json(claims: &Map<String, Value>, what: &str) -> Result<Vec<u8>, JwtError> {
-    serde_json::to_vec(claims).map_err(|source| JwtError::Json { what: what.to_owned(), source })
+    serde_json::to_vec(claims).map_err(|source| JwtError::Json {
+        what: what.to_owned(),
+        source,
+    })
 }
 
 fn unix_now(what: &str) -> Result<u64, JwtError> {
@@ -294,8 +327,14 @@ fn base32_nopad(data: &[u8]) -> String {
 /// the jti alone, to avoid a new dependency; it names a token and protects nothing.
 fn sha512_256(data: &[u8]) -> [u8; 32] {
     let mut state: [u64; 8] = [
-        0x22312194fc2bf72c, 0x9f555fa3c84c64c2, 0x2393b86b6f53b151, 0x963877195940eabd,
-        0x96283ee2a88effe3, 0xbe5e1e2553863992, 0x2b0199fc2c85b8aa, 0x0eb72ddc81c52ca2,
+        0x22312194fc2bf72c,
+        0x9f555fa3c84c64c2,
+        0x2393b86b6f53b151,
+        0x963877195940eabd,
+        0x96283ee2a88effe3,
+        0xbe5e1e2553863992,
+        0x2b0199fc2c85b8aa,
+        0x0eb72ddc81c52ca2,
     ];
     // Padding: 0x80, zeros to 112 mod 128, then the bit length as a 128-bit big-endian integer.
     let mut message = data.to_vec();
@@ -330,7 +369,11 @@ fn sha512_compress(state: &mut [u64; 8], block: &[u8]) {
     for i in 0..80 {
         let s1 = e.rotate_right(14) ^ e.rotate_right(18) ^ e.rotate_right(41);
         let ch = (e & f) ^ (!e & g);
-        let t1 = h.wrapping_add(s1).wrapping_add(ch).wrapping_add(SHA512_K[i]).wrapping_add(w[i]);
+        let t1 = h
+            .wrapping_add(s1)
+            .wrapping_add(ch)
+            .wrapping_add(SHA512_K[i])
+            .wrapping_add(w[i]);
         let s0 = a.rotate_right(28) ^ a.rotate_right(34) ^ a.rotate_right(39);
         let maj = (a & b) ^ (a & c) ^ (b & c);
         let t2 = s0.wrapping_add(maj);
@@ -373,12 +416,16 @@ mod tests {
     fn decode_verified(jwt: &str) -> Value {
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3, "three dot-separated parts");
-        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64 header")).expect("json");
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64 header")).expect("json");
         assert_eq!(header, json!({ "typ": "JWT", "alg": "ed25519-nkey" }));
-        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64 claims")).expect("json");
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64 claims")).expect("json");
         let issuer = KeyPair::from_public_key(claims["iss"].as_str().expect("iss")).expect("iss is an nkey");
         let sig = URL_SAFE_NO_PAD.decode(parts[2]).expect("b64 signature");
-        issuer.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig).expect("signature verifies");
+        issuer
+            .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+            .expect("signature verifies");
         claims
     }
 
@@ -388,11 +435,23 @@ mod tests {
 
     #[test]
     fn sha512_256_matches_fips_vectors() {
-        assert_eq!(hex(&sha512_256(b"abc")), "53048e2681941ef99b2e29b76b4c7dabe4c2d0c634fc6d46e0e2f13107e7af23");
-        assert_eq!(hex(&sha512_256(b"")), "c672b8d1ef56ed28ab87c3622c5114069bdd3ad7b8f9737498d0c01ecef0967a");
+        assert_eq!(
+            hex(&sha512_256(b"abc")),
+            "53048e2681941ef99b2e29b76b4c7dabe4c2d0c634fc6d46e0e2f13107e7af23"
+        );
+        assert_eq!(
+            hex(&sha512_256(b"")),
+            "c672b8d1ef56ed28ab87c3622c5114069bdd3ad7b8f9737498d0c01ecef0967a"
+        );
         let two_blocks = b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
-        assert_eq!(hex(&sha512_256(two_blocks)), "3928e184fb8690f840da3988121d31be65cb9d3ef83ee6146feac861e19b563a");
-        assert_eq!(hex(&sha512_256(&[b'a'; 1000])), "40eb4a70d4d69815407a9e272f0101cd67e3d11262a4a0bfc087712749c7fb53");
+        assert_eq!(
+            hex(&sha512_256(two_blocks)),
+            "3928e184fb8690f840da3988121d31be65cb9d3ef83ee6146feac861e19b563a"
+        );
+        assert_eq!(
+            hex(&sha512_256(&[b'a'; 1000])),
+            "40eb4a70d4d69815407a9e272f0101cd67e3d11262a4a0bfc087712749c7fb53"
+        );
     }
 
     #[test]
@@ -417,7 +476,10 @@ mod tests {
         assert_eq!(sys_claims["iss"], op.key.public_key());
         assert_eq!(sys_claims["sub"], sys.key.public_key());
         assert_eq!(sys_claims["nats"]["type"], "account");
-        assert!(sys_claims["nats"]["limits"].get("disk_storage").is_none(), "no JetStream for SYS");
+        assert!(
+            sys_claims["nats"]["limits"].get("disk_storage").is_none(),
+            "no JetStream for SYS"
+        );
     }
 
     #[test]
@@ -426,7 +488,10 @@ mod tests {
         let mut claims = decode_verified(&op.jwt);
         let jti = claims["jti"].as_str().expect("jti").to_owned();
         claims.as_object_mut().expect("object").remove("jti");
-        assert_eq!(jti, base32_nopad(&sha512_256(&serde_json::to_vec(&claims).expect("json"))));
+        assert_eq!(
+            jti,
+            base32_nopad(&sha512_256(&serde_json::to_vec(&claims).expect("json")))
+        );
     }
 
     #[test]
@@ -436,7 +501,9 @@ mod tests {
         let a_pub = a_key.public_key();
         let spec = AccountSpec {
             name: "B",
-            exports: vec![StreamExport { subject: "events.>".into() }],
+            exports: vec![StreamExport {
+                subject: "events.>".into(),
+            }],
             imports: vec![StreamImport {
                 from_account: a_pub.clone(),
                 subject: "commands.>".into(),
@@ -449,7 +516,10 @@ mod tests {
         assert_eq!(claims["iss"], op.key.public_key());
         assert_eq!(claims["sub"], b.key.public_key());
         let nats = &claims["nats"];
-        assert_eq!(nats["exports"], json!([{ "name": "events.>", "subject": "events.>", "type": "stream" }]));
+        assert_eq!(
+            nats["exports"],
+            json!([{ "name": "events.>", "subject": "events.>", "type": "stream" }])
+        );
         assert_eq!(
             nats["imports"],
             json!([{ "name": "commands.>", "subject": "commands.>", "account": a_pub,
@@ -463,25 +533,45 @@ mod tests {
     #[test]
     fn bad_keys_are_refused_with_context() {
         let (op, _) = Operator::generate("natslab").expect("operator");
-        let spec = AccountSpec { name: "A", exports: vec![], imports: vec![], jetstream: false };
+        let spec = AccountSpec {
+            name: "A",
+            exports: vec![],
+            imports: vec![],
+            jetstream: false,
+        };
         let err = op.account(KeyPair::new_user(), &spec).err().expect("user key refused");
         assert!(err.to_string().contains("account JWT \"A\""), "{err}");
 
         let spec = AccountSpec {
             name: "B",
             exports: vec![],
-            imports: vec![StreamImport { from_account: "nope".into(), subject: "x".into(), local_subject: None }],
+            imports: vec![StreamImport {
+                from_account: "nope".into(),
+                subject: "x".into(),
+                local_subject: None,
+            }],
             jetstream: false,
         };
-        assert!(matches!(op.account(account_key(), &spec), Err(JwtError::BadImportAccount { .. })));
+        assert!(matches!(
+            op.account(account_key(), &spec),
+            Err(JwtError::BadImportAccount { .. })
+        ));
     }
 
     #[test]
     fn user_jwt_is_signed_by_its_account_with_permissions() {
         let (op, _) = Operator::generate("natslab").expect("operator");
-        let spec = AccountSpec { name: "A", exports: vec![], imports: vec![], jetstream: false };
+        let spec = AccountSpec {
+            name: "A",
+            exports: vec![],
+            imports: vec![],
+            jetstream: false,
+        };
         let account = op.account(account_key(), &spec).expect("account");
-        let perms = UserPermissions { pub_deny: vec!["system.>".into()], ..Default::default() };
+        let perms = UserPermissions {
+            pub_deny: vec!["system.>".into()],
+            ..Default::default()
+        };
         let (jwt, seed) = account.user("alice", Some(&perms)).expect("user");
         let claims = decode_verified(&jwt);
         assert_eq!(claims["iss"], account.key.public_key());
@@ -495,8 +585,17 @@ mod tests {
     #[test]
     fn creds_round_trip() {
         let (op, _) = Operator::generate("natslab").expect("operator");
-        let spec = AccountSpec { name: "A", exports: vec![], imports: vec![], jetstream: false };
-        let (jwt, seed) = op.account(account_key(), &spec).expect("account").user("u", None).expect("user");
+        let spec = AccountSpec {
+            name: "A",
+            exports: vec![],
+            imports: vec![],
+            jetstream: false,
+        };
+        let (jwt, seed) = op
+            .account(account_key(), &spec)
+            .expect("account")
+            .user("u", None)
+            .expect("user");
         let text = creds(&jwt, &seed);
 
         // Each secret sits alone on the line after its BEGIN marker, as the Go regexp expects.

@@ -1,0 +1,145 @@
+//! The JetStream family against real labs: every check passes (or says why it skipped) on the topologies that
+//! declare streams, and a lab rendered with a consumer whose max_deliver differs from the declared one is caught.
+
+mod common;
+
+use common::*;
+use natslab::scenario::{jetstream, Check, Ctx, Recorder, Silent, Verdict};
+use natslab::topology::Topology;
+
+/// Brings `rendered` up, runs the JetStream family against `declared`, tears down; returns the checks.
+async fn run_jetstream(declared: &Topology, rendered: Topology) -> Vec<Check> {
+    let root = tempfile::tempdir().unwrap();
+    let mut lab = up(rendered, &root).await;
+    let mut rec = Recorder::new(&Silent);
+    let mut ctx = Ctx { lab: &mut lab, declared, rec: &mut rec };
+    let started = std::time::Instant::now();
+    jetstream::run(&mut ctx).await;
+    eprintln!("{}: jetstream family took {:?} (lab ready in {:?})", declared.name, started.elapsed(), lab.ready_in);
+    lab.shutdown().await;
+    for c in &rec.checks {
+        eprintln!("  {:?} {} — {} [{:.0} ms] {:?}", c.verdict, c.name, c.observed, c.duration.as_secs_f64() * 1000.0, c.metrics);
+    }
+    rec.checks
+}
+
+fn assert_all_pass(checks: &[Check]) {
+    assert!(!checks.is_empty(), "no checks derived");
+    let bad: Vec<String> = checks
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Violated | Verdict::HarnessError))
+        .map(|c| format!("{:?} {}: {}", c.verdict, c.name, c.observed))
+        .collect();
+    assert!(bad.is_empty(), "checks failed:\n{}", bad.join("\n"));
+    for c in checks.iter().filter(|c| c.verdict == Verdict::Skipped) {
+        assert!(!c.observed.trim().is_empty(), "{} skipped without a reason", c.name);
+    }
+}
+
+fn verdict_of<'a>(checks: &'a [Check], name: &str) -> &'a Check {
+    checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name:?} in {:?}", checks.iter().map(|c| &c.name).collect::<Vec<_>>()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cim_reference_passes() {
+    let t = load("cim-reference.yaml");
+    let checks = run_jetstream(&t, t.clone()).await;
+    assert_all_pass(&checks);
+    for leaf in ["cim-prod-001", "cim-prod-002", "cim-dev-001"] {
+        for name in [
+            format!("stream-config {leaf}/DOMAIN_EVENTS"),
+            format!("consumer-config {leaf}/DOMAIN_EVENTS/graph-processor"),
+            format!("dedup {leaf}/DOMAIN_EVENTS"),
+            format!("interest-retention {leaf}/METRICS"),
+            format!("domain-isolation {leaf}/METRICS from hub account LEAF_{}", leaf.to_uppercase().replace('-', "_")),
+            format!("domain-access {leaf}/DOMAIN_EVENTS from hub account LEAF_{}", leaf.to_uppercase().replace('-', "_")),
+            format!("file-store-durable {leaf}/DOMAIN_EVENTS"),
+        ] {
+            assert_eq!(verdict_of(&checks, &name).verdict, Verdict::Passed, "{name}");
+        }
+        // The push consumer's max_deliver is measured, not just read back.
+        let md = verdict_of(&checks, &format!("max-deliver {leaf}/DOMAIN_EVENTS/graph-processor"));
+        assert_eq!(md.verdict, Verdict::Passed);
+        assert!(md.observed.starts_with("3 deliveries"), "{}", md.observed);
+    }
+    assert_eq!(verdict_of(&checks, "stream-config hub/HUB_EVENTS").verdict, Verdict::Passed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_domains_passes() {
+    let t = load("jetstream-domains.yaml");
+    let checks = run_jetstream(&t, t.clone()).await;
+    assert_all_pass(&checks);
+    for name in [
+        "stream-config hub/ORDERS",
+        "stream-config hub/FROM_STORE_1",
+        "consumer-config hub/ORDERS/order-audit",
+        "max-deliver hub/ORDERS/order-audit",
+        "max-deliver store-1/LOCAL_EVENTS/local-worker",
+        "dedup hub/ORDERS",
+        "dedup store-1/LOCAL_EVENTS",
+        "max-msg-size store-1/LOCAL_EVENTS",
+        "domain-isolation hub/FROM_STORE_1 from store-1 account LOCAL",
+        "domain-access hub/FROM_STORE_1 from store-1 account LOCAL",
+        "domain-isolation store-2/LOCAL_EVENTS from hub account LEAF_STORE_2",
+        "domain-access store-2/LOCAL_EVENTS from hub account LEAF_STORE_2",
+        "store-and-forward hub/FROM_STORE_1 from store-1:LOCAL_EVENTS",
+        "store-and-forward hub/FROM_STORE_2 from store-2:LOCAL_EVENTS",
+        "file-store-durable store-1/LOCAL_EVENTS",
+        "file-store-durable store-2/LOCAL_EVENTS",
+    ] {
+        assert_eq!(verdict_of(&checks, name).verdict, Verdict::Passed, "{name}");
+    }
+    let sf = verdict_of(&checks, "store-and-forward hub/FROM_STORE_1 from store-1:LOCAL_EVENTS");
+    assert!(sf.metrics.contains_key("catchup_ms"), "{:?}", sf.metrics);
+}
+
+/// The lab is rendered with local-worker's max_deliver 3 → 4 while the declaration says 3: the configuration
+/// check and the delivery count both catch it. Only store-1's JetStream is kept, to stay quick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_max_deliver_is_caught() {
+    let mut declared = load("jetstream-domains.yaml");
+    declared.hub.streams.clear();
+    declared.leaves.retain(|l| l.name == "store-1");
+    let mut rendered = declared.clone();
+    let consumer = &mut rendered.leaves[0].streams[0].consumers[0];
+    assert_eq!((consumer.name.as_str(), consumer.max_deliver), ("local-worker", Some(3)));
+    consumer.max_deliver = Some(4);
+
+    let checks = run_jetstream(&declared, rendered).await;
+    let config = verdict_of(&checks, "consumer-config store-1/LOCAL_EVENTS/local-worker");
+    assert_eq!(config.verdict, Verdict::Violated, "{}", config.observed);
+    assert!(config.observed.contains("max_deliver: declared 3, got 4"), "{}", config.observed);
+    let probe = verdict_of(&checks, "max-deliver store-1/LOCAL_EVENTS/local-worker");
+    assert_eq!(probe.verdict, Verdict::Violated, "{}", probe.observed);
+    assert!(probe.observed.starts_with("4 deliveries"), "{}", probe.observed);
+    // Nothing else is blamed.
+    let others: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.name.contains("local-worker") && matches!(c.verdict, Verdict::Violated | Verdict::HarnessError))
+        .map(|c| format!("{}: {}", c.name, c.observed))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn scratch_sources() {
+    let t = load("jetstream-domains.yaml");
+    let root = tempfile::tempdir().unwrap();
+    let lab = up(t, &root).await;
+    let c = lab.probe("hub-1", "LEAF_STORE_1").await.unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..40 {
+        let v = natslab::provision::api(&c, "$JS.API", "STREAM.INFO.FROM_STORE_1", &serde_json::json!({})).await.unwrap();
+        eprintln!("{:?} {}", start.elapsed(), v["sources"]);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    for l in ["hub-1", "hub-2", "hub-3"] {
+        eprintln!("{}", lab.log_tail(l, 30));
+    }
+    lab.shutdown().await;
+}
