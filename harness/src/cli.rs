@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 use crate::backend::BackendKind;
 use crate::errors::Error;
 use crate::lab::{Lab, LabInfo, Progress, UpOptions};
-use crate::plan::NodeAddr;
+use crate::plan::{Layout, NodeAddr, Plan};
+use crate::render::nixos;
+use crate::secrets::entropy::Entropy;
 use crate::report::{self, RunReport};
 use crate::scenario::{Check, Family, Observer, Verdict};
 use crate::{bench, contexts, files, render, runner, runs, server, topology};
@@ -32,11 +34,19 @@ pub enum Command {
         #[arg(required = true)]
         topologies: Vec<PathBuf>,
     },
-    /// Write every node's config (nats.conf and settings.json) and the generated secrets into DIR.
+    /// Write every node's config and the generated secrets into DIR: `conf` (nats.conf + settings.json per
+    /// node, process-backend addresses) or `nixos` (services.nats settings per node for VMs named after the
+    /// nodes, a nodes.json manifest, secrets for /etc/natslab).
     Render {
         topology: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long, value_enum, default_value = "conf")]
+        format: RenderFormat,
+        /// Derive every secret from this seed: the same seed renders the same files byte for byte.
+        /// Default for `nixos`: the topology's name.
+        #[arg(long)]
+        seed: Option<String>,
     },
     /// Bring a topology up, print how to reach it, write `nats` contexts; Ctrl-C tears it down.
     Up {
@@ -119,7 +129,7 @@ pub enum Command {
 pub async fn main(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Check { topologies } => check(&topologies),
-        Command::Render { topology, out } => render_cmd(&topology, &out),
+        Command::Render { topology, out, format, seed } => render_cmd(&topology, &out, format, seed),
         Command::Up { topology, backend, detach, json, timeout, keep, ready_file } => {
             let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, runs_root: None };
             if detach {
@@ -183,15 +193,35 @@ fn check(paths: &[PathBuf]) -> Result<i32, Error> {
     Ok(if failed == 0 { 0 } else { EXIT_USAGE })
 }
 
-fn render_cmd(path: &Path, out: &Path) -> Result<i32, Error> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RenderFormat {
+    Conf,
+    Nixos,
+}
+
+fn render_cmd(path: &Path, out: &Path, format: RenderFormat, seed: Option<String>) -> Result<i32, Error> {
     let t = load(path)?;
-    let plan = crate::plan::Plan::new(t, "render".into(), crate::plan::Layout::same(out), |i, _| nominal_addr(i))?;
     files::mkdir(out)?;
-    let configs = render::render(&plan);
-    files::write_plan(&plan, &configs)?;
-    println!("wrote {} node configs and their secrets to {}", configs.len(), out.display());
-    for c in &configs {
-        println!("  {}", plan.layout.host_config(&c.name).display());
+    match format {
+        RenderFormat::Conf => {
+            let mut entropy = match &seed {
+                Some(s) => Entropy::seeded(s),
+                None => Entropy::random(),
+            };
+            let plan = Plan::new_with(t, "render".into(), Layout::same(out), |i, _| nominal_addr(i), &mut entropy)?;
+            let configs = render::render(&plan);
+            files::write_plan(&plan, &configs)?;
+            println!("wrote {} node configs and their secrets to {}", configs.len(), out.display());
+            for c in &configs {
+                println!("  {}", plan.layout.host_config(&c.name).display());
+            }
+        }
+        RenderFormat::Nixos => {
+            let seed = seed.unwrap_or_else(|| t.name.clone());
+            let plan = nixos::plan(t, &seed, out)?;
+            let written = nixos::write(&plan)?;
+            println!("wrote NixOS settings for {written} nodes, nodes.json and secrets to {} (seed {seed:?})", out.display());
+        }
     }
     Ok(0)
 }

@@ -38,32 +38,48 @@ pub fn write_plan(plan: &Plan, configs: &[NodeConfig]) -> Result<()> {
         let json = serde_json::to_string_pretty(&c.settings).unwrap_or_default();
         write_secret(&dir.join("settings.json"), &json)?;
     }
+    write_secrets(plan)?;
+    Ok(())
+}
+
+/// Writes every secret of the plan under `secrets/`; returns the file names written, sorted.
+pub fn write_secrets(plan: &Plan) -> Result<Vec<String>> {
+    let l = &plan.layout;
+    let mut names = Vec::new();
+    let mut put = |name: String, content: &str| -> Result<()> {
+        write_secret(&l.host_secret(&name), content)?;
+        names.push(name);
+        Ok(())
+    };
     let s = &plan.secrets;
     for c in &s.credentials {
-        write_secret(&l.host_secret(&format!("{}.password", c.stem())), &c.password)?;
+        put(format!("{}.password", c.stem()), &c.password)?;
         if let Some(creds) = &c.creds {
-            write_secret(&l.host_secret(&format!("{}.creds", c.stem())), creds)?;
+            put(format!("{}.creds", c.stem()), creds)?;
         }
     }
     if let Some(tls) = &s.tls {
-        write_secret(&l.host_secret("ca.pem"), &tls.ca.cert_pem)?;
-        write_secret(&l.host_secret("ca-key.pem"), &tls.ca.key_pem)?;
+        put("ca.pem".into(), &tls.ca.cert_pem)?;
+        put("ca-key.pem".into(), &tls.ca.key_pem)?;
         for (node, pair) in &tls.servers {
-            write_secret(&l.host_secret(&format!("{node}-cert.pem")), &pair.cert_pem)?;
-            write_secret(&l.host_secret(&format!("{node}-key.pem")), &pair.key_pem)?;
+            put(format!("{node}-cert.pem"), &pair.cert_pem)?;
+            put(format!("{node}-key.pem"), &pair.key_pem)?;
         }
         for ((leaf, r), (pair, _)) in &tls.leaf_clients {
-            write_secret(&l.host_secret(&format!("{leaf}.remote{r}-cert.pem")), &pair.cert_pem)?;
-            write_secret(&l.host_secret(&format!("{leaf}.remote{r}-key.pem")), &pair.key_pem)?;
+            put(format!("{leaf}.remote{r}-cert.pem"), &pair.cert_pem)?;
+            put(format!("{leaf}.remote{r}-key.pem"), &pair.key_pem)?;
         }
-        write_secret(&l.host_secret("probe-cert.pem"), &tls.probe_client.cert_pem)?;
-        write_secret(&l.host_secret("probe-key.pem"), &tls.probe_client.key_pem)?;
+        put("probe-cert.pem".into(), &tls.probe_client.cert_pem)?;
+        put("probe-key.pem".into(), &tls.probe_client.key_pem)?;
     }
     if let Some(op) = &s.operator {
-        write_secret(&l.host_secret("operator.jwt"), &op.operator_jwt)?;
-        for n in plan.hubs() {
-            mkdir(&l.host_root.join("nodes").join(&n.name).join("jwt"))?;
+        put("operator.jwt".into(), &op.operator_jwt)?;
+        if l.state_dir.is_none() {
+            for n in plan.hubs() {
+                mkdir(&l.host_root.join("nodes").join(&n.name).join("jwt"))?;
+            }
         }
     }
-    Ok(())
+    names.sort();
+    Ok(names)
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::errors::Error;
+use crate::secrets::entropy::Entropy;
 use crate::secrets::{jwt, pki};
 use crate::topology::{AuthMode, Permissions, Topology};
 
@@ -145,20 +146,29 @@ impl Secrets {
 pub struct Layout {
     pub root: String,
     pub host_root: PathBuf,
+    /// Where a node's state (JetStream store, resolver JWTs) lives when not under `root` — on NixOS the
+    /// module's `dataDir`, the only place the hardened unit may write.
+    pub state_dir: Option<String>,
 }
 
 impl Layout {
     pub fn same(dir: &Path) -> Layout {
-        Layout { root: dir.display().to_string(), host_root: dir.to_path_buf() }
+        Layout { root: dir.display().to_string(), host_root: dir.to_path_buf(), state_dir: None }
     }
     pub fn node_dir(&self, node: &str) -> String {
         format!("{}/nodes/{node}", self.root)
     }
     pub fn store_dir(&self, node: &str) -> String {
-        format!("{}/nodes/{node}/store", self.root)
+        match &self.state_dir {
+            Some(d) => d.clone(),
+            None => format!("{}/nodes/{node}/store", self.root),
+        }
     }
     pub fn resolver_dir(&self, node: &str) -> String {
-        format!("{}/nodes/{node}/jwt", self.root)
+        match &self.state_dir {
+            Some(d) => format!("{d}/jwt"),
+            None => format!("{}/nodes/{node}/jwt", self.root),
+        }
     }
     pub fn secret(&self, name: &str) -> String {
         format!("{}/secrets/{name}", self.root)
@@ -187,11 +197,17 @@ pub struct Plan {
 
 impl Plan {
     /// Resolve a topology: `addr` says where node `i` (hubs first, then leaves) listens.
-    pub fn new(
+    pub fn new(topology: Topology, run_id: String, layout: Layout, addr: impl FnMut(usize, &str) -> NodeAddr) -> Result<Plan, Error> {
+        Plan::new_with(topology, run_id, layout, addr, &mut Entropy::random())
+    }
+
+    /// As `new`, drawing every secret from `entropy`: a seeded one makes the plan reproducible.
+    pub fn new_with(
         topology: Topology,
         run_id: String,
         layout: Layout,
         mut addr: impl FnMut(usize, &str) -> NodeAddr,
+        entropy: &mut Entropy,
     ) -> Result<Plan, Error> {
         let mut nodes = Vec::new();
         for (i, h) in topology.hub.nodes.iter().enumerate() {
@@ -201,7 +217,7 @@ impl Plan {
         for (i, l) in topology.leaves.iter().enumerate() {
             nodes.push(NodePlan { name: l.name.clone(), role: Role::Leaf, addr: addr(hubs + i, &l.name) });
         }
-        let secrets = generate_secrets(&topology, &nodes)?;
+        let secrets = generate_secrets(&topology, &nodes, entropy)?;
         Ok(Plan { topology, run_id, nodes, layout, secrets })
     }
 
@@ -229,22 +245,14 @@ impl Plan {
     }
 }
 
-fn random_secret(len: usize) -> String {
-    // nuid: 22 chars of base62 from a CSPRNG-seeded generator; URL-safe, so it can sit in a leaf remote URL.
-    let mut s = String::new();
-    while s.len() < len {
-        s.push_str(&nuid::next().to_string());
-    }
-    s.truncate(len);
-    s
-}
-
-fn generate_secrets(t: &Topology, nodes: &[NodePlan]) -> Result<Secrets, Error> {
+fn generate_secrets(t: &Topology, nodes: &[NodePlan], entropy: &mut Entropy) -> Result<Secrets, Error> {
     let cost = t.security.bcrypt_cost.unwrap_or(6);
     let mut credentials = Vec::new();
     let mut push = |scope: Scope, account: &str, user: &str, kind: CredKind, permissions: Option<Permissions>| -> Result<(), Error> {
-        let password = random_secret(24);
-        let bcrypt = bcrypt::hash(&password, cost).map_err(|e| Error::Secret(format!("bcrypt for user {user}: {e}")))?;
+        let password = entropy.password(24);
+        let bcrypt = bcrypt::hash_with_salt(&password, cost, entropy.bytes16())
+            .map(|h| h.to_string())
+            .map_err(|e| Error::Secret(format!("bcrypt for user {user}: {e}")))?;
         credentials.push(Credential { scope, account: account.to_string(), user: user.to_string(), kind, password, bcrypt, creds: None, permissions });
         Ok(())
     };
@@ -279,18 +287,18 @@ fn generate_secrets(t: &Topology, nodes: &[NodePlan]) -> Result<Secrets, Error> 
             Role::Leaf => t.leaf(&n.name).and_then(|l| l.jetstream.as_ref()),
         };
         if js.is_some_and(|j| j.encryption.is_some()) {
-            js_keys.insert(n.name.clone(), random_secret(32));
+            js_keys.insert(n.name.clone(), entropy.password(32));
         }
     }
 
-    let tls = if t.security.tls { Some(tls_material(t, nodes)?) } else { None };
-    let operator = if t.security.auth == AuthMode::Operator { Some(operator_material(t, &mut credentials)?) } else { None };
+    let tls = if t.security.tls { Some(tls_material(t, nodes, entropy)?) } else { None };
+    let operator = if t.security.auth == AuthMode::Operator { Some(operator_material(t, &mut credentials, entropy)?) } else { None };
     Ok(Secrets { credentials, js_keys, tls, operator })
 }
 
-fn tls_material(t: &Topology, nodes: &[NodePlan]) -> Result<TlsMaterial, Error> {
+fn tls_material(t: &Topology, nodes: &[NodePlan], entropy: &mut Entropy) -> Result<TlsMaterial, Error> {
     let err = |e: pki::PkiError| Error::Secret(e.to_string());
-    let ca = pki::Ca::generate(&format!("natslab {} CA", t.name)).map_err(err)?;
+    let ca = pki::Ca::generate_with(&format!("natslab {} CA", t.name), entropy).map_err(err)?;
     let mut servers = BTreeMap::new();
     for n in nodes {
         let mut dns = vec![n.name.clone(), "localhost".to_string()];
@@ -304,7 +312,7 @@ fn tls_material(t: &Topology, nodes: &[NodePlan]) -> Result<TlsMaterial, Error> 
         }
         dns.dedup();
         ips.dedup();
-        servers.insert(n.name.clone(), ca.issue_server(&n.name, &dns, &ips).map_err(err)?);
+        servers.insert(n.name.clone(), ca.issue_server_with(&n.name, &dns, &ips, entropy).map_err(err)?);
     }
     let mut leaf_clients = BTreeMap::new();
     if t.security.auth == AuthMode::Mtls {
@@ -312,20 +320,20 @@ fn tls_material(t: &Topology, nodes: &[NodePlan]) -> Result<TlsMaterial, Error> 
             for r in 0..l.remotes.len() {
                 let cn = if r == 0 { format!("{}.leaf", l.name) } else { format!("{}-{r}.leaf", l.name) };
                 let org = t.name.as_str();
-                let pair = ca.issue_client(&cn, Some(org)).map_err(err)?;
+                let pair = ca.issue_client_with(&cn, Some(org), entropy).map_err(err)?;
                 leaf_clients.insert((l.name.clone(), r), (pair, pki::mapped_identity(&cn, Some(org))));
             }
         }
     }
-    let probe_client = ca.issue_client("natslab-probe", Some("natslab")).map_err(err)?;
+    let probe_client = ca.issue_client_with("natslab-probe", Some("natslab"), entropy).map_err(err)?;
     Ok(TlsMaterial { ca: pki::CertPair { cert_pem: ca.cert_pem.clone(), key_pem: ca.key_pem.clone() }, servers, leaf_clients, probe_client })
 }
 
 /// Operator mode covers the hub: every hub-side account (declared, per-leaf, system) becomes a JWT, and
 /// every hub credential a user JWT + creds. Leaves keep config accounts and dial the hub with creds.
-fn operator_material(t: &Topology, credentials: &mut [Credential]) -> Result<OperatorMaterial, Error> {
+fn operator_material(t: &Topology, credentials: &mut [Credential], entropy: &mut Entropy) -> Result<OperatorMaterial, Error> {
     let err = |e: jwt::JwtError| Error::Secret(e.to_string());
-    let (operator, sys) = jwt::Operator::generate(&format!("natslab-{}", t.name)).map_err(err)?;
+    let (operator, sys) = jwt::Operator::generate_with(&format!("natslab-{}", t.name), entropy).map_err(err)?;
     let flows = crate::render::flows(t);
 
     // Keys first: imports name the exporter's public key.
@@ -335,7 +343,10 @@ fn operator_material(t: &Topology, credentials: &mut [Credential]) -> Result<Ope
             names.push(l.hub_account(r));
         }
     }
-    let mut keys: BTreeMap<String, nkeys::KeyPair> = names.iter().map(|n| (n.clone(), jwt::account_key())).collect();
+    let mut keys: BTreeMap<String, nkeys::KeyPair> = BTreeMap::new();
+    for n in &names {
+        keys.insert(n.clone(), jwt::account_key_with(entropy).map_err(err)?);
+    }
     let pubs: BTreeMap<String, String> = keys.iter().map(|(n, k)| (n.clone(), k.public_key())).collect();
     let pubkey = |n: &str| pubs.get(n).cloned().unwrap_or_default();
 
@@ -358,7 +369,7 @@ fn operator_material(t: &Topology, credentials: &mut [Credential]) -> Result<Ope
     for c in credentials.iter_mut().filter(|c| c.scope == Scope::Hub) {
         let account = if c.account == SYSTEM_ACCOUNT { &sys } else { &signed[&c.account] };
         let perms = c.permissions.as_ref().map(to_jwt_permissions);
-        let (ujwt, seed) = account.user(&c.user, perms.as_ref()).map_err(err)?;
+        let (ujwt, seed) = account.user_with(&c.user, perms.as_ref(), entropy).map_err(err)?;
         c.creds = Some(jwt::creds(&ujwt, &seed));
     }
     let mut accounts: BTreeMap<String, (String, String)> =

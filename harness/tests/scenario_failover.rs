@@ -76,7 +76,7 @@ async fn a_leaf_rendered_with_one_hub_is_caught() {
 }
 
 /// The whole family on the reference topology: three leaves failed over every way, then the JetStream
-/// checker. Slow (about two minutes here), so not in the default run.
+/// checker. Slow (about a minute here), so not in the default run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: runs every fault on cim-reference; run with --ignored"]
 async fn failover_family_passes_on_cim_reference() {

@@ -1,8 +1,9 @@
 //! The generated secrets against a real nats-server: TLS verify, verify_and_map on the leafnode port, and
 //! operator mode (JWT accounts, stream import renaming, user permissions, leaf credentials, JetStream).
 //!
-//! Server binary: $NATS_SERVER_BIN, else `nats-server` on PATH, else /tmp/nsb/bin/nats-server. Without one
-//! the tests print "skipped: no nats-server" and pass, unless $NATSLAB_REQUIRE_ALL is set.
+//! Server binary: $NATS_SERVER_BIN, else `nats-server` on PATH, else natslab's cached pinned install, else
+//! /tmp/nsb/bin/nats-server. Without one the tests print "skipped: no nats-server" and pass, unless
+//! $NATSLAB_REQUIRE_ALL is set.
 
 use std::fs;
 use std::future::Future;
@@ -40,7 +41,15 @@ fn server_bin() -> Option<PathBuf> {
             .map(|d| d.join("nats-server"))
             .find(|p| p.is_file())
     });
-    let found = on_path.or_else(|| Some(PathBuf::from("/tmp/nsb/bin/nats-server")).filter(|p| p.is_file()));
+    // Then where `natslab` itself installs the pinned server (CI provisions it there), then the dev fallback.
+    let cached = natslab::server::cache_dir()
+        .join(format!("nats-server-bin-{}", natslab::server::PINNED))
+        .join("bin/nats-server");
+    let found = on_path.or_else(|| {
+        [cached, PathBuf::from("/tmp/nsb/bin/nats-server")]
+            .into_iter()
+            .find(|p| p.is_file())
+    });
     if found.is_none() {
         assert!(
             std::env::var_os("NATSLAB_REQUIRE_ALL").is_none(),
@@ -489,8 +498,7 @@ async fn operator_mode_accounts_imports_permissions_leaf_and_jetstream() {
     // time out instead of failing fast with 10039.
     let refused = async_nats::jetstream::new(b_user.clone()).create_stream(config).await;
     let refused = refused
-        .err()
-        .expect("B has no JetStream limits, so no JetStream")
+        .expect_err("B has no JetStream limits, so no JetStream")
         .to_string();
     assert!(refused.contains("not enabled for account"), "got: {refused}");
 

@@ -4,6 +4,7 @@
 mod conf;
 mod flows;
 mod node;
+pub mod nixos;
 
 pub use conf::to_conf;
 pub use flows::{flows, AccountFlows, Import};

@@ -210,7 +210,7 @@ fn skipped(ctx: &mut Ctx<'_, '_>, name: &str, expected: &str, fault: FaultKind, 
 }
 
 /// Runs one fault-making check: records it, heals whatever it left, then finishes it.
-async fn guarded<'c, F>(ctx: &'c mut Ctx<'_, '_>, name: String, expected: String, body: F)
+async fn guarded<F>(ctx: &mut Ctx<'_, '_>, name: String, expected: String, body: F)
 where
     F: for<'l> AsyncFnOnce(&'l mut Lab, &'l mut Pending, &'l mut Faults) -> Outcome,
 {

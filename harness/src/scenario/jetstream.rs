@@ -26,6 +26,9 @@ const API: &str = "$JS.API";
 const WAIT: Duration = Duration::from_secs(20);
 /// How long a restarted node (and the lab around it) may take to be ready again.
 const RESTART: Duration = Duration::from_secs(30);
+/// How long a sourcing stream may take to resume: the server notices a stalled source by missed heartbeats and
+/// retries with a backoff (measured: up to ~16 s after the source's leaf restarted).
+const RESUME: Duration = Duration::from_secs(60);
 /// ack_wait of the temporary consumer copies that count deliveries: redeliveries come this often.
 const PROBE_ACK_WAIT: Duration = Duration::from_millis(500);
 /// Store-and-forward: messages published before the fault, and during the outage.
@@ -52,13 +55,14 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
             max_deliver_check(ctx, p, c).await;
         }
     }
-    for l in declared.leaves.iter().filter(|l| l.jetstream.is_some()) {
-        durability_check(ctx, l).await;
-    }
+    // Sourcing first: after a leaf restarts, the hub takes a while (its stall detection) to source from it again.
     for p in streams.iter().filter(|p| p.leaf.is_none()) {
         for src in p.stream.sources.iter().filter(|s| s.domain.is_some()) {
             store_and_forward_check(ctx, declared, p, src).await;
         }
+    }
+    for l in declared.leaves.iter().filter(|l| l.jetstream.is_some()) {
+        durability_check(ctx, l).await;
     }
 }
 
@@ -117,8 +121,8 @@ async fn hub_client(lab: &Lab, account: &str, avoid: Option<&str>) -> Result<Cli
     Err(last)
 }
 
-/// Runs a check body; `Err` from the body is a harness error.
-async fn finish(ctx: &mut Ctx<'_, '_>, p: Pending, body: Result<Outcome, String>) {
+/// Records a check's conclusion; `Err` from its body is a harness error.
+fn finish(ctx: &mut Ctx<'_, '_>, p: Pending, body: Result<Outcome, String>) {
     ctx.rec.finish(p, body.unwrap_or_else(Outcome::Error));
 }
 
@@ -137,7 +141,7 @@ async fn stream_config_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
         ),
     );
     let body = stream_config_body(ctx.lab, p, &want).await;
-    finish(ctx, pending, body).await;
+    finish(ctx, pending, body);
 }
 
 async fn stream_config_body(lab: &Lab, p: &Placed<'_>, want: &Value) -> Result<Outcome, String> {
@@ -164,7 +168,7 @@ async fn consumer_config_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>, c: &Consum
         format!("CONSUMER.INFO.{}.{} answers with every declared field as declared ({want}; durations in ns)", p.stream.name, c.name),
     );
     let body = consumer_config_body(ctx.lab, p, c, &want).await;
-    finish(ctx, pending, body).await;
+    finish(ctx, pending, body);
 }
 
 async fn consumer_config_body(lab: &Lab, p: &Placed<'_>, c: &Consumer, want: &Value) -> Result<Outcome, String> {
@@ -205,9 +209,16 @@ fn diff(path: &str, want: &Value, got: &Value, out: &mut Vec<String>) {
                 diff(&format!("{path}[{i}]"), wv, gv, out);
             }
         }
-        (Value::Number(w), Value::Number(g)) if w.as_f64() == g.as_f64() => {}
+        (Value::Number(w), Value::Number(g)) if same_number(w, g) => {}
         _ if want == got => {}
         _ => out.push(format!("{path}: declared {want}, got {got}")),
+    }
+}
+
+fn same_number(a: &serde_json::Number, b: &serde_json::Number) -> bool {
+    match (a.as_i64(), b.as_i64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.as_u64().zip(b.as_u64()).map_or(a.as_f64() == b.as_f64(), |(x, y)| x == y),
     }
 }
 
@@ -505,26 +516,22 @@ async fn isolation_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream
     }
     let pending = ctx.rec.start(FAMILY, name, expected);
     let body = isolation_body(ctx.lab, from, stream).await;
-    finish(ctx, pending, body).await;
+    finish(ctx, pending, body);
 }
 
 async fn isolation_body(lab: &Lab, from: &Side, stream: &str) -> Result<Outcome, String> {
     let c = from.client(lab).await?;
-    let info = api(&c, API, &format!("STREAM.INFO.{stream}"), &json!({})).await;
-    let names = api(&c, API, "STREAM.NAMES", &json!({})).await;
-    let listed: Vec<String> = match &names {
-        Ok(v) => v["streams"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default(),
-        Err(_) => vec![],
+    let e = match api(&c, API, &format!("STREAM.INFO.{stream}"), &json!({})).await {
+        Ok(v) => return Ok(Outcome::Violated(format!("its own domain found it: {}", v["config"]))),
+        Err(e) if e.contains("no responders") => {
+            return Ok(Outcome::Pass("no JetStream answers $JS.API on this side: nothing is visible".into()))
+        }
+        Err(e) if e.contains("err_code 10059") => e,
+        Err(e) => return Err(e),
     };
-    match (info, names) {
-        (Ok(v), _) => Ok(Outcome::Violated(format!("own domain found it: {}", v["config"]))),
-        (Err(e), _) if e.contains("no responders") => Ok(Outcome::Pass("no JetStream answers $JS.API on this side: nothing is visible".into())),
-        (Err(e), Ok(_)) if e.contains("err_code 10059") => Ok(Outcome::expect(
-            !listed.iter().any(|s| s == stream),
-            format!("STREAM.INFO: {e}; STREAM.NAMES: {listed:?}"),
-        )),
-        (Err(e), _) => Err(e),
-    }
+    let names = api(&c, API, "STREAM.NAMES", &json!({})).await?;
+    let listed: Vec<&str> = names["streams"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    Ok(Outcome::expect(!listed.contains(&stream), format!("STREAM.INFO: {e}; STREAM.NAMES: {listed:?}")))
 }
 
 /// The same stream is reachable across the link through its domain's API prefix.
@@ -546,7 +553,7 @@ async fn access_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream: &
         }
     }
     .await;
-    finish(ctx, pending, body).await;
+    finish(ctx, pending, body);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -566,7 +573,7 @@ async fn dedup_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
     };
     let pending = ctx.rec.start(FAMILY, name, expected);
     let body = dedup_body(ctx.lab, p, &subj, &tok).await;
-    finish(ctx, pending, body).await;
+    finish(ctx, pending, body);
 }
 
 async fn dedup_body(lab: &Lab, p: &Placed<'_>, subj: &str, tok: &str) -> Result<Outcome, String> {
@@ -617,7 +624,7 @@ async fn max_msg_size_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
     }
     let pending = ctx.rec.start(FAMILY, name, expected);
     let body = max_msg_size_body(&c, p, &subj, limit).await;
-    finish(ctx, pending, body).await;
+    finish(ctx, pending, body);
 }
 
 async fn max_msg_size_body(c: &Client, p: &Placed<'_>, subj: &str, limit: usize) -> Result<Outcome, String> {
@@ -664,7 +671,7 @@ async fn interest_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
     };
     let pending = ctx.rec.start(FAMILY, name, expected);
     let body = interest_body(ctx.lab, p, &consumers, &subj, &tok).await;
-    finish(ctx, pending, body).await;
+    finish(ctx, pending, body);
 }
 
 async fn interest_body(lab: &Lab, p: &Placed<'_>, consumers: &[&Consumer], subj: &str, tok: &str) -> Result<Outcome, String> {
@@ -673,16 +680,18 @@ async fn interest_body(lab: &Lab, p: &Placed<'_>, consumers: &[&Consumer], subj:
     let payload = format!("interest {tok}");
     let seq = publish_stored(&c, subj, &payload).await?;
     let mut seen = vec![format!("stored as seq {seq}")];
-    for (i, consumer) in consumers.iter().enumerate() {
+    for consumer in consumers {
         if get_msg(&c, stream, seq).await?.is_none() {
             seen.push(format!("gone before {} acked", consumer.name));
             return Ok(Outcome::Violated(seen.join("; ")));
         }
+        seen.push(format!("still stored before {} acked", consumer.name));
         let m = receive(&c, stream, consumer, &payload).await?;
+        // With ack_policy none, delivery is the acknowledgement.
         if consumer.ack_policy != AckPolicy::None {
             ack_sync(&c, &m).await?;
         }
-        seen.push(format!("{} acked{}", consumer.name, if i + 1 < consumers.len() { ", message still there" } else { "" }));
+        seen.push(format!("{} acked", consumer.name));
     }
     let deadline = Instant::now() + WAIT;
     let started = Instant::now();
@@ -734,7 +743,7 @@ async fn max_deliver_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>, c: &Consumer) 
         }
         Err(e) => Err(e),
     };
-    finish(ctx, pending, body).await;
+    finish(ctx, pending, body);
 }
 
 /// A temporary copy of a live consumer that counts deliveries of one unacked message.
@@ -763,6 +772,8 @@ impl Probe<'_> {
         let mut deliveries = c.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
         c.flush().await.map_err(|e| e.to_string())?;
         let config = self.copy(&live, seq, &deliver_to);
+        // A copy left over from an interrupted run would refuse the new configuration.
+        let _ = api(c, API, &format!("CONSUMER.DELETE.{}.{}", self.stream, self.name), &json!({})).await;
         api(c, API, &format!("CONSUMER.CREATE.{}.{}", self.stream, self.name), &json!({ "stream_name": self.stream, "config": config })).await?;
         let counted = self.count((&mut deliveries, &inbox), &mut adv, seq, &payload, &live).await;
         let deleted = api(c, API, &format!("CONSUMER.DELETE.{}.{}", self.stream, self.name), &json!({})).await;
@@ -886,7 +897,7 @@ async fn durability_check(ctx: &mut Ctx<'_, '_>, l: &Leaf) {
     }
     let mut pending = ctx.rec.start(FAMILY, name, expected);
     let body = durability_body(ctx.lab, l, &t, &tok, &mut pending).await;
-    finish(ctx, pending, body).await;
+    finish(ctx, pending, body);
 }
 
 async fn durability_body(lab: &mut Lab, l: &Leaf, t: &Target, tok: &str, pending: &mut Pending) -> Result<Outcome, String> {
@@ -987,7 +998,7 @@ async fn store_and_forward_check(ctx: &mut Ctx<'_, '_>, t: &Topology, p: &Placed
     };
     let mut pending = ctx.rec.start(FAMILY, name, expected);
     let body = SourceRun { p, feed: &f, plan: &plan, tok: &tok }.run(ctx.lab, &mut pending).await;
-    finish(ctx, pending, body).await;
+    finish(ctx, pending, body);
 }
 
 /// One store-and-forward run: (published subject, expected hub subject, payload) per message.
@@ -1007,7 +1018,7 @@ impl SourceRun<'_, '_> {
             publish_stored(&leaf, subj, payload).await?;
         }
         let first = Instant::now();
-        let arrived = reader.until(&hub, self.tok, BEFORE, first + WAIT).await;
+        let arrived = reader.until(&hub, self.tok, BEFORE, first + RESUME).await;
         pending.metric_duration("first_arrival_ms", first.elapsed());
         if arrived.len() < BEFORE {
             return Ok(Outcome::Violated(format!("before any fault only {} of {BEFORE} arrived: {arrived:?}", arrived.len())));
@@ -1022,7 +1033,7 @@ impl SourceRun<'_, '_> {
         let caught_up = async {
             during?;
             let hub = hub_client(lab, &self.p.account, Some(&killed)).await?;
-            Ok::<_, String>(reader.until(&hub, self.tok, BEFORE + DURING, restarted + RESTART).await)
+            Ok::<_, String>(reader.until(&hub, self.tok, BEFORE + DURING, restarted + RESUME).await)
         }
         .await;
         if caught_up.as_ref().is_ok_and(|all| all.len() >= BEFORE + DURING) {
@@ -1092,5 +1103,58 @@ impl Reader {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meeting_patterns() {
+        assert_eq!(meet("domain.*.events.>", "domain.graph.>").as_deref(), Some("domain.graph.events.>"));
+        assert_eq!(meet("domain.>", "domain.orders.>").as_deref(), Some("domain.orders.>"));
+        assert_eq!(meet("orders.>", "orders.>").as_deref(), Some("orders.>"));
+        assert_eq!(meet("a.*", "a.b").as_deref(), Some("a.b"));
+        assert_eq!(meet("a.b", "a.c"), None);
+        assert_eq!(meet("a.b", "a.b.c"), None);
+        assert_eq!(meet("metrics.>", "metrics"), None);
+    }
+
+    #[test]
+    fn sample_subjects() {
+        let subjects = vec!["domain.*.events.>".to_string(), "domain.*.commands.>".to_string()];
+        assert_eq!(sample(&subjects, &["domain.graph.>"], "t", 2).as_deref(), Some("domain.graph.events.t.2"));
+        assert_eq!(sample(&subjects, &["domain.x.commands.go"], "t", 0).as_deref(), Some("domain.x.commands.go"));
+        assert_eq!(sample(&subjects, &["nomatch.>"], "t", 0), None);
+        assert_eq!(sample(&[], &[], "t", 0), None);
+    }
+
+    #[test]
+    fn transforms() {
+        assert_eq!(transform("domain.>", "leaf.store-1.domain.>", "domain.a.b").as_deref(), Some("leaf.store-1.domain.a.b"));
+        assert_eq!(transform("a.*.*", "x.{{wildcard(2)}}.$1", "a.p.q").as_deref(), Some("x.q.p"));
+        assert_eq!(transform("a.*", "b.*", "a.p").as_deref(), Some("b.p"));
+        assert_eq!(transform("a.*", "b.*", "c.p"), None);
+        assert_eq!(transform("a.*", "b.{{partition(3,1)}}", "a.p"), None);
+    }
+
+    #[test]
+    fn diff_reports_declared_fields_only() {
+        let want = json!({ "max_deliver": 3, "ack_wait": 30_000_000_000u64, "sources": [{ "external": { "api": "$JS.x.API" } }] });
+        let got = json!({ "max_deliver": 4, "ack_wait": 30_000_000_000u64, "max_waiting": 512, "sources": [{ "external": { "api": "$JS.x.API", "deliver": "" } }] });
+        let mut out = Vec::new();
+        diff("", &want, &got, &mut out);
+        assert_eq!(out, vec!["max_deliver: declared 3, got 4".to_string()]);
+        let mut out = Vec::new();
+        diff("", &json!({ "subjects": ["a", "b"] }), &json!({ "subjects": ["a"] }), &mut out);
+        assert_eq!(out, vec![r#"subjects: declared ["a","b"], got ["a"]"#.to_string()]);
+    }
+
+    #[test]
+    fn peers_count_leader_and_replicas() {
+        assert_eq!(peers(&json!({ "cluster": { "leader": "hub-1", "replicas": [{ "name": "hub-2" }, { "name": "hub-3" }] } })), Some(3));
+        assert_eq!(peers(&json!({ "cluster": { "leader": "store-1" } })), Some(1));
+        assert_eq!(peers(&json!({ "cluster": { "name": "c" } })), None);
     }
 }

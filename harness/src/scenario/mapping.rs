@@ -181,17 +181,18 @@ async fn export_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, S
     let subject = example(&f.subject, &tok);
     let want: BTreeSet<String> =
         hub_sees(link, &subject).into_iter().filter(|(a, _)| *a == link.peer).map(|(_, s)| s).collect();
-    // The link's own account hears everything the leaf sends: the control message's path.
+    // The link's own account hears everything the leaf sends: the control message's path. The peer's
+    // subscription pulls the declared imports into it at once (the server adds them as it subscribes).
     let mut via = watch(lab, &hub, &link.account, ">").await?;
     let mut peer = watch(lab, &hub, &link.peer, ">").await?;
     let leaf = connect(lab, &link.leaf.name, &link.local).await?;
-    let payload = format!("export-{tok}");
-    let Ok(mut seen) = send_until(&leaf, &subject, &payload, &mut peer.sub, DELIVERY).await else {
-        return Ok(Outcome::Violated(format!("{subject} never reached {} on {hub} within {DELIVERY:?}", link.peer)));
-    };
     control(&leaf, &mut via.sub, "leaf → its hub account").await?;
-    seen.extend(peer.settle().await?);
-    let got = subjects_with(&seen, &payload);
+    // The leaf now knows the hub wants everything: one publish crosses, and once the control behind it has
+    // arrived, the hub has handed it to every account it is going to.
+    let payload = format!("export-{tok}");
+    publish_one(&leaf, &subject, &payload).await?;
+    control(&leaf, &mut via.sub, "leaf → its hub account").await?;
+    let got = subjects_with(&peer.settle().await?, &payload);
     Ok(Outcome::expect(got == want, format!("published {subject}; {} on {hub} received it as {}", link.peer, list(&got))))
 }
 
@@ -208,13 +209,12 @@ async fn local_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, St
     let mut w = watch(lab, &link.leaf.name, &link.local, ">").await?;
     let leaf = connect(lab, &link.leaf.name, &link.local).await?;
     let payload = format!("local-{tok}");
-    let Ok(mut seen) = send_until(&leaf, &subject, &payload, &mut w.sub, DELIVERY).await else {
-        return Ok(Outcome::Violated(format!("{subject} never reached a local subscriber on `>` within {DELIVERY:?}")));
-    };
-    seen.extend(control(&leaf, &mut w.sub, "local").await?);
+    publish_one(&leaf, &subject, &payload).await?;
+    let mut seen = control(&leaf, &mut w.sub, "local").await?;
+    seen.extend(w.settle().await?);
     let got = subjects_with(&seen, &payload);
     let want = BTreeSet::from([subject.clone()]);
-    Ok(Outcome::expect(got == want, format!("published {subject}; the local subscriber received it as {}", list(&got))))
+    Ok(Outcome::expect(got == want, format!("published {subject}; the local subscriber on `>` received it as {}", list(&got))))
 }
 
 async fn import(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
@@ -237,16 +237,19 @@ async fn import_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, S
     let subject = example(&f.subject, &tok);
     let want = leaf_sees(link.topology, link.leaf, &link.local, &link.peer, &subject);
     let mut leaf = watch(lab, &link.leaf.name, &link.local, ">").await?;
-    let peer = connect(lab, &hub, &link.peer).await?;
     let via = connect(lab, &hub, &link.account).await?;
+    // Once a control has come down, the hub holds the leaf's interest in everything, and with it the
+    // subscriptions its imports need in the peer account.
+    control(&via, &mut leaf.sub, "hub link account → leaf").await?;
+    let peer = connect(lab, &hub, &link.peer).await?;
     let payload = format!("import-{tok}");
-    let Ok(mut seen) = send_until(&peer, &subject, &payload, &mut leaf.sub, DELIVERY).await else {
-        return Ok(Outcome::Violated(format!("{subject} from {} on {hub} never reached the leaf within {DELIVERY:?}", link.peer)));
-    };
-    // `send_until` flushed `peer`: the hub has fanned its messages out before `via` sends the control.
-    seen.extend(control(&via, &mut leaf.sub, "hub link account → leaf").await?);
+    // After the round trip the hub has fanned it out, before `via` sends the control on the same server.
+    publish_one(&peer, &subject, &payload).await?;
+    sync(&peer).await?;
+    let mut seen = control(&via, &mut leaf.sub, "hub link account → leaf").await?;
+    seen.extend(leaf.settle().await?);
     let got = subjects_with(&seen, &payload);
-    Ok(Outcome::expect(got == want, format!("published {subject} in {}; the leaf received it as {}", link.peer, list(&got))))
+    Ok(Outcome::expect(got == want, format!("published {subject} in {} on {hub}; the leaf received it as {}", link.peer, list(&got))))
 }
 
 async fn no_leak_up(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
@@ -314,6 +317,7 @@ async fn no_leak_down_probe(lab: &Lab, link: &Link<'_>) -> Result<Outcome, Strin
     for a in &link.topology.hub.accounts {
         let c = connect(lab, &hub, &a.name).await?;
         publish_all(&c, &probes, &format!("{}-{tok}", a.name)).await?;
+        sync(&c).await?;
         publishers.push((a.name.clone(), c));
     }
     let mut seen = control(&via, &mut leaf.sub, "hub link account → leaf").await?;
@@ -371,8 +375,6 @@ async fn leaf_to_leaf_probe(lab: &Lab, a: &Link<'_>, b: &Link<'_>) -> Result<Out
     barrier(lab, &hub_a, &hub_b).await?;
     let mut seen = control(&via_b, &mut on_b.sub, "hub link account → leaf B").await?;
     seen.extend(on_b.settle().await?);
-    for w in &mut _interest { eprintln!("DEBUG hubacct {:?}", w.settle().await?.iter().filter(|x| x.1.contains(&tok)).collect::<Vec<_>>()); }
-    eprintln!("DEBUG {} -> {}: {:?}", a.label(), b.label(), seen);
 
     let mut bad = Vec::new();
     for (i, s) in probes.iter().enumerate() {
@@ -404,11 +406,29 @@ pub(super) struct Watch {
 }
 
 impl Watch {
-    /// Everything delivered so far: the flush round trip returns only after every message the server queued
-    /// for this connection before it has been read.
+    /// Everything delivered so far: after the round trip, every message the server queued for this
+    /// connection before it has been read.
     pub async fn settle(&mut self) -> Result<Seen, String> {
-        self.client.flush().await.map_err(|e| format!("flush: {e}"))?;
+        sync(&self.client).await?;
         Ok(drain(&mut self.sub).await)
+    }
+}
+
+/// A real round trip to the server. async-nats' `flush` only empties the socket buffer, so it proves
+/// nothing; this subscribes to a fresh subject on the same connection and publishes to it: when the
+/// message comes back, the server has processed everything this connection sent before, and this
+/// connection has read everything the server queued for it before. Needs a full-access client.
+pub(super) async fn sync(client: &Client) -> Result<(), String> {
+    let tok = token();
+    let subject = format!("natslab.sync.{tok}");
+    let mut sub = client.subscribe(subject.clone()).await.map_err(|e| format!("subscribe {subject}: {e}"))?;
+    client.publish(subject.clone(), tok.clone().into()).await.map_err(|e| format!("publish {subject}: {e}"))?;
+    client.flush().await.map_err(|e| format!("flush: {e}"))?;
+    let mut seen = Vec::new();
+    if read_until(&mut sub, &tok, DELIVERY, &mut seen).await {
+        Ok(())
+    } else {
+        Err(format!("no round trip to the server within {DELIVERY:?}"))
     }
 }
 
@@ -417,15 +437,12 @@ pub(super) async fn connect(lab: &Lab, node: &str, account: &str) -> Result<Clie
     lab.probe(node, account).await.map_err(|e| e.to_string())
 }
 
-/// Subscribes a fresh full-access client of `account` on `node` to `subject`.
+/// Subscribes a fresh full-access client of `account` on `node` to `subject`; the subscription is in
+/// place on the server when this returns.
 pub(super) async fn watch(lab: &Lab, node: &str, account: &str, subject: &str) -> Result<Watch, String> {
     let client = connect(lab, node, account).await?;
-    watch_with(client, subject).await
-}
-
-pub(super) async fn watch_with(client: Client, subject: &str) -> Result<Watch, String> {
     let sub = client.subscribe(subject.to_string()).await.map_err(|e| format!("subscribe {subject}: {e}"))?;
-    client.flush().await.map_err(|e| format!("flush after subscribing {subject}: {e}"))?;
+    sync(&client).await?;
     Ok(Watch { client, sub })
 }
 
@@ -534,11 +551,18 @@ pub(super) async fn attached_hub(lab: &Lab, leaf: &str, account: &str) -> Result
     }
 }
 
+/// Publishes once. Only the order of this connection's later messages is implied; `sync` it before
+/// relying on the server having processed it.
+pub(super) async fn publish_one(c: &Client, subject: &str, payload: &str) -> Result<(), String> {
+    c.publish(subject.to_string(), payload.to_string().into()).await.map_err(|e| format!("publish {subject}: {e}"))?;
+    c.flush().await.map_err(|e| format!("flush: {e}"))
+}
+
 fn probe_payload(i: usize, tok: &str) -> String {
     format!("probe-{i}-{tok}")
 }
 
-/// Publishes the i-th subject with `probe_payload(i, tok)`, then flushes.
+/// Publishes the i-th subject with `probe_payload(i, tok)`.
 async fn publish_all(c: &Client, subjects: &[String], tok: &str) -> Result<(), String> {
     for (i, s) in subjects.iter().enumerate() {
         c.publish(s.clone(), probe_payload(i, tok).into()).await.map_err(|e| format!("publish {s}: {e}"))?;

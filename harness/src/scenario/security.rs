@@ -1,5 +1,786 @@
-//! (being written)
+//! Security, derived from the declared topology (the guide's security configuration and checklist):
+//!
+//! - every declared user connects, and each of its permission rules is probed: an allowed subject works, a
+//!   denied one is refused by the server (a "Permissions Violation") and delivers nothing, and where an allow
+//!   list exists a subject outside it is refused too;
+//! - wrong credentials and anonymous connections are refused on every node;
+//! - with TLS: plaintext, a foreign CA's client certificate and a missing one are refused; with `auth: mtls`
+//!   a leaf presenting another identity's certificate is refused;
+//! - accounts are isolated from each other, and no leaf reaches the hub's system account;
+//! - secrets and configs on disk are readable by their owner only.
+//!
+//! Negative probes are bounded by control messages, never by a clock (see `mapping.rs` for the helpers).
 
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, ConnectOptions, Event};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::check::{Family, Outcome};
+use super::mapping::{
+    attached_hub, connect, control, list, publish_one, send_until, subjects_with, sync, watch, Link, Seen,
+};
+use super::probes::{drain, token, DELIVERY};
 use super::Ctx;
+use crate::lab::Lab;
+use crate::plan::{probe_user, Role, Scope, SYSTEM_ACCOUNT};
+use crate::probe::client::Access;
+use crate::secrets::{jwt, pki};
+use crate::topology::subject::{example, matches};
+use crate::topology::{AuthMode, Permissions, Rule, Topology};
 
-pub async fn run(_ctx: &mut Ctx<'_, '_>) {}
+/// How long a refused client or an expected server error may take to show. Only bounds a wait for
+/// something that should happen; a pass never waits it out.
+const REFUSAL: Duration = Duration::from_secs(5);
+
+pub async fn run(ctx: &mut Ctx<'_, '_>) {
+    let declared = ctx.declared.clone();
+    for who in declared_users(&declared) {
+        user(ctx, &who).await;
+    }
+    for node in node_names(ctx.lab) {
+        refusals(ctx, &declared, &node).await;
+    }
+    tls(ctx, &declared).await;
+    impostor_leaf(ctx, &declared).await;
+    account_isolation(ctx, &declared).await;
+    for leaf in &declared.leaves {
+        for r in 0..leaf.remotes.len() {
+            system_account(ctx, &Link::of(&declared, leaf, r)).await;
+        }
+    }
+    secrets_on_disk(ctx).await;
+}
+
+fn node_names(lab: &Lab) -> Vec<String> {
+    lab.plan.nodes.iter().map(|n| n.name.clone()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Declared users and their permissions.
+
+/// A declared user and where it connects (hub users to the first hub).
+struct Who {
+    node: String,
+    scope: String,
+    account: String,
+    user: String,
+    perms: Option<Permissions>,
+}
+
+impl Who {
+    fn label(&self) -> String {
+        format!("{}/{}/{}", self.scope, self.account, self.user)
+    }
+}
+
+fn declared_users(t: &Topology) -> Vec<Who> {
+    let mut out = Vec::new();
+    let first_hub = t.hub.nodes.first().map(|h| h.name.clone()).unwrap_or_default();
+    for a in &t.hub.accounts {
+        for u in &a.users {
+            out.push(Who {
+                node: first_hub.clone(),
+                scope: "hub".into(),
+                account: a.name.clone(),
+                user: u.user.clone(),
+                perms: u.permissions.clone(),
+            });
+        }
+    }
+    for l in &t.leaves {
+        for a in &l.accounts {
+            for u in &a.users {
+                out.push(Who {
+                    node: l.name.clone(),
+                    scope: l.name.clone(),
+                    account: a.name.clone(),
+                    user: u.user.clone(),
+                    perms: u.permissions.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether a rule lets a literal subject through, as nats-server decides it: inside the allow list (if
+/// any) and outside the deny list.
+pub(super) fn permitted(rule: Option<&Rule>, subject: &str) -> bool {
+    match rule {
+        None => true,
+        Some(r) => {
+            (r.allow.is_empty() || r.allow.iter().any(|p| matches(p, subject))) && !r.deny.iter().any(|p| matches(p, subject))
+        }
+    }
+}
+
+/// A subject the rule lets through, for control messages: a private one, else an example of an allow entry
+/// that does not also cover `probed` (so a server refusing that entry cannot also stop the control).
+fn control_subject(rule: Option<&Rule>, probed: &str) -> Option<String> {
+    let tok = token();
+    let mut candidates = vec![format!("natslab.control.{tok}")];
+    if let Some(r) = rule {
+        candidates.extend(r.allow.iter().filter(|p| !matches(p, probed)).map(|p| example(p, &tok)));
+        candidates.extend(r.allow.iter().map(|p| example(p, &tok)));
+    }
+    candidates.into_iter().find(|s| permitted(rule, s) && s != probed)
+}
+
+/// A subject outside every allow entry (only where an allow list exists and leaves room).
+fn outside_subject(rule: Option<&Rule>, tok: &str) -> Option<String> {
+    let r = rule?;
+    let s = format!("natslab.outside.{tok}");
+    (!r.allow.is_empty() && !permitted(rule, &s)).then_some(s)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Publish,
+    Subscribe,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Publish => "publish",
+            Op::Subscribe => "subscribe",
+        }
+    }
+
+    fn rule(self, p: Option<&Permissions>) -> Option<&Rule> {
+        p.and_then(|p| match self {
+            Op::Publish => p.publish.as_ref(),
+            Op::Subscribe => p.subscribe.as_ref(),
+        })
+    }
+
+    /// How nats-server names the operation in a permissions violation.
+    fn violation(self) -> &'static str {
+        match self {
+            Op::Publish => "Publish",
+            Op::Subscribe => "Subscription",
+        }
+    }
+}
+
+async fn user(ctx: &mut Ctx<'_, '_>, who: &Who) {
+    let p = ctx.rec.start(Family::Security, format!("connect {}", who.label()), format!("{} connects to {}", who.user, who.node));
+    let connected = match ctx.lab.access(&who.node, &who.account, &who.user) {
+        None => Err(Outcome::Error(format!("the plan has no credential for {}", who.label()))),
+        Some(a) => match a.connect(&format!("natslab-security-{}", who.user)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Outcome::Violated(e.to_string())),
+        },
+    };
+    let ok = connected.is_ok();
+    ctx.rec.finish(p, connected.err().unwrap_or_else(|| Outcome::Pass("connected".into())));
+    for op in [Op::Publish, Op::Subscribe] {
+        let rule = op.rule(who.perms.as_ref()).cloned();
+        let Some(rule) = rule else { continue };
+        for pattern in &rule.allow {
+            let name = format!("{}-allow {} {pattern}", op.name(), who.label());
+            let expected = format!("{} may {} on {pattern}", who.user, op.name());
+            rule_check(ctx, who, op, ok, name, expected, |tok| Probe::Allowed(example(pattern, tok))).await;
+        }
+        for pattern in &rule.deny {
+            let name = format!("{}-deny {} {pattern}", op.name(), who.label());
+            let expected = format!("{} may not {} on {pattern}: the server says Permissions Violation, nothing is delivered", who.user, op.name());
+            rule_check(ctx, who, op, ok, name, expected, |tok| Probe::Refused(example(pattern, tok))).await;
+        }
+        if outside_subject(Some(&rule), "t").is_some() {
+            let name = format!("{}-outside-allow {}", op.name(), who.label());
+            let expected = format!(
+                "{} may not {} outside its allow list [{}]: Permissions Violation, nothing delivered",
+                who.user,
+                op.name(),
+                rule.allow.join(", ")
+            );
+            let r = rule.clone();
+            rule_check(ctx, who, op, ok, name, expected, move |tok| match outside_subject(Some(&r), tok) {
+                Some(s) => Probe::Refused(s),
+                None => Probe::Nothing,
+            })
+            .await;
+        }
+    }
+}
+
+enum Probe {
+    Allowed(String),
+    Refused(String),
+    Nothing,
+}
+
+async fn rule_check(
+    ctx: &mut Ctx<'_, '_>,
+    who: &Who,
+    op: Op,
+    connected: bool,
+    name: String,
+    expected: String,
+    probe: impl Fn(&str) -> Probe,
+) {
+    let p = ctx.rec.start(Family::Security, name, expected);
+    let outcome = if !connected {
+        Outcome::Skipped(format!("{} could not connect", who.user))
+    } else {
+        let tok = token();
+        let rule = op.rule(who.perms.as_ref());
+        let result = match probe(&tok) {
+            Probe::Allowed(s) if !permitted(rule, &s) => Ok(Outcome::Skipped(format!("{s} is also denied: no example to probe"))),
+            Probe::Allowed(s) => allowed(ctx.lab, who, op, &s, &tok).await,
+            Probe::Refused(s) => refused(ctx.lab, who, op, &s, &tok).await,
+            Probe::Nothing => Ok(Outcome::Skipped("no subject outside the allow list".into())),
+        };
+        result.unwrap_or_else(Outcome::Error)
+    };
+    ctx.rec.finish(p, outcome);
+}
+
+/// A client of the declared user that reports the server's errors (permission violations) on a channel.
+async fn connect_reporting(lab: &Lab, who: &Who) -> Result<(Client, mpsc::UnboundedReceiver<String>), String> {
+    let access = lab.access(&who.node, &who.account, &who.user).ok_or_else(|| format!("no credential for {}", who.label()))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let options = access.options().event_callback(move |e| {
+        let tx = tx.clone();
+        async move {
+            if let Event::ServerError(err) = e {
+                let _ = tx.send(err.to_string());
+            }
+        }
+    });
+    let client = access.connect_with(&format!("natslab-security-{}", who.user), options).await.map_err(|e| e.to_string())?;
+    Ok((client, rx))
+}
+
+/// Waits (bounded) for the server's permissions violation naming `subject`.
+async fn violation(rx: &mut mpsc::UnboundedReceiver<String>, op: Op, subject: &str) -> Option<String> {
+    let needle = format!("permissions violation for {} to \"{}\"", op.violation(), subject).to_lowercase();
+    let deadline = Instant::now() + REFUSAL;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(e)) if e.to_lowercase().contains(&needle) => return Some(e),
+            Ok(Some(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// One message on an allowed subject, then a control message on the same path: once the control has
+/// arrived, the first one has too, or it never will.
+async fn allowed(lab: &Lab, who: &Who, op: Op, subject: &str, tok: &str) -> Result<Outcome, String> {
+    let rule = op.rule(who.perms.as_ref());
+    let Some(ctl) = control_subject(rule, subject) else {
+        return Ok(Outcome::Skipped(format!("{} may {} nowhere else: no control subject", who.user, op.name())));
+    };
+    let (user, _) = connect_reporting(lab, who).await?;
+    let payload = format!("allowed-{tok}");
+    let seen = match op {
+        Op::Publish => {
+            let mut all = watch(lab, &who.node, &who.account, ">").await?;
+            publish_one(&user, subject, &payload).await?;
+            let mut seen = control_on(&user, &ctl, &mut all.sub).await?;
+            seen.extend(all.settle().await?);
+            seen
+        }
+        Op::Subscribe => {
+            let (mut sub, mut ctl_sub, probe) = subscribe_both(lab, who, &user, subject, &ctl).await?;
+            publish_one(&probe, subject, &payload).await?;
+            control_on(&probe, &ctl, &mut ctl_sub).await?;
+            drain(&mut sub).await
+        }
+    };
+    let got = subjects_with(&seen, &payload);
+    Ok(if got.contains(subject) {
+        Outcome::Pass(format!("{} on {subject} worked", op.name()))
+    } else {
+        Outcome::Violated(format!("{} on {subject}: nothing delivered", op.name()))
+    })
+}
+
+/// The user subscribes to `subject`, then to `ctl`; returns both and a full-access publisher once a control
+/// message has reached the user, which proves the server has handled both subscriptions (in order).
+async fn subscribe_both(
+    lab: &Lab,
+    who: &Who,
+    user: &Client,
+    subject: &str,
+    ctl: &str,
+) -> Result<(async_nats::Subscriber, async_nats::Subscriber, Client), String> {
+    let sub = user.subscribe(subject.to_string()).await.map_err(|e| format!("subscribe {subject}: {e}"))?;
+    let mut ctl_sub = user.subscribe(ctl.to_string()).await.map_err(|e| format!("subscribe {ctl}: {e}"))?;
+    user.flush().await.map_err(|e| format!("flush: {e}"))?;
+    let probe = connect(lab, &who.node, &who.account).await?;
+    control_on(&probe, ctl, &mut ctl_sub).await?;
+    Ok((sub, ctl_sub, probe))
+}
+
+/// Publishes a control message on `subject` (one the user may use) until `sub` receives it.
+async fn control_on(publisher: &Client, subject: &str, sub: &mut async_nats::Subscriber) -> Result<Seen, String> {
+    let payload = format!("control-{}", token());
+    send_until(publisher, subject, &payload, sub, DELIVERY)
+        .await
+        .map_err(|_| format!("the control message on {subject} never arrived within {DELIVERY:?}"))
+}
+
+async fn refused(lab: &Lab, who: &Who, op: Op, subject: &str, tok: &str) -> Result<Outcome, String> {
+    let rule = op.rule(who.perms.as_ref());
+    let Some(ctl) = control_subject(rule, subject) else {
+        return Ok(Outcome::Skipped(format!("{} may {} nowhere: no control subject", who.user, op.name())));
+    };
+    let (user, mut errors) = connect_reporting(lab, who).await?;
+    let forbidden = format!("forbidden-{tok}");
+    let leaked: Seen = match op {
+        Op::Publish => {
+            // A full-access subscriber on everything: catches the message under whatever subject it went.
+            let mut all = watch(lab, &who.node, &who.account, ">").await?;
+            user.publish(subject.to_string(), forbidden.clone().into()).await.map_err(|e| format!("publish: {e}"))?;
+            let mut seen = control_on(&user, &ctl, &mut all.sub).await?;
+            seen.extend(all.settle().await?);
+            seen
+        }
+        Op::Subscribe => {
+            let (mut denied, mut ctl_sub, probe) = subscribe_both(lab, who, &user, subject, &ctl).await?;
+            publish_one(&probe, subject, &forbidden).await?;
+            control_on(&probe, &ctl, &mut ctl_sub).await?;
+            drain(&mut denied).await
+        }
+    };
+    let leaked = subjects_with(&leaked, &forbidden);
+    if !leaked.is_empty() {
+        return Ok(Outcome::Violated(format!("{} on {subject} was not refused: delivered as {}", op.name(), list(&leaked))));
+    }
+    Ok(match violation(&mut errors, op, subject).await {
+        Some(e) => Outcome::Pass(format!("nothing delivered; the server said: {e}")),
+        None => Outcome::Violated(format!("nothing delivered, but the server reported no permissions violation for {subject}")),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Refused connections.
+
+/// A credential to try on `node`: its first declared user, else the probe user of its first account.
+fn some_user(lab: &Lab, t: &Topology, node: &str) -> Option<(String, String)> {
+    let accounts = match lab.plan.node(node)?.role {
+        Role::Hub => &t.hub.accounts,
+        Role::Leaf => &t.leaf(node)?.accounts,
+    };
+    let declared = accounts.iter().find_map(|a| a.users.first().map(|u| (a.name.clone(), u.user.clone())));
+    declared.or_else(|| accounts.first().map(|a| (a.name.clone(), probe_user(&a.name))))
+}
+
+async fn refusals(ctx: &mut Ctx<'_, '_>, t: &Topology, node: &str) {
+    let Some((account, user)) = some_user(ctx.lab, t, node) else { return };
+    let Some(good) = ctx.lab.access(node, &account, &user) else { return };
+    let operator_hub = t.security.auth == AuthMode::Operator && ctx.lab.plan.scope_of(node) == Scope::Hub;
+
+    let (name, expected) = if operator_hub {
+        (format!("foreign-creds {node}"), format!("a user JWT signed by a foreign operator is refused on {node}"))
+    } else {
+        (format!("wrong-password {node}"), format!("{user} with a wrong password is refused on {node}"))
+    };
+    let p = ctx.rec.start(Family::Security, name, expected);
+    let dir = tempfile::tempdir();
+    let bad = match &dir {
+        Err(e) => Err(format!("tempdir: {e}")),
+        Ok(d) if operator_hub => foreign_creds(d.path()).map(|creds| Access { creds: Some(creds), user: Some("intruder".into()), ..good.clone() }),
+        Ok(_) => Ok(Access { password: good.password.as_ref().map(|p| format!("{p}x")), ..good.clone() }),
+    };
+    let outcome = match bad {
+        Ok(bad) => refused_connect(&good, bad.options(), &bad).await,
+        Err(e) => Outcome::Error(e),
+    };
+    ctx.rec.finish(p, outcome);
+
+    let p = ctx.rec.start(Family::Security, format!("anonymous {node}"), format!("a client without credentials is refused on {node}"));
+    let anonymous = Access { user: None, password: None, creds: None, ..good.clone() };
+    let outcome = refused_connect(&good, anonymous.options(), &anonymous).await;
+    ctx.rec.finish(p, outcome);
+}
+
+/// Pass when `bad` is refused; an error when `good` (the same node, proper credentials) is refused too.
+async fn refused_connect(good: &Access, options: ConnectOptions, bad: &Access) -> Outcome {
+    if let Err(e) = good.connect("natslab-security-good").await {
+        return Outcome::Error(format!("even the proper credentials are refused, so the probe proves nothing: {e}"));
+    }
+    match tokio::time::timeout(REFUSAL * 2, bad.connect_with("natslab-security-bad", options)).await {
+        Ok(Err(e)) => Outcome::Pass(format!("refused: {e}")),
+        Ok(Ok(_)) => Outcome::Violated("connected".into()),
+        Err(_) => Outcome::Error(format!("connecting neither succeeded nor failed within {:?}", REFUSAL * 2)),
+    }
+}
+
+/// A creds file for a user of an account of a freshly made operator the lab has never heard of.
+fn foreign_creds(dir: &Path) -> Result<PathBuf, String> {
+    let (operator, _) = jwt::Operator::generate("natslab-foreign").map_err(|e| e.to_string())?;
+    let spec = jwt::AccountSpec { name: "FOREIGN", exports: vec![], imports: vec![], jetstream: false };
+    let account = operator.account(jwt::account_key(), &spec).map_err(|e| e.to_string())?;
+    let (ujwt, seed) = account.user("intruder", None).map_err(|e| e.to_string())?;
+    let path = dir.join("foreign.creds");
+    crate::files::write_secret(&path, &jwt::creds(&ujwt, &seed)).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// TLS.
+
+async fn tls(ctx: &mut Ctx<'_, '_>, t: &Topology) {
+    if !t.security.tls {
+        ctx.rec.skip(Family::Security, "tls", "TLS on every port", "the topology declares no TLS");
+        return;
+    }
+    for node in node_names(ctx.lab) {
+        let Some((account, user)) = some_user(ctx.lab, t, &node) else { continue };
+        let Some(good) = ctx.lab.access(&node, &account, &user) else { continue };
+
+        let p = ctx.rec.start(Family::Security, format!("plaintext {node}"), format!("a plaintext client is refused on {node}"));
+        let outcome = plaintext(ctx.lab, &node, &good).await;
+        ctx.rec.finish(p, outcome);
+
+        if !t.security.verify_clients {
+            continue;
+        }
+        let p = ctx.rec.start(
+            Family::Security,
+            format!("foreign-ca-cert {node}"),
+            format!("a client certificate from a foreign CA is refused on {node}"),
+        );
+        let dir = tempfile::tempdir();
+        let outcome = match dir.as_ref().map_err(|e| e.to_string()).and_then(|d| foreign_cert(d.path())) {
+            Ok((cert, key)) => {
+                let bad = Access { cert: Some(cert), key: Some(key), ..good.clone() };
+                refused_connect(&good, bad.options(), &bad).await
+            }
+            Err(e) => Outcome::Error(e),
+        };
+        ctx.rec.finish(p, outcome);
+
+        let p = ctx.rec.start(
+            Family::Security,
+            format!("no-client-cert {node}"),
+            format!("a client without a certificate is refused on {node} (verify_clients)"),
+        );
+        let bad = Access { cert: None, key: None, ..good.clone() };
+        let outcome = refused_connect(&good, bad.options(), &bad).await;
+        ctx.rec.finish(p, outcome);
+    }
+}
+
+/// Speaks the client protocol in plaintext to a TLS-only port, with proper credentials: the server must
+/// never answer PING with PONG.
+async fn plaintext(lab: &Lab, node: &str, good: &Access) -> Outcome {
+    if let Err(e) = good.connect("natslab-security-good").await {
+        return Outcome::Error(format!("even a TLS client with proper credentials is refused: {e}"));
+    }
+    let Some(n) = lab.plan.node(node) else { return Outcome::Error(format!("no node {node}")) };
+    let addr = format!("{}:{}", n.addr.host, n.addr.client);
+    match tokio::time::timeout(REFUSAL * 2, plaintext_session(&addr, good)).await {
+        Ok(Ok(text)) if text.contains("PONG") => Outcome::Violated(format!("the server answered a plaintext client: {}", text.trim())),
+        Ok(Ok(text)) => Outcome::Pass(format!("no PONG; the server sent {} and closed the connection", describe_info(&text))),
+        Ok(Err(e)) => Outcome::Pass(format!("connection ended: {e}")),
+        Err(_) => Outcome::Error(format!("the server neither answered nor closed within {:?}", REFUSAL * 2)),
+    }
+}
+
+async fn plaintext_session(addr: &str, good: &Access) -> Result<String, String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let connect = json!({
+        "user": good.user, "pass": good.password, "verbose": false, "pedantic": false, "tls_required": false,
+        "name": "natslab-plaintext", "lang": "raw", "version": "0", "protocol": 1,
+    });
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    // The server's INFO comes first, in plaintext; then the handshake it waits for never comes.
+    let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+    text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    let hello = format!("CONNECT {connect}\r\nPING\r\n");
+    if let Err(e) = s.write_all(hello.as_bytes()).await {
+        return Ok(format!("{text}(write refused: {e})"));
+    }
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => return Ok(text),
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) => return Ok(format!("{text}(read: {e})")),
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().chars().take(160).collect()
+}
+
+/// `INFO (tls_required: true)` from the server's greeting, or its first line.
+fn describe_info(text: &str) -> String {
+    let line = first_line(text);
+    let info = text.lines().next().and_then(|l| l.strip_prefix("INFO ")).and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
+    match info {
+        Some(v) => format!("INFO (tls_required: {})", v.get("tls_required").and_then(|b| b.as_bool()).unwrap_or(false)),
+        None if line.is_empty() => "nothing".into(),
+        None => line,
+    }
+}
+
+/// A client certificate with the probe's own subject, but from a CA the lab has never seen.
+fn foreign_cert(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let ca = pki::Ca::generate("natslab foreign CA").map_err(|e| e.to_string())?;
+    let pair = ca.issue_client("natslab-probe", Some("natslab")).map_err(|e| e.to_string())?;
+    let (cert, key) = (dir.join("foreign-cert.pem"), dir.join("foreign-key.pem"));
+    crate::files::write_secret(&cert, &pair.cert_pem).map_err(|e| e.to_string())?;
+    crate::files::write_secret(&key, &pair.key_pem).map_err(|e| e.to_string())?;
+    Ok((cert, key))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// mTLS: a leaf with a certificate from the lab's own CA, but an identity no account maps.
+
+/// A throwaway nats-server, killed when dropped.
+struct Throwaway {
+    child: Child,
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn impostor_leaf(ctx: &mut Ctx<'_, '_>, t: &Topology) {
+    if t.security.auth != AuthMode::Mtls {
+        return;
+    }
+    let p = ctx.rec.start(
+        Family::Security,
+        "impostor-leaf",
+        "a leaf presenting a certificate of the lab's CA with another, unmapped identity is refused (Authorization Violation) and never attaches",
+    );
+    let outcome = impostor_probe(ctx.lab).await.unwrap_or_else(Outcome::Error);
+    ctx.rec.finish(p, outcome);
+}
+
+async fn impostor_probe(lab: &Lab) -> Result<Outcome, String> {
+    let tls = lab.plan.secrets.tls.as_ref().ok_or("the plan has no TLS material")?;
+    let hub = lab.plan.hubs().next().ok_or("no hub")?;
+    let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+    let d = dir.path();
+    // The harness's own client certificate: signed by the lab's CA, so TLS succeeds and only the identity
+    // mapping can refuse it; no account has a user for its subject.
+    let write = |name: &str, text: &str| -> Result<String, String> {
+        let path = d.join(name);
+        crate::files::write_secret(&path, text).map_err(|e| e.to_string())?;
+        Ok(path.display().to_string())
+    };
+    let pair = &tls.probe_client;
+    let (cert, key, ca_file) = (write("cert.pem", &pair.cert_pem)?, write("key.pem", &pair.key_pem)?, write("ca.pem", &tls.ca.cert_pem)?);
+    let identity = pki::mapped_identity("natslab-probe", Some("natslab"));
+    let name = format!("natslab-impostor-{}", token());
+    let settings = json!({
+        "server_name": name,
+        "listen": "127.0.0.1:-1",
+        "leafnodes": { "remotes": [ {
+            "urls": [format!("tls://{}:{}", hub.addr.host, hub.addr.leaf)],
+            "tls": { "cert_file": cert, "key_file": key, "ca_file": ca_file, "timeout": 3 },
+        } ] },
+    });
+    let conf = d.join("nats.conf");
+    crate::files::write_secret(&conf, &crate::render::to_conf(&settings)).map_err(|e| e.to_string())?;
+    let log = d.join("server.log");
+    let out = std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&lab.server.path);
+    cmd.arg("-c").arg(&conf).stdin(Stdio::null()).stdout(out).stderr(err);
+    let child = crate::backend::spawn::spawn_guarded(cmd).map_err(|e| format!("spawn the impostor: {e}"))?;
+    let mut guard = Throwaway { child };
+
+    let deadline = Instant::now() + DELIVERY;
+    loop {
+        if let Some(h) = attached_anywhere(lab, &name).await {
+            return Ok(Outcome::Violated(format!("the impostor ({identity}) attached to {h}")));
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("Authorization Violation")) {
+            return Ok(Outcome::Pass(format!("{identity} never attached; the impostor logged: {}", line.trim())));
+        }
+        if let Ok(Some(status)) = guard.child.try_wait() {
+            return Err(format!("the impostor exited ({status}): {}", text.lines().last().unwrap_or_default()));
+        }
+        if Instant::now() >= deadline {
+            return Ok(Outcome::Violated(format!(
+                "the impostor neither attached nor logged an authorization violation within {DELIVERY:?}; its log ends: {}",
+                text.lines().last().unwrap_or_default()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn attached_anywhere(lab: &Lab, name: &str) -> Option<String> {
+    for h in lab.plan.hubs() {
+        if let Ok(ls) = lab.monitor.leafs(&lab.endpoint(&h.name).monitor_url).await {
+            if ls.iter().any(|(n, _)| n == name) {
+                return Some(h.name.clone());
+            }
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Account isolation and the system account.
+
+async fn account_isolation(ctx: &mut Ctx<'_, '_>, t: &Topology) {
+    let Some(hub) = t.hub.nodes.first().map(|h| h.name.clone()) else { return };
+    for a in &t.hub.accounts {
+        for b in t.hub.accounts.iter().filter(|b| b.name != a.name) {
+            let p = ctx.rec.start(
+                Family::Security,
+                format!("account-isolation {} from {}", a.name, b.name),
+                format!("a subscriber on `>` in {} receives nothing {} publishes (hub accounts import nothing from each other)", a.name, b.name),
+            );
+            let outcome = isolation_probe(ctx.lab, t, &hub, &a.name, &b.name).await.unwrap_or_else(Outcome::Error);
+            ctx.rec.finish(p, outcome);
+        }
+    }
+}
+
+async fn isolation_probe(lab: &Lab, t: &Topology, hub: &str, a: &str, b: &str) -> Result<Outcome, String> {
+    let mut on_a = watch(lab, hub, a, ">").await?;
+    let from_b = connect(lab, hub, b).await?;
+    let tok = token();
+    let subjects = super::mapping::probe_subjects(t, &tok);
+    let payload = format!("from-{b}-{tok}");
+    for s in &subjects {
+        from_b.publish(s.clone(), payload.clone().into()).await.map_err(|e| format!("publish {s}: {e}"))?;
+    }
+    // After the round trip the hub has handled B's messages, before A's own control goes out.
+    sync(&from_b).await?;
+    let mut seen = control(&on_a.client, &mut on_a.sub, &format!("{a} → {a}")).await?;
+    seen.extend(on_a.settle().await?);
+    let got = subjects_with(&seen, &payload);
+    Ok(Outcome::expect(got.is_empty(), format!("{b} published {} subjects; {a} received {}", subjects.len(), list(&got))))
+}
+
+async fn system_account(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
+    let p = ctx.rec.start(
+        Family::Security,
+        format!("system-request {}", link.label()),
+        format!("$SYS.REQ.SERVER.PING from {} ({}) gets no answer from the hubs", link.label(), link.local),
+    );
+    let outcome = system_request(ctx.lab, link).await.unwrap_or_else(Outcome::Error);
+    ctx.rec.finish(p, outcome);
+
+    let p = ctx.rec.start(
+        Family::Security,
+        format!("system-isolation {}", link.label()),
+        format!("nothing crosses between {} ({}) and the hub's system account, either way", link.label(), link.local),
+    );
+    let outcome = system_isolation(ctx.lab, link).await.unwrap_or_else(Outcome::Error);
+    ctx.rec.finish(p, outcome);
+}
+
+async fn system_request(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String> {
+    let leaf = connect(lab, &link.leaf.name, &link.local).await?;
+    let reply = leaf.request("$SYS.REQ.SERVER.PING".to_string(), "".into()).await;
+    Ok(match reply {
+        Ok(m) => Outcome::Violated(format!("answered: {}", first_line(&String::from_utf8_lossy(&m.payload)))),
+        Err(e) => match e.kind() {
+            async_nats::client::RequestErrorKind::NoResponders => Outcome::Pass("no responders".into()),
+            async_nats::client::RequestErrorKind::TimedOut => Outcome::Pass("no answer (timed out)".into()),
+            _ => Outcome::Error(format!("request: {e}")),
+        },
+    })
+}
+
+async fn system_isolation(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String> {
+    let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
+    let tok = token();
+    let mut bad = Vec::new();
+
+    // Leaf → hub: the link account hears everything the leaf sends (the control's path); SYS must not.
+    let mut via = watch(lab, &hub, &link.account, ">").await?;
+    let mut sys = watch(lab, &hub, SYSTEM_ACCOUNT, "$SYS.>").await?;
+    let leaf = connect(lab, &link.leaf.name, &link.local).await?;
+    control(&leaf, &mut via.sub, "leaf → its hub account").await?;
+    let up = ["$SYS.REQ.SERVER.PING".to_string(), format!("$SYS.REQ.ACCOUNT.{}.CONNZ", link.account), format!("$SYS.natslab.{tok}")];
+    let payload = format!("from-leaf-{tok}");
+    for s in &up {
+        leaf.publish(s.clone(), payload.clone().into()).await.map_err(|e| format!("publish {s}: {e}"))?;
+    }
+    control(&leaf, &mut via.sub, "leaf → its hub account").await?;
+    let got = subjects_with(&sys.settle().await?, &payload);
+    if !got.is_empty() {
+        bad.push(format!("the hub's {SYSTEM_ACCOUNT} received {} from the leaf", list(&got)));
+    }
+
+    // Hub → leaf: the system account publishes; the leaf (listening to everything) must not hear it.
+    let mut on_leaf = watch(lab, &link.leaf.name, &link.local, ">").await?;
+    let via_hub = connect(lab, &hub, &link.account).await?;
+    control(&via_hub, &mut on_leaf.sub, "hub link account → leaf").await?;
+    let payload = format!("from-sys-{tok}");
+    for s in [format!("$SYS.natslab.{tok}"), format!("natslab.sys.{tok}")] {
+        sys.client.publish(s.clone(), payload.clone().into()).await.map_err(|e| format!("publish {s}: {e}"))?;
+    }
+    sync(&sys.client).await?;
+    let mut seen = control(&via_hub, &mut on_leaf.sub, "hub link account → leaf").await?;
+    seen.extend(on_leaf.settle().await?);
+    let got = subjects_with(&seen, &payload);
+    if !got.is_empty() {
+        bad.push(format!("the leaf received {} from the hub's {SYSTEM_ACCOUNT}", list(&got)));
+    }
+    Ok(if bad.is_empty() {
+        Outcome::Pass(format!("the leaf sent {} to $SYS subjects, {SYSTEM_ACCOUNT} on {hub} published 2; nothing crossed", up.len()))
+    } else {
+        Outcome::Violated(bad.join("; "))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Files.
+
+async fn secrets_on_disk(ctx: &mut Ctx<'_, '_>) {
+    let p = ctx.rec.start(
+        Family::Security,
+        "secrets-mode",
+        "every file under secrets/ and every node config (nats.conf, settings.json) has mode 0600",
+    );
+    let outcome = secrets_probe(ctx.lab);
+    ctx.rec.finish(p, outcome);
+}
+
+fn secrets_probe(lab: &Lab) -> Outcome {
+    let l = &lab.plan.layout;
+    let mut files = Vec::new();
+    let dir = l.host_root.join("secrets");
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => files.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file())),
+        // A topology without TLS, operator mode or users still has password files: no directory is wrong.
+        Err(e) => return Outcome::Error(format!("read {}: {e}", dir.display())),
+    }
+    for n in &lab.plan.nodes {
+        for f in ["nats.conf", "settings.json"] {
+            files.push(l.host_node_dir(&n.name).join(f));
+        }
+    }
+    let mut bad = BTreeSet::new();
+    for f in &files {
+        match std::fs::metadata(f) {
+            Ok(m) if m.permissions().mode() & 0o777 == 0o600 => {}
+            Ok(m) => {
+                bad.insert(format!("{} is {:o}", f.display(), m.permissions().mode() & 0o777));
+            }
+            Err(e) => {
+                bad.insert(format!("{}: {e}", f.display()));
+            }
+        }
+    }
+    Outcome::expect(bad.is_empty(), if bad.is_empty() { format!("{} files, all 0600", files.len()) } else { list(&bad) })
+}

@@ -5,6 +5,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::entropy::Entropy;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use nkeys::{KeyPair, KeyPairType};
@@ -48,24 +50,31 @@ pub enum JwtError {
 }
 
 /// The trust root: its JWT is self-signed and names the system account.
+#[derive(Debug)]
 pub struct Operator {
     pub key: KeyPair,
     pub jwt: String,
+    /// Fixed `iat` for reproducible (seeded) JWTs; `None` stamps the current time.
+    pub iat: Option<u64>,
 }
 
 /// An account: its key signs user JWTs; its JWT is signed by the operator.
+#[derive(Debug)]
 pub struct Account {
     pub name: String,
     pub key: KeyPair,
     pub jwt: String,
+    pub iat: Option<u64>,
 }
 
 /// A public stream export (no activation token required).
+#[derive(Debug, Clone)]
 pub struct StreamExport {
     pub subject: String,
 }
 
 /// A stream import from another account.
+#[derive(Debug, Clone)]
 pub struct StreamImport {
     /// The exporting account's public key.
     pub from_account: String,
@@ -75,6 +84,7 @@ pub struct StreamImport {
     pub local_subject: Option<String>,
 }
 
+#[derive(Debug, Clone)]
 pub struct AccountSpec<'a> {
     pub name: &'a str,
     pub exports: Vec<StreamExport>,
@@ -99,13 +109,20 @@ impl Operator {
     /// Operator with a system account; returns the operator and the SYS account (its JWT signed by the operator).
     /// The operator JWT carries `system_account` = SYS public key.
     pub fn generate(name: &str) -> Result<(Operator, Account), JwtError> {
-        let key = KeyPair::new_operator();
-        let sys_key = KeyPair::new_account();
+        Operator::generate_with(name, &mut Entropy::random())
+    }
+
+    /// As `generate`, with keys from `entropy`; a seeded one also fixes `iat`, so the JWTs repeat exactly.
+    pub fn generate_with(name: &str, entropy: &mut Entropy) -> Result<(Operator, Account), JwtError> {
+        let what = format!("operator key {name:?}");
+        let key = raw_key(KeyPairType::Operator, entropy, &what)?;
+        let sys_key = raw_key(KeyPairType::Account, entropy, &what)?;
+        let iat = entropy.is_seeded().then_some(SEEDED_IAT);
         let what = format!("operator JWT {name:?}");
         let mut nats = Map::new();
         nats.insert("system_account".into(), json!(sys_key.public_key()));
-        let jwt = encode(&key, &key.public_key(), name, "operator", nats, &what)?;
-        let operator = Operator { key, jwt };
+        let jwt = encode(&key, &key.public_key(), name, "operator", nats, &what, iat)?;
+        let operator = Operator { key, jwt, iat };
         let sys_spec = AccountSpec {
             name: "SYS",
             exports: vec![],
@@ -121,11 +138,12 @@ impl Operator {
         let what = format!("account JWT {:?}", spec.name);
         expect_type(&key, KeyPairType::Account, "account", &what)?;
         let nats = account_claim(spec, &what)?;
-        let jwt = encode(&self.key, &key.public_key(), spec.name, "account", nats, &what)?;
+        let jwt = encode(&self.key, &key.public_key(), spec.name, "account", nats, &what, self.iat)?;
         Ok(Account {
             name: spec.name.to_owned(),
             key,
             jwt,
+            iat: self.iat,
         })
     }
 }
@@ -135,11 +153,28 @@ pub fn account_key() -> KeyPair {
     KeyPair::new_account()
 }
 
+/// An account key from `entropy`.
+pub fn account_key_with(entropy: &mut Entropy) -> Result<KeyPair, JwtError> {
+    raw_key(KeyPairType::Account, entropy, "account key")
+}
+
+/// `iat` of seeded JWTs: 2025-01-01T00:00:00Z (in the past, so the server accepts it).
+const SEEDED_IAT: u64 = 1_735_689_600;
+
+fn raw_key(kind: KeyPairType, entropy: &mut Entropy, what: &str) -> Result<KeyPair, JwtError> {
+    KeyPair::new_from_raw(kind, entropy.bytes32()).map_err(|source| JwtError::Seed { what: what.to_owned(), source })
+}
+
 impl Account {
     /// A user of this account; returns the user JWT and its seed.
     pub fn user(&self, name: &str, perms: Option<&UserPermissions>) -> Result<(String, String), JwtError> {
+        self.user_with(name, perms, &mut Entropy::random())
+    }
+
+    /// As `user`, with the user key from `entropy`.
+    pub fn user_with(&self, name: &str, perms: Option<&UserPermissions>, entropy: &mut Entropy) -> Result<(String, String), JwtError> {
         let what = format!("user JWT {name:?} of account {:?}", self.name);
-        let user = KeyPair::new_user();
+        let user = raw_key(KeyPairType::User, entropy, &what)?;
         let empty = UserPermissions::default();
         let perms = perms.unwrap_or(&empty);
         let mut nats = Map::new();
@@ -148,7 +183,7 @@ impl Account {
         for limit in ["subs", "data", "payload"] {
             nats.insert(limit.into(), json!(NO_LIMIT));
         }
-        let jwt = encode(&self.key, &user.public_key(), name, "user", nats, &what)?;
+        let jwt = encode(&self.key, &user.public_key(), name, "user", nats, &what, self.iat)?;
         let seed = user.seed().map_err(|source| JwtError::Seed { what, source })?;
         Ok((jwt, seed))
     }
@@ -265,12 +300,17 @@ fn encode(
     kind: &str,
     mut nats: Map<String, Value>,
     what: &str,
+    iat: Option<u64>,
 ) -> Result<String, JwtError> {
     nats.insert("type".into(), json!(kind));
     nats.insert("version".into(), json!(2));
 
     let mut claims = Map::new();
-    claims.insert("iat".into(), json!(unix_now(what)?));
+    let iat = match iat {
+        Some(t) => t,
+        None => unix_now(what)?,
+    };
+    claims.insert("iat".into(), json!(iat));
     claims.insert("iss".into(), json!(issuer.public_key()));
     claims.insert("name".into(), json!(name));
     claims.insert("sub".into(), json!(subject));
@@ -539,7 +579,7 @@ mod tests {
             imports: vec![],
             jetstream: false,
         };
-        let err = op.account(KeyPair::new_user(), &spec).err().expect("user key refused");
+        let err = op.account(KeyPair::new_user(), &spec).expect_err("user key refused");
         assert!(err.to_string().contains("account JWT \"A\""), "{err}");
 
         let spec = AccountSpec {

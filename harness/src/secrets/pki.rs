@@ -4,6 +4,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::entropy::Entropy;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -70,9 +72,15 @@ const ORG: &str = "natslab";
 impl Ca {
     /// A self-signed CA (basic constraints CA, key usage cert sign), CN = `common_name`, O = "natslab".
     pub fn generate(common_name: &str) -> Result<Ca, PkiError> {
+        Ca::generate_with(common_name, &mut Entropy::random())
+    }
+
+    /// As `generate`, drawing keys and serials from `entropy` (seeded: reproducible).
+    pub fn generate_with(common_name: &str, entropy: &mut Entropy) -> Result<Ca, PkiError> {
         let what = format!("CA certificate {common_name:?}");
-        let key = new_key(&what)?;
+        let key = new_key(&what, entropy)?;
         let mut params = CertificateParams::default();
+        params.serial_number = Some(serial(entropy));
         params.distinguished_name = subject(common_name, Some(ORG));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
@@ -93,23 +101,33 @@ impl Ca {
     /// A leaf certificate for a server: SANs = the given DNS names and IPs; EKU server AND client auth
     /// (nats-server uses the same cert to dial routes and leaf remotes). CN = cn.
     pub fn issue_server(&self, cn: &str, dns: &[String], ips: &[IpAddr]) -> Result<CertPair, PkiError> {
+        self.issue_server_with(cn, dns, ips, &mut Entropy::random())
+    }
+
+    pub fn issue_server_with(&self, cn: &str, dns: &[String], ips: &[IpAddr], entropy: &mut Entropy) -> Result<CertPair, PkiError> {
         let what = format!("server certificate {cn:?}");
         let mut params = leaf_params(subject(cn, None));
         params.subject_alt_names = sans(&what, dns, ips)?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(&what, &params)
+        self.sign(&what, params, entropy)
     }
 
     /// A client certificate (EKU client auth) whose subject is CN=`cn` and, if given, O=`org`.
     pub fn issue_client(&self, cn: &str, org: Option<&str>) -> Result<CertPair, PkiError> {
+        self.issue_client_with(cn, org, &mut Entropy::random())
+    }
+
+    pub fn issue_client_with(&self, cn: &str, org: Option<&str>, entropy: &mut Entropy) -> Result<CertPair, PkiError> {
         let what = format!("client certificate {cn:?}");
         let mut params = leaf_params(subject(cn, org));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(&what, &params)
+        self.sign(&what, params, entropy)
     }
 
-    fn sign(&self, what: &str, params: &CertificateParams) -> Result<CertPair, PkiError> {
-        let key = new_key(what)?;
+    fn sign(&self, what: &str, mut params: CertificateParams, entropy: &mut Entropy) -> Result<CertPair, PkiError> {
+        let key = new_key(what, entropy)?;
+        params.serial_number = Some(serial(entropy));
+        let params = &params;
         let cert = params.signed_by(&key, &self.issuer).map_err(|source| PkiError::Sign {
             what: what.to_owned(),
             source,
@@ -185,11 +203,23 @@ fn sans(what: &str, dns: &[String], ips: &[IpAddr]) -> Result<Vec<SanType>, PkiE
     Ok(out)
 }
 
-fn new_key(what: &str) -> Result<KeyPair, PkiError> {
-    KeyPair::generate().map_err(|source| PkiError::KeyGen {
+/// An Ed25519 key from 32 bytes of `entropy`: signatures are deterministic, so a seeded render yields the
+/// same certificates byte for byte (rcgen's validity window is fixed, the serial comes from `entropy`).
+fn new_key(what: &str, entropy: &mut Entropy) -> Result<KeyPair, PkiError> {
+    // PKCS#8 v1 wrapping of a raw Ed25519 seed (RFC 8410).
+    let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    der.extend_from_slice(&entropy.bytes32());
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from(der);
+    KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519).map_err(|source| PkiError::KeyGen {
         what: what.to_owned(),
         source,
     })
+}
+
+fn serial(entropy: &mut Entropy) -> rcgen::SerialNumber {
+    let mut b = entropy.bytes16();
+    b[0] &= 0x7f; // positive, as RFC 5280 wants
+    rcgen::SerialNumber::from_slice(&b)
 }
 
 #[cfg(test)]
@@ -218,8 +248,7 @@ mod tests {
         let ca = Ca::generate("natslab test CA").expect("CA");
         let err = ca
             .issue_server("hub", &["bad\u{e9}name".into()], &[])
-            .err()
-            .expect("non-IA5 name rejected");
+            .expect_err("non-IA5 name rejected");
         assert!(err.to_string().contains("server certificate \"hub\""), "{err}");
     }
 

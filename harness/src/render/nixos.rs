@@ -1,0 +1,96 @@
+//! The same settings, shaped for the NixOS `services.nats` module: the module itself sets `server_name`
+//! (from `serverName`), `port` and `jetstream.store_dir` (from `dataDir`), so those must not be set twice;
+//! the listen host goes in `settings.host`. Plus a manifest of nodes for the Nix side (which VM runs what,
+//! which ports to open, which secret files to deliver).
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::errors::Result;
+use crate::files;
+use crate::plan::{Layout, NodeAddr, Plan, Role};
+use crate::secrets::entropy::Entropy;
+use crate::topology::Topology;
+
+/// Ports on a NixOS node: the NATS defaults (each VM has its own address).
+pub const CLIENT: u16 = 4222;
+pub const CLUSTER: u16 = 6222;
+pub const LEAF: u16 = 7422;
+pub const HTTP: u16 = 8222;
+
+/// Where secrets are delivered on a VM, and where node state lives (the module's default `dataDir`).
+pub const SECRETS_ROOT: &str = "/etc/natslab";
+pub const DATA_DIR: &str = "/var/lib/nats";
+
+/// A node's rendered settings as `services.nats.settings`.
+pub fn module_settings(settings: &Value) -> Value {
+    let mut s = settings.clone();
+    if let Some(m) = s.as_object_mut() {
+        m.remove("server_name");
+        m.remove("listen");
+        m.insert("host".into(), json!("0.0.0.0"));
+        if let Some(js) = m.get_mut("jetstream").and_then(Value::as_object_mut) {
+            js.remove("store_dir");
+        }
+    }
+    s
+}
+
+/// What the Nix side needs per node besides its settings.
+pub fn manifest(plan: &Plan, secret_files: &[String]) -> Value {
+    let nodes: Vec<Value> = plan
+        .nodes
+        .iter()
+        .map(|n| {
+            let js = match n.role {
+                Role::Hub => plan.topology.hub.jetstream.is_some(),
+                Role::Leaf => plan.topology.leaf(&n.name).is_some_and(|l| l.jetstream.is_some()),
+            };
+            json!({
+                "name": n.name,
+                "role": n.role,
+                "jetstream": js,
+                "ports": [n.addr.client, n.addr.cluster, n.addr.leaf, n.addr.http],
+                "client_url": format!("nats://{}:{}", n.addr.host, n.addr.client),
+                "monitor_url": format!("http://{}:{}", n.addr.host, n.addr.http),
+            })
+        })
+        .collect();
+    json!({
+        "topology": plan.topology.name,
+        "seed": plan.run_id,
+        "secrets_root": SECRETS_ROOT,
+        "secret_files": secret_files,
+        "nodes": nodes,
+    })
+}
+
+/// VM addressing: each node is a machine named after it, on the NATS default ports.
+pub fn addr(name: &str) -> NodeAddr {
+    NodeAddr { bind: "0.0.0.0".into(), host: name.to_string(), client: CLIENT, cluster: CLUSTER, leaf: LEAF, http: HTTP }
+}
+
+/// The plan a NixOS test is rendered from, reproducible from the seed (a lab VM re-derives the same
+/// credentials from it). `out` is where the files are written on this host.
+pub fn plan(t: Topology, seed: &str, out: &Path) -> Result<Plan> {
+    let layout = Layout { root: SECRETS_ROOT.into(), host_root: out.to_path_buf(), state_dir: Some(DATA_DIR.into()) };
+    Plan::new_with(t, seed.to_string(), layout, |_, name| addr(name), &mut Entropy::seeded(seed))
+}
+
+/// Writes `nodes/<node>.json` (module settings), `nodes.json` (the manifest) and `secrets/`.
+/// Every file ends with a newline and keys are sorted: the output is stable for a given seed.
+pub fn write(plan: &Plan) -> Result<usize> {
+    let out = &plan.layout.host_root;
+    let secret_files = files::write_secrets(plan)?;
+    let mut n = 0;
+    for node in &plan.nodes {
+        let settings = module_settings(&crate::render::render_node(plan, node));
+        let text = serde_json::to_string_pretty(&settings).unwrap_or_default() + "\n";
+        files::write_secret(&out.join("nodes").join(format!("{}.json", node.name)), &text)?;
+        n += 1;
+    }
+    let text = serde_json::to_string_pretty(&manifest(plan, &secret_files)).unwrap_or_default() + "\n";
+    files::write_secret(&out.join("nodes.json"), &text)?;
+    Ok(n)
+}
