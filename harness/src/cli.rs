@@ -67,6 +67,9 @@ pub enum Command {
         keep: bool,
         #[arg(long, hide = true)]
         ready_file: Option<PathBuf>,
+        /// Derive the lab's secrets from this seed (default: random; recorded in the run's inventory.json).
+        #[arg(long)]
+        seed: Option<String>,
     },
     /// Tear down a detached lab (by run id), or every lab and leftover with --all.
     Down {
@@ -100,6 +103,10 @@ pub enum Command {
         /// Keep run directories (configs, logs) after teardown.
         #[arg(long)]
         keep: bool,
+        /// For `--backend attached`: the inventory of the running lab (its inventory.json). Without
+        /// topologies, the inventory's own declared topology is checked.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
     },
     /// The guide's check-leaf-health, done right: health, leaf connections, JetStream, message rates.
     Health {
@@ -130,8 +137,8 @@ pub async fn main(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Check { topologies } => check(&topologies),
         Command::Render { topology, out, format, seed } => render_cmd(&topology, &out, format, seed),
-        Command::Up { topology, backend, detach, json, timeout, keep, ready_file } => {
-            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, runs_root: None };
+        Command::Up { topology, backend, detach, json, timeout, keep, ready_file, seed } => {
+            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, seed, ..UpOptions::default() };
             if detach {
                 detach_up(&topology, &opts, json).await
             } else {
@@ -140,8 +147,8 @@ pub async fn main(cli: Cli) -> i32 {
         }
         Command::Down { run, all } => down(run.as_deref(), all).await,
         Command::Status { json } => status(json).await,
-        Command::Run { topologies, scenario, backend, junit, json, markdown, timeout, keep } => {
-            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, runs_root: None };
+        Command::Run { topologies, scenario, backend, junit, json, markdown, timeout, keep, inventory } => {
+            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, inventory, ..UpOptions::default() };
             let families = if scenario.is_empty() { Family::ALL.to_vec() } else { scenario };
             run_cmd(&topologies, &families, &opts, Outputs { junit, json, markdown }).await
         }
@@ -345,6 +352,9 @@ async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Err
     if opts.keep {
         cmd.arg("--keep");
     }
+    if let Some(seed) = &opts.seed {
+        cmd.arg("--seed").arg(seed);
+    }
     cmd.stdin(std::process::Stdio::null())
         .stdout(out.try_clone().map_err(Error::io("dup"))?)
         .stderr(out);
@@ -497,7 +507,13 @@ impl Observer for CheckLines {
 }
 
 async fn run_cmd(paths: &[PathBuf], families: &[Family], opts: &UpOptions, out: Outputs) -> Result<i32, Error> {
-    let targets = runner::load_targets(paths)?;
+    let targets = match (&opts.inventory, paths.is_empty()) {
+        (Some(inv), true) if opts.backend == BackendKind::Attached => {
+            let inventory = crate::inventory::Inventory::load(inv)?;
+            vec![runner::Target { file: inv.display().to_string(), topology: inventory.topology }]
+        }
+        _ => runner::load_targets(paths)?,
+    };
     let mut say = |m: &str| eprintln!("{m}");
     let server = server::find_or_install(&mut say)?;
     let progress = TermProgress::new();

@@ -39,11 +39,15 @@ pub struct UpOptions {
     pub keep: bool,
     /// Where run directories go (default: `runs::root()`).
     pub runs_root: Option<PathBuf>,
+    /// The attached backend's inventory.
+    pub inventory: Option<PathBuf>,
+    /// Seed for the lab's secrets (default: a fresh random one, recorded in the run's inventory).
+    pub seed: Option<String>,
 }
 
 impl Default for UpOptions {
     fn default() -> Self {
-        UpOptions { backend: BackendKind::Process, timeout: Duration::from_secs(60), keep: false, runs_root: None }
+        UpOptions { backend: BackendKind::Process, timeout: Duration::from_secs(60), keep: false, runs_root: None, inventory: None, seed: None }
     }
 }
 
@@ -72,7 +76,7 @@ pub fn prepare(
     addr: impl FnMut(usize, &str) -> crate::plan::NodeAddr,
     dir: &std::path::Path,
 ) -> Result<Plan> {
-    prepare_with_layout(topology, server, addr, Layout::same(dir))
+    prepare_with_layout(topology, server, addr, Layout::same(dir), &nuid::next().to_string())
 }
 
 /// As `prepare`, for servers that see the run directory elsewhere (a container's mount point).
@@ -81,12 +85,13 @@ pub fn prepare_with_layout(
     server: &NatsServer,
     addr: impl FnMut(usize, &str) -> crate::plan::NodeAddr,
     layout: Layout,
+    seed: &str,
 ) -> Result<Plan> {
     server::check_version(server, &topology)?;
     let dir = layout.host_root.clone();
     files::mkdir(&dir)?;
     let id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| run_id(&topology));
-    let plan = Plan::new(topology, id, layout, addr)?;
+    let plan = Plan::new_with(topology, id, layout, addr, &mut crate::secrets::entropy::Entropy::seeded(seed))?;
     let configs = render::render(&plan);
     files::write_plan(&plan, &configs)?;
     for n in &plan.nodes {
@@ -99,20 +104,48 @@ impl Lab {
     pub async fn up(topology: Topology, opts: &UpOptions, progress: &dyn Progress) -> Result<Lab> {
         let mut say = |m: &str| progress.message(m);
         let server = server::find_or_install(&mut say)?;
-        let mut backend = Backend::new(opts.backend, &server).await?;
+        if opts.backend == BackendKind::Attached {
+            return Lab::attach(topology, opts, server).await;
+        }
+        let mut backend = Backend::new(opts.backend, &server, None).await?;
         let dir = opts.runs_root.clone().unwrap_or_else(runs::root).join(run_id(&topology));
+        let seed = opts.seed.clone().unwrap_or_else(|| nuid::next().to_string());
         // On failure the run directory stays: the error names its logs.
-        let plan = prepare_with_layout(topology, &server, |i, name| backend.addr(i, name), backend.layout(&dir))?;
+        let plan = prepare_with_layout(topology, &server, |i, name| backend.addr(i, name), backend.layout(&dir), &seed)?;
         backend.prepare(&plan).await?;
-        let endpoints = BTreeMap::new();
         let monitor = Monitor::new();
         let started = Instant::now();
         let deadline = started + opts.timeout;
-        let mut lab = Lab { plan, server, backend, endpoints, monitor, dir, keep: opts.keep, ready_in: Duration::ZERO };
+        let mut lab = Lab { plan, server, backend, endpoints: BTreeMap::new(), monitor, dir, keep: opts.keep, ready_in: Duration::ZERO };
         lab.start_all(deadline, progress).await?;
         lab.provision(deadline).await?;
         lab.ready_in = started.elapsed();
         runs::write_record(&lab)?;
+        let inventory = crate::inventory::Inventory::of_plan(&lab.plan, &seed, |n| {
+            let e = &lab.endpoints[n];
+            (e.client_url.clone(), e.monitor_url.clone())
+        });
+        inventory.write(&lab.dir.join("inventory.json"))?;
+        Ok(lab)
+    }
+
+    /// A lab someone else runs: re-derive its plan from the inventory, wait until it is ready, provision the
+    /// declared streams (idempotent). Checks still derive from `topology`, the declared one.
+    async fn attach(_declared: Topology, opts: &UpOptions, server: NatsServer) -> Result<Lab> {
+        let path = opts.inventory.as_ref().ok_or_else(|| Error::Run("the attached backend needs --inventory FILE".into()))?;
+        let inventory = crate::inventory::Inventory::load(path)?;
+        let backend = Backend::new(BackendKind::Attached, &server, Some(&inventory)).await?;
+        let plan = inventory.plan(&format!("attached-{}", inventory.topology.name))?;
+        let endpoints = plan.nodes.iter().map(|n| (n.name.clone(), backend.endpoint(n))).collect();
+        let started = Instant::now();
+        let deadline = started + opts.timeout;
+        let dir = inventory.secrets_root.clone();
+        let mut lab = Lab { plan, server, backend, endpoints, monitor: Monitor::new(), dir, keep: true, ready_in: Duration::ZERO };
+        let names: Vec<String> = lab.plan.nodes.iter().map(|n| n.name.clone()).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        lab.wait_ready(&refs, opts.timeout).await?;
+        lab.provision(deadline).await?;
+        lab.ready_in = started.elapsed();
         Ok(lab)
     }
 

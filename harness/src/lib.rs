@@ -9,6 +9,7 @@ pub mod cli;
 pub mod contexts;
 pub mod errors;
 pub mod files;
+pub mod inventory;
 pub mod lab;
 pub mod plan;
 pub mod probe;

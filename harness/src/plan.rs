@@ -27,7 +27,7 @@ pub enum Role {
 }
 
 /// Where one node listens and how its peers reach it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeAddr {
     /// The address the server binds (`127.77.3.2` for processes, `0.0.0.0` in a container).
     pub bind: String,

@@ -1,6 +1,7 @@
 //! Backends bring a plan's nodes up and down and perform faults on them. A fixed set, so an enum: each says
 //! which faults it can do (`faults()`), and callers ask before they try.
 
+pub mod attached;
 pub mod process;
 pub mod slot;
 pub mod spawn;
@@ -12,6 +13,8 @@ use std::collections::BTreeSet;
 pub enum BackendKind {
     /// nats-server processes on 127.77.<slot>.<n> (default; no privileges).
     Process,
+    /// Nodes someone else runs, described by an inventory (`--inventory`); faults are requested from them.
+    Attached,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -45,18 +48,24 @@ use crate::server::NatsServer;
 /// A lab's backend: one of a fixed set, dispatched by enum.
 pub enum Backend {
     Process(process::ProcessBackend),
+    Attached(attached::AttachedBackend),
 }
 
 impl Backend {
-    pub async fn new(kind: BackendKind, server: &NatsServer) -> Result<Backend> {
+    pub async fn new(kind: BackendKind, server: &NatsServer, inventory: Option<&crate::inventory::Inventory>) -> Result<Backend> {
         match kind {
             BackendKind::Process => Ok(Backend::Process(process::ProcessBackend::new(server.clone())?)),
+            BackendKind::Attached => {
+                let inv = inventory.ok_or_else(|| crate::errors::Error::Run("the attached backend needs --inventory FILE".into()))?;
+                Ok(Backend::Attached(attached::AttachedBackend::new(inv.clone())))
+            }
         }
     }
 
     pub fn kind(&self) -> BackendKind {
         match self {
             Backend::Process(_) => BackendKind::Process,
+            Backend::Attached(_) => BackendKind::Attached,
         }
     }
 
@@ -64,6 +73,7 @@ impl Backend {
     pub fn addr(&self, i: usize, _name: &str) -> NodeAddr {
         match self {
             Backend::Process(b) => b.addr(i),
+            Backend::Attached(b) => b.inventory.nodes.iter().find(|n| n.name == _name).map(|n| n.addr.clone()).unwrap_or_else(|| b.inventory.nodes[0].addr.clone()),
         }
     }
 
@@ -71,6 +81,7 @@ impl Backend {
     pub fn layout(&self, dir: &Path) -> Layout {
         match self {
             Backend::Process(_) => Layout::same(dir),
+            Backend::Attached(b) => b.inventory.layout(),
         }
     }
 
@@ -81,42 +92,49 @@ impl Backend {
                 b.register(plan);
                 Ok(())
             }
+            Backend::Attached(_) => Ok(()),
         }
     }
 
     pub fn endpoint(&self, node: &NodePlan) -> Endpoint {
         match self {
             Backend::Process(_) => process::ProcessBackend::endpoint(node),
+            Backend::Attached(b) => b.endpoint(node),
         }
     }
 
     pub fn faults(&self) -> FaultSet {
         match self {
             Backend::Process(b) => b.faults(),
+            Backend::Attached(b) => b.faults(),
         }
     }
 
     pub async fn start(&mut self, node: &str) -> Result<()> {
         match self {
             Backend::Process(b) => b.start(node),
+            Backend::Attached(b) => b.request("start", node).await,
         }
     }
 
     pub async fn kill(&mut self, node: &str) -> Result<()> {
         match self {
             Backend::Process(b) => b.kill(node).await,
+            Backend::Attached(b) => b.request("kill", node).await,
         }
     }
 
     pub async fn pause(&mut self, node: &str) -> Result<()> {
         match self {
             Backend::Process(b) => b.pause(node),
+            Backend::Attached(b) => b.request("pause", node).await,
         }
     }
 
     pub async fn resume(&mut self, node: &str) -> Result<()> {
         match self {
             Backend::Process(b) => b.resume(node),
+            Backend::Attached(b) => b.request("resume", node).await,
         }
     }
 
@@ -124,6 +142,7 @@ impl Backend {
     pub fn exited(&mut self, node: &str) -> Option<String> {
         match self {
             Backend::Process(b) => b.exited(node),
+            Backend::Attached(_) => None,
         }
     }
 
@@ -131,18 +150,22 @@ impl Backend {
     pub fn pid(&self, node: &str) -> Option<u32> {
         match self {
             Backend::Process(b) => b.pid(node),
+            Backend::Attached(_) => None,
         }
     }
 
     pub fn pids(&self) -> Vec<u32> {
         match self {
             Backend::Process(b) => b.pids(),
+            Backend::Attached(_) => vec![],
         }
     }
 
     pub async fn shutdown(self) {
         match self {
             Backend::Process(b) => b.shutdown().await,
+            // Not ours to stop.
+            Backend::Attached(_) => {}
         }
     }
 }
