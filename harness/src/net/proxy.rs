@@ -311,9 +311,9 @@ fn reset(stream: TcpStream) {
 
 async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut state = shared.state.subscribe();
-    let birth = state.borrow_and_update().birth();
+    let s = state.borrow_and_update().clone();
+    let birth = s.birth();
     let counters = &shared.counters;
-    let s = state.borrow().clone();
     if s.cut {
         counters.refused.fetch_add(1, Ordering::Relaxed);
         return reset(client);
@@ -335,20 +335,19 @@ async fn swallow(mut client: TcpStream, shared: &Shared, state: &mut watch::Rece
         loop {
             match client.read(&mut buf).await {
                 Ok(0) | Err(_) => std::future::pending::<()>().await,
-                Ok(n) => shared.counters.dropped[UP].fetch_add(n as u64, Ordering::Relaxed),
-            };
+                Ok(n) => {
+                    shared.counters.dropped[UP].fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
         }
     };
+    // `eat` never completes: only the link state ends this connection.
     let end = tokio::select! {
-        _ = eat => unreachable_end(),
         end = ended(state, birth) => end,
+        _ = eat => End::Closing,
     };
     reset(client);
     format!("{end:?}")
-}
-
-fn unreachable_end() -> End {
-    End::Closing
 }
 
 async fn forward(client: TcpStream, shared: &Shared, state: &mut watch::Receiver<LinkState>, birth: Birth) -> String {
@@ -453,9 +452,9 @@ async fn write_side(
         if at > Instant::now() {
             tokio::time::sleep_until(at).await;
         }
-        let dropping = state.borrow().dropping(birth);
+        let dropping = || state.borrow().dropping(birth);
         match item {
-            Some(bytes) if dropping => {
+            Some(bytes) if dropping() => {
                 shared.counters.dropped[dir].fetch_add(bytes.len() as u64, Ordering::Relaxed);
             }
             Some(bytes) => {
@@ -463,10 +462,14 @@ async fn write_side(
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                dst.write_all(&bytes).await?;
-                shared.counters.bytes[dir].fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                // A blackhole may have opened while the bucket held these bytes back.
+                let counter = if dropping() { &shared.counters.dropped[dir] } else { &shared.counters.bytes[dir] };
+                if !dropping() {
+                    dst.write_all(&bytes).await?;
+                }
+                counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             }
-            None if dropping => return Ok(()),
+            None if dropping() => return Ok(()),
             None => {
                 dst.shutdown().await?;
                 return Ok(());
