@@ -122,3 +122,25 @@ async fn undeclared_flows_are_caught() {
     assert!(hub.observed.contains("natslab.private."), "{}", hub.observed);
     assert_eq!(verdict_of(&checks, "local site-a domain.graph.>"), Verdict::Passed);
 }
+
+/// Across the hub cluster: cim-prod-002 (on hub-2) is rendered to import cim-prod-001's metrics (on hub-1)
+/// straight from its hub account. The leak crosses a route, and the check still bounds it with controls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_across_the_hub_cluster_is_caught() {
+    let declared = load("cim-reference.yaml");
+    let mut rendered = declared.clone();
+    let b = &mut rendered.leaves[1].remotes[0];
+    b.peer = Some("LEAF_CIM_PROD_001".into());
+    b.exports.clear();
+    b.imports = vec![Flow { subject: "metrics.>".into(), prefix: Some("stolen".into()) }];
+    let checks = run_mapping(&declared, rendered).await;
+
+    let leak = checks.iter().find(|c| c.name == "isolation cim-prod-001 → cim-prod-002").unwrap();
+    assert_eq!(leak.verdict, Verdict::Violated, "{}", leak.observed);
+    assert!(
+        leak.observed.contains("via hub-1 and hub-2") && leak.observed.contains("as stolen.metrics."),
+        "{}",
+        leak.observed
+    );
+    assert_eq!(verdict_of(&checks, "isolation cim-prod-001 → cim-dev-001"), Verdict::Passed);
+}

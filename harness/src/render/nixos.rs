@@ -92,5 +92,24 @@ pub fn write(plan: &Plan) -> Result<usize> {
     }
     let text = serde_json::to_string_pretty(&manifest(plan, &secret_files)).unwrap_or_default() + "\n";
     files::write_secret(&out.join("nodes.json"), &text)?;
+    inventory(plan).write(&out.join("inventory.json"))?;
     Ok(n)
+}
+
+/// The shared directory of a NixOS test (`/tmp/shared` in every VM), where fault requests go.
+pub const FAULTS_DIR: &str = "/tmp/shared/faults";
+
+/// The inventory the `lab` VM hands to `natslab run --backend attached`: every node by its VM name, the
+/// secrets where the VM gets them, faults served by the test script through the shared directory.
+pub fn inventory(plan: &Plan) -> crate::inventory::Inventory {
+    let mut inv = crate::inventory::Inventory::of_plan(plan, &plan.run_id, |name| {
+        (format!("nats://{name}:{CLIENT}"), format!("http://{name}:{HTTP}"))
+    });
+    inv.secrets_root = SECRETS_ROOT.into();
+    inv.faults = Some(crate::inventory::FaultChannel {
+        dir: FAULTS_DIR.into(),
+        supports: vec!["kill".into(), "pause".into(), "partition".into()],
+        timeout_s: 600,
+    });
+    inv
 }

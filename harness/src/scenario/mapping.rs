@@ -193,7 +193,10 @@ async fn export_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, S
     publish_one(&leaf, &subject, &payload).await?;
     control(&leaf, &mut via.sub, "leaf → its hub account").await?;
     let got = subjects_with(&peer.settle().await?, &payload);
-    Ok(Outcome::expect(got == want, format!("published {subject}; {} on {hub} received it as {}", link.peer, list(&got))))
+    Ok(Outcome::expect(
+        got == want,
+        format!("published {subject}; {} on {hub} received it as {}", link.peer, list(&got)),
+    ))
 }
 
 async fn local(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
@@ -214,7 +217,10 @@ async fn local_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, St
     seen.extend(w.settle().await?);
     let got = subjects_with(&seen, &payload);
     let want = BTreeSet::from([subject.clone()]);
-    Ok(Outcome::expect(got == want, format!("published {subject}; the local subscriber on `>` received it as {}", list(&got))))
+    Ok(Outcome::expect(
+        got == want,
+        format!("published {subject}; the local subscriber on `>` received it as {}", list(&got)),
+    ))
 }
 
 async fn import(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
@@ -249,7 +255,10 @@ async fn import_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, S
     let mut seen = control(&via, &mut leaf.sub, "hub link account → leaf").await?;
     seen.extend(leaf.settle().await?);
     let got = subjects_with(&seen, &payload);
-    Ok(Outcome::expect(got == want, format!("published {subject} in {} on {hub}; the leaf received it as {}", link.peer, list(&got))))
+    Ok(Outcome::expect(
+        got == want,
+        format!("published {subject} in {} on {hub}; the leaf received it as {}", link.peer, list(&got)),
+    ))
 }
 
 async fn no_leak_up(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
@@ -390,7 +399,11 @@ async fn leaf_to_leaf_probe(lab: &Lab, a: &Link<'_>, b: &Link<'_>) -> Result<Out
 
 fn leak_outcome(bad: &[String], probes: &[String], where_: &str) -> Outcome {
     if bad.is_empty() {
-        Outcome::Pass(format!("probed {} subjects ({}); nothing undeclared reached {where_}", probes.len(), probes.join(", ")))
+        Outcome::Pass(format!(
+            "probed {} subjects ({}); nothing undeclared reached {where_}",
+            probes.len(),
+            probes.join(", ")
+        ))
     } else {
         Outcome::Violated(format!("undeclared deliveries to {where_}: {}", bad.join("; ")))
     }

@@ -116,7 +116,8 @@ pub(super) fn permitted(rule: Option<&Rule>, subject: &str) -> bool {
     match rule {
         None => true,
         Some(r) => {
-            (r.allow.is_empty() || r.allow.iter().any(|p| matches(p, subject))) && !r.deny.iter().any(|p| matches(p, subject))
+            (r.allow.is_empty() || r.allow.iter().any(|p| matches(p, subject)))
+                && !r.deny.iter().any(|p| matches(p, subject))
         }
     }
 }
@@ -171,7 +172,11 @@ impl Op {
 }
 
 async fn user(ctx: &mut Ctx<'_, '_>, who: &Who) {
-    let p = ctx.rec.start(Family::Security, format!("connect {}", who.label()), format!("{} connects to {}", who.user, who.node));
+    let p = ctx.rec.start(
+        Family::Security,
+        format!("connect {}", who.label()),
+        format!("{} connects to {}", who.user, who.node),
+    );
     let connected = match ctx.lab.access(&who.node, &who.account, &who.user) {
         None => Err(Outcome::Error(format!("the plan has no credential for {}", who.label()))),
         Some(a) => match a.connect(&format!("natslab-security-{}", who.user)).await {
@@ -191,7 +196,11 @@ async fn user(ctx: &mut Ctx<'_, '_>, who: &Who) {
         }
         for pattern in &rule.deny {
             let name = format!("{}-deny {} {pattern}", op.name(), who.label());
-            let expected = format!("{} may not {} on {pattern}: the server says Permissions Violation, nothing is delivered", who.user, op.name());
+            let expected = format!(
+                "{} may not {} on {pattern}: the server says Permissions Violation, nothing is delivered",
+                who.user,
+                op.name()
+            );
             rule_check(ctx, who, op, ok, name, expected, |tok| Probe::Refused(example(pattern, tok))).await;
         }
         if outside_subject(Some(&rule), "t").is_some() {
@@ -234,7 +243,9 @@ async fn rule_check(
         let tok = token();
         let rule = op.rule(who.perms.as_ref());
         let result = match probe(&tok) {
-            Probe::Allowed(s) if !permitted(rule, &s) => Ok(Outcome::Skipped(format!("{s} is also denied: no example to probe"))),
+            Probe::Allowed(s) if !permitted(rule, &s) => {
+                Ok(Outcome::Skipped(format!("{s} is also denied: no example to probe")))
+            }
             Probe::Allowed(s) => allowed(ctx.lab, who, op, &s, &tok).await,
             Probe::Refused(s) => refused(ctx.lab, who, op, &s, &tok).await,
             Probe::Nothing => Ok(Outcome::Skipped("no subject outside the allow list".into())),
@@ -246,7 +257,8 @@ async fn rule_check(
 
 /// A client of the declared user that reports the server's errors (permission violations) on a channel.
 async fn connect_reporting(lab: &Lab, who: &Who) -> Result<(Client, mpsc::UnboundedReceiver<String>), String> {
-    let access = lab.access(&who.node, &who.account, &who.user).ok_or_else(|| format!("no credential for {}", who.label()))?;
+    let access =
+        lab.access(&who.node, &who.account, &who.user).ok_or_else(|| format!("no credential for {}", who.label()))?;
     let (tx, rx) = mpsc::unbounded_channel();
     let options = access.options().event_callback(move |e| {
         let tx = tx.clone();
@@ -256,7 +268,8 @@ async fn connect_reporting(lab: &Lab, who: &Who) -> Result<(Client, mpsc::Unboun
             }
         }
     });
-    let client = access.connect_with(&format!("natslab-security-{}", who.user), options).await.map_err(|e| e.to_string())?;
+    let client =
+        access.connect_with(&format!("natslab-security-{}", who.user), options).await.map_err(|e| e.to_string())?;
     Ok((client, rx))
 }
 
@@ -356,11 +369,17 @@ async fn refused(lab: &Lab, who: &Who, op: Op, subject: &str, tok: &str) -> Resu
     };
     let leaked = subjects_with(&leaked, &forbidden);
     if !leaked.is_empty() {
-        return Ok(Outcome::Violated(format!("{} on {subject} was not refused: delivered as {}", op.name(), list(&leaked))));
+        return Ok(Outcome::Violated(format!(
+            "{} on {subject} was not refused: delivered as {}",
+            op.name(),
+            list(&leaked)
+        )));
     }
     Ok(match violation(&mut errors, op, subject).await {
         Some(e) => Outcome::Pass(format!("nothing delivered; the server said: {e}")),
-        None => Outcome::Violated(format!("nothing delivered, but the server reported no permissions violation for {subject}")),
+        None => Outcome::Violated(format!(
+            "nothing delivered, but the server reported no permissions violation for {subject}"
+        )),
     })
 }
 
@@ -391,7 +410,11 @@ async fn refusals(ctx: &mut Ctx<'_, '_>, t: &Topology, node: &str) {
     let dir = tempfile::tempdir();
     let bad = match &dir {
         Err(e) => Err(format!("tempdir: {e}")),
-        Ok(d) if operator_hub => foreign_creds(d.path()).map(|creds| Access { creds: Some(creds), user: Some("intruder".into()), ..good.clone() }),
+        Ok(d) if operator_hub => foreign_creds(d.path()).map(|creds| Access {
+            creds: Some(creds),
+            user: Some("intruder".into()),
+            ..good.clone()
+        }),
         Ok(_) => Ok(Access { password: good.password.as_ref().map(|p| format!("{p}x")), ..good.clone() }),
     };
     let outcome = match bad {
@@ -400,7 +423,11 @@ async fn refusals(ctx: &mut Ctx<'_, '_>, t: &Topology, node: &str) {
     };
     ctx.rec.finish(p, outcome);
 
-    let p = ctx.rec.start(Family::Security, format!("anonymous {node}"), format!("a client without credentials is refused on {node}"));
+    let p = ctx.rec.start(
+        Family::Security,
+        format!("anonymous {node}"),
+        format!("a client without credentials is refused on {node}"),
+    );
     let anonymous = Access { user: None, password: None, creds: None, ..good.clone() };
     let outcome = refused_connect(&good, anonymous.options(), &anonymous).await;
     ctx.rec.finish(p, outcome);
@@ -441,7 +468,11 @@ async fn tls(ctx: &mut Ctx<'_, '_>, t: &Topology) {
         let Some((account, user)) = some_user(ctx.lab, t, &node) else { continue };
         let Some(good) = ctx.lab.access(&node, &account, &user) else { continue };
 
-        let p = ctx.rec.start(Family::Security, format!("plaintext {node}"), format!("a plaintext client is refused on {node}"));
+        let p = ctx.rec.start(
+            Family::Security,
+            format!("plaintext {node}"),
+            format!("a plaintext client is refused on {node}"),
+        );
         let outcome = plaintext(ctx.lab, &node, &good).await;
         ctx.rec.finish(p, outcome);
 
@@ -483,8 +514,12 @@ async fn plaintext(lab: &Lab, node: &str, good: &Access) -> Outcome {
     let Some(n) = lab.plan.node(node) else { return Outcome::Error(format!("no node {node}")) };
     let addr = format!("{}:{}", n.addr.host, n.addr.client);
     match tokio::time::timeout(REFUSAL * 2, plaintext_session(&addr, good)).await {
-        Ok(Ok(text)) if text.contains("PONG") => Outcome::Violated(format!("the server answered a plaintext client: {}", text.trim())),
-        Ok(Ok(text)) => Outcome::Pass(format!("no PONG; the server sent {} and closed the connection", describe_info(&text))),
+        Ok(Ok(text)) if text.contains("PONG") => {
+            Outcome::Violated(format!("the server answered a plaintext client: {}", text.trim()))
+        }
+        Ok(Ok(text)) => {
+            Outcome::Pass(format!("no PONG; the server sent {} and closed the connection", describe_info(&text)))
+        }
         Ok(Err(e)) => Outcome::Pass(format!("connection ended: {e}")),
         Err(_) => Outcome::Error(format!("the server neither answered nor closed within {:?}", REFUSAL * 2)),
     }
@@ -521,7 +556,11 @@ fn first_line(s: &str) -> String {
 /// `INFO (tls_required: true)` from the server's greeting, or its first line.
 fn describe_info(text: &str) -> String {
     let line = first_line(text);
-    let info = text.lines().next().and_then(|l| l.strip_prefix("INFO ")).and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
+    let info = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("INFO "))
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
     match info {
         Some(v) => format!("INFO (tls_required: {})", v.get("tls_required").and_then(|b| b.as_bool()).unwrap_or(false)),
         None if line.is_empty() => "nothing".into(),
@@ -580,7 +619,8 @@ async fn impostor_probe(lab: &Lab) -> Result<Outcome, String> {
         Ok(path.display().to_string())
     };
     let pair = &tls.probe_client;
-    let (cert, key, ca_file) = (write("cert.pem", &pair.cert_pem)?, write("key.pem", &pair.key_pem)?, write("ca.pem", &tls.ca.cert_pem)?);
+    let (cert, key, ca_file) =
+        (write("cert.pem", &pair.cert_pem)?, write("key.pem", &pair.key_pem)?, write("ca.pem", &tls.ca.cert_pem)?);
     let identity = pki::mapped_identity("natslab-probe", Some("natslab"));
     let name = format!("natslab-impostor-{}", token());
     let settings = json!({
@@ -666,7 +706,10 @@ async fn isolation_probe(lab: &Lab, t: &Topology, hub: &str, a: &str, b: &str) -
     let mut seen = control(&on_a.client, &mut on_a.sub, &format!("{a} → {a}")).await?;
     seen.extend(on_a.settle().await?);
     let got = subjects_with(&seen, &payload);
-    Ok(Outcome::expect(got.is_empty(), format!("{b} published {} subjects; {a} received {}", subjects.len(), list(&got))))
+    Ok(Outcome::expect(
+        got.is_empty(),
+        format!("{b} published {} subjects; {a} received {}", subjects.len(), list(&got)),
+    ))
 }
 
 async fn system_account(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
@@ -710,7 +753,11 @@ async fn system_isolation(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String>
     let mut sys = watch(lab, &hub, SYSTEM_ACCOUNT, "$SYS.>").await?;
     let leaf = connect(lab, &link.leaf.name, &link.local).await?;
     control(&leaf, &mut via.sub, "leaf → its hub account").await?;
-    let up = ["$SYS.REQ.SERVER.PING".to_string(), format!("$SYS.REQ.ACCOUNT.{}.CONNZ", link.account), format!("$SYS.natslab.{tok}")];
+    let up = [
+        "$SYS.REQ.SERVER.PING".to_string(),
+        format!("$SYS.REQ.ACCOUNT.{}.CONNZ", link.account),
+        format!("$SYS.natslab.{tok}"),
+    ];
     let payload = format!("from-leaf-{tok}");
     for s in &up {
         leaf.publish(s.clone(), payload.clone().into()).await.map_err(|e| format!("publish {s}: {e}"))?;
@@ -737,7 +784,10 @@ async fn system_isolation(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String>
         bad.push(format!("the leaf received {} from the hub's {SYSTEM_ACCOUNT}", list(&got)));
     }
     Ok(if bad.is_empty() {
-        Outcome::Pass(format!("the leaf sent {} to $SYS subjects, {SYSTEM_ACCOUNT} on {hub} published 2; nothing crossed", up.len()))
+        Outcome::Pass(format!(
+            "the leaf sent {} to $SYS subjects, {SYSTEM_ACCOUNT} on {hub} published 2; nothing crossed",
+            up.len()
+        ))
     } else {
         Outcome::Violated(bad.join("; "))
     })
@@ -782,5 +832,69 @@ fn secrets_probe(lab: &Lab) -> Outcome {
             }
         }
     }
-    Outcome::expect(bad.is_empty(), if bad.is_empty() { format!("{} files, all 0600", files.len()) } else { list(&bad) })
+    Outcome::expect(
+        bad.is_empty(),
+        if bad.is_empty() { format!("{} files, all 0600", files.len()) } else { list(&bad) },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(allow: &[&str], deny: &[&str]) -> Rule {
+        Rule {
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            deny: deny.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn permitted_follows_allow_then_deny() {
+        let r = rule(&["domain.>", "events.>"], &["system.>"]);
+        assert!(permitted(Some(&r), "domain.x"));
+        assert!(!permitted(Some(&r), "system.x"));
+        assert!(!permitted(Some(&r), "natslab.outside.x"));
+        let deny_only = rule(&[], &["system.>"]);
+        assert!(permitted(Some(&deny_only), "anything.at.all"));
+        assert!(!permitted(Some(&deny_only), "system.x"));
+        assert!(permitted(None, "system.x"));
+    }
+
+    #[test]
+    fn control_subjects_avoid_the_entry_under_test() {
+        // `natslab.control.*` is outside this allow list: the control comes from the other entry.
+        let r = rule(&["commands.>", "global.events.>"], &[]);
+        let c = control_subject(Some(&r), "commands.t").unwrap();
+        assert!(c.starts_with("global.events."), "{c}");
+        // One entry only: a different example of the same entry, never the probed subject itself.
+        let one = rule(&["leaf.>"], &[]);
+        let c = control_subject(Some(&one), "leaf.t").unwrap();
+        assert!(c.starts_with("leaf.") && c != "leaf.t", "{c}");
+        assert!(control_subject(None, "x").unwrap().starts_with("natslab.control."));
+    }
+
+    #[test]
+    fn outside_subjects_exist_only_beside_a_narrow_allow_list() {
+        assert!(outside_subject(Some(&rule(&["commands.>"], &[])), "t").is_some());
+        assert!(outside_subject(Some(&rule(&[">"], &[])), "t").is_none());
+        assert!(outside_subject(Some(&rule(&[], &["system.>"])), "t").is_none());
+        assert!(outside_subject(None, "t").is_none());
+    }
+
+    #[test]
+    fn users_come_from_hub_and_leaf_accounts() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/cim-reference.yaml");
+        let t = crate::topology::load_file(&path).expect("cim-reference.yaml loads");
+        let labels: Vec<String> = declared_users(&t).iter().map(Who::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "hub/HUB/alchemist",
+                "cim-prod-001/CIM/cim-local",
+                "cim-prod-002/CIM/cim-local",
+                "cim-dev-001/CIM/cim-local"
+            ]
+        );
+    }
 }

@@ -1,0 +1,212 @@
+//! What can be checked of the flake without nixpkgs (NIX.md): every `.nix` file parses; the committed NixOS
+//! renderings are exactly what the harness renders now; the pure wiring (builtins only) evaluates for every
+//! topology and agrees with the harness; `nix flake check --no-build --offline` passes against the stub
+//! nixpkgs; every generated VM test script is valid Python naming only machines that exist; deadnix passes.
+//! Building with Nix and running the VM tests needs a networked Nix and cannot happen here.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+/// A tool the check needs, or a skip (a failure where NATSLAB_REQUIRE_ALL is set, as in CI).
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()));
+    if found.is_none() {
+        let msg = format!("skipped: `{name}` is not installed (see .ci/run for how CI installs it)");
+        if std::env::var_os("NATSLAB_REQUIRE_ALL").is_some() {
+            panic!("{msg}, and NATSLAB_REQUIRE_ALL is set");
+        }
+        eprintln!("{msg}");
+    }
+    found
+}
+
+fn topology_names() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(repo().join("topologies"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".yaml").map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn committed_nixos_renderings_have_not_drifted() {
+    for name in topology_names() {
+        let committed = repo().join("nixos-tests/rendered").join(&name);
+        assert!(
+            committed.is_dir(),
+            "topology {name} has no NixOS rendering; run: natslab render topologies/{name}.yaml --format nixos --out nixos-tests/rendered/{name}"
+        );
+        let fresh = tempfile::tempdir().unwrap();
+        let plan = natslab::render::nixos::plan(load(&format!("{name}.yaml")), &name, fresh.path()).unwrap();
+        natslab::render::nixos::write(&plan).unwrap();
+        let rel = |root: &Path, files: Vec<PathBuf>| -> Vec<PathBuf> { files.into_iter().map(|p| p.strip_prefix(root).unwrap().to_path_buf()).collect() };
+        let a = rel(&committed, files_under(&committed));
+        let b = rel(fresh.path(), files_under(fresh.path()));
+        assert_eq!(a, b, "{name}: the set of rendered files drifted; re-render nixos-tests/rendered/{name}");
+        for f in a {
+            let x = std::fs::read(committed.join(&f)).unwrap();
+            let y = std::fs::read(fresh.path().join(&f)).unwrap();
+            assert!(x == y, "{name}: {} drifted from what the harness renders now; re-render nixos-tests/rendered/{name}", f.display());
+        }
+    }
+}
+
+#[test]
+fn every_nix_file_parses() {
+    let Some(nix) = tool("nix-instantiate") else { return };
+    let mut files: Vec<PathBuf> = files_under(&repo()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "nix")).filter(|p| !p.starts_with(repo().join("target"))).collect();
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    for f in files {
+        let out = Command::new(&nix).arg("--parse").arg(&f).output().unwrap();
+        assert!(out.status.success(), "{} does not parse:\n{}", f.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn nix_eval(nix: &Path, expr: &str) -> Value {
+    let out = Command::new(nix).current_dir(repo().join("nixos-tests")).args(["--eval", "--strict", "--json", "-E", expr]).output().unwrap();
+    assert!(out.status.success(), "nix-instantiate --eval {expr}:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The settings nats-server finally runs on a VM (rendered settings + what the services.nats module adds)
+/// are the harness's own rendering of that node, with `listen` split into the module's `host` and `port`.
+#[test]
+fn pure_nix_wiring_agrees_with_the_harness() {
+    let Some(nix) = tool("nix-instantiate") else { return };
+    for name in topology_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = natslab::render::nixos::plan(load(&format!("{name}.yaml")), &name, dir.path()).unwrap();
+        for node in &plan.nodes {
+            let mut expected = natslab::render::render_node(&plan, node);
+            let m = expected.as_object_mut().unwrap();
+            m.remove("listen");
+            m.insert("host".into(), "0.0.0.0".into());
+            m.insert("port".into(), node.addr.client.into());
+            let expr = format!(r#"let l = import ./lib.nix; in l.effectiveSettings (l.load ./rendered/{name}) "{}""#, node.name);
+            let got = nix_eval(&nix, &expr);
+            assert_eq!(got, expected, "{name}/{}: the NixOS wiring disagrees with the harness", node.name);
+            // The VM's config: module options, firewall, every secret delivered read-only to nats.
+            let expr = format!(r#"let l = import ./lib.nix; in l.nodeConfig (l.load ./rendered/{name}) "{}""#, node.name);
+            let cfg = nix_eval(&nix, &expr);
+            assert_eq!(cfg["services"]["nats"]["serverName"], node.name.as_str());
+            assert_eq!(cfg["networking"]["firewall"]["allowedTCPPorts"], serde_json::json!([4222, 6222, 7422, 8222]));
+            let etc = cfg["environment"]["etc"].as_object().unwrap();
+            assert!(etc.values().all(|e| e["mode"] == "0400" && e["user"] == "nats"));
+        }
+    }
+}
+
+fn flake_check_env() -> Option<(PathBuf, tempfile::TempDir)> {
+    let nix = tool("nix")?;
+    // A git+file flake sees only tracked files: check a fresh clone of HEAD plus the working tree's
+    // tracked changes, as CI would.
+    let copy = tempfile::tempdir().unwrap();
+    let st = Command::new("git").args(["clone", "-q"]).arg(repo()).arg(copy.path()).status().unwrap();
+    assert!(st.success());
+    let diff = Command::new("git").current_dir(repo()).args(["diff", "HEAD", "--binary"]).output().unwrap();
+    if !diff.stdout.is_empty() {
+        let mut apply = Command::new("git").current_dir(copy.path()).args(["apply", "--allow-empty", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(apply.stdin.as_mut().unwrap(), &diff.stdout).unwrap();
+        assert!(apply.wait().unwrap().success());
+        Command::new("git").current_dir(copy.path()).args(["add", "-A"]).status().unwrap();
+    }
+    Some((nix, copy))
+}
+
+#[test]
+fn flake_check_passes_with_the_stub_nixpkgs() {
+    let Some((nix, copy)) = flake_check_env() else { return };
+    let stub = format!("path:{}", copy.path().join("nix/stub-nixpkgs").display());
+    let out = Command::new(&nix)
+        .current_dir(copy.path())
+        .args(["--extra-experimental-features", "nix-command flakes", "flake", "check", "--no-build", "--offline", "--no-write-lock-file", "--override-input", "nixpkgs", &stub])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nix flake check failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    // One VM test per topology, for both systems.
+    let out = Command::new(&nix)
+        .current_dir(copy.path())
+        .args(["--extra-experimental-features", "nix-command flakes", "eval", "--json", "--offline", "--no-write-lock-file", "--override-input", "nixpkgs", &stub, ".#checks.x86_64-linux", "--apply", "builtins.attrNames"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let names: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    for t in topology_names() {
+        assert!(names.contains(&format!("vm-{t}")), "no VM test for {t}: {names:?}");
+    }
+    assert!(names.contains(&"natslab".to_string()));
+}
+
+/// Every generated test script parses as Python, and pyflakes (told the driver's globals and the machines
+/// that exist) finds no undefined name: a script naming a machine that does not exist fails here.
+#[test]
+fn generated_test_scripts_are_valid_python_naming_real_machines() {
+    let Some(nix) = tool("nix-instantiate") else { return };
+    let Some(python) = tool("python3") else { return };
+    let has_pyflakes = Command::new(&python).args(["-m", "pyflakes", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !has_pyflakes {
+        let msg = "skipped: python3 -m pyflakes is not installed (pip install pyflakes)";
+        assert!(std::env::var_os("NATSLAB_REQUIRE_ALL").is_none(), "{msg}, and NATSLAB_REQUIRE_ALL is set");
+        eprintln!("{msg}");
+        return;
+    }
+    let driver_globals = "start_all,test_script,machines_qemu,machines_nspawn,vlans,driver,log,os,create_machine,subtest,run_tests,join_all,retry,serial_stdout_off,serial_stdout_on,polling_condition,BaseMachine,t,debug";
+    for name in topology_names() {
+        let expr = format!("let l = import ./lib.nix; in l.testScript (l.load ./rendered/{name})");
+        let script = nix_eval(&nix, &expr);
+        let script = script.as_str().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.py");
+        std::fs::write(&path, script).unwrap();
+        let parse = Command::new(&python).args(["-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())"]).arg(&path).output().unwrap();
+        assert!(parse.status.success(), "{name}: not valid Python:\n{}", String::from_utf8_lossy(&parse.stderr));
+        let t = load(&format!("{name}.yaml"));
+        let mut machines: Vec<String> = t.hub.nodes.iter().map(|n| n.name.replace('-', "_")).collect();
+        machines.extend(t.leaves.iter().map(|l| l.name.replace('-', "_")));
+        machines.push("lab".into());
+        let out = Command::new(&python)
+            .args(["-m", "pyflakes"])
+            .arg(&path)
+            .env("PYFLAKES_BUILTINS", format!("{driver_globals},{}", machines.join(",")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: pyflakes:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        // And the check has teeth: a script naming a machine that does not exist is caught.
+        std::fs::write(&path, format!("{script}\nno_such_machine.succeed('true')\n")).unwrap();
+        let out = Command::new(&python).args(["-m", "pyflakes"]).arg(&path).env("PYFLAKES_BUILTINS", format!("{driver_globals},{}", machines.join(","))).output().unwrap();
+        assert!(!out.status.success());
+    }
+}
+
+#[test]
+fn deadnix_finds_nothing_unused() {
+    let Some(deadnix) = tool("deadnix") else { return };
+    let out = Command::new(&deadnix).arg("--fail").arg(repo().join("flake.nix")).arg(repo().join("nix")).arg(repo().join("nixos-tests")).output().unwrap();
+    assert!(out.status.success(), "deadnix:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
