@@ -478,3 +478,52 @@ async fn write_side(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(s: &LinkState, f: impl FnOnce(&mut LinkState)) -> LinkState {
+        let mut s = s.clone();
+        f(&mut s);
+        s
+    }
+
+    #[test]
+    fn a_cut_ends_older_connections_even_if_healed_before_they_look() {
+        let s0 = LinkState::default();
+        let born = s0.birth();
+        let cut_then_healed = after(&s0, |s| {
+            s.cut_epoch += 1;
+            s.cut = false;
+        });
+        assert!(matches!(cut_then_healed.ends(born), Some(End::Cut)));
+        // A connection born after the cut is not ended by it.
+        assert!(cut_then_healed.ends(cut_then_healed.birth()).is_none());
+    }
+
+    #[test]
+    fn blackholed_connections_drop_bytes_and_end_only_on_heal() {
+        let s0 = LinkState::default();
+        let born = s0.birth();
+        assert!(!s0.dropping(born));
+        let holed = after(&s0, |s| {
+            s.blackhole = true;
+            s.blackhole_epoch += 1;
+        });
+        assert!(holed.dropping(born));
+        assert!(holed.ends(born).is_none(), "a blackhole keeps connections open");
+        let healed = after(&holed, |s| s.blackhole = false);
+        assert!(matches!(healed.ends(born), Some(End::Healed)));
+        // Born inside the blackhole: also closed on heal; born after the heal: clean.
+        assert!(matches!(healed.ends(holed.birth()), Some(End::Healed)));
+        assert!(!healed.dropping(healed.birth()) && healed.ends(healed.birth()).is_none());
+    }
+
+    #[test]
+    fn closing_ends_everything() {
+        let s0 = LinkState::default();
+        let closing = after(&s0, |s| s.closing = true);
+        assert!(matches!(closing.ends(s0.birth()), Some(End::Closing)));
+    }
+}
