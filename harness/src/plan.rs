@@ -237,6 +237,15 @@ impl Plan {
         self.topology.security.tls
     }
 
+    /// How a hub account appears in monitoring output: its name, or its public key in operator mode.
+    pub fn account_id(&self, name: &str) -> String {
+        self.secrets
+            .operator
+            .as_ref()
+            .and_then(|op| op.accounts.get(name).map(|(key, _)| key.clone()))
+            .unwrap_or_else(|| name.to_string())
+    }
+
     pub fn scope_of(&self, node: &str) -> Scope {
         match self.node(node).map(|n| n.role) {
             Some(Role::Leaf) => Scope::Leaf(node.to_string()),

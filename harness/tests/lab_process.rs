@@ -25,7 +25,7 @@ async fn cim_reference_meshes_maps_subjects_and_tears_down() {
     for (leaf, preferred) in [("cim-prod-001", "hub-1"), ("cim-prod-002", "hub-2"), ("cim-dev-001", "hub-3")] {
         assert_eq!(lab.leaf_hub(leaf).await.as_deref(), Some(preferred), "{leaf} attached to");
         let on_hub = lab.monitor.leafs(&lab.endpoint(preferred).monitor_url).await.unwrap();
-        let account = format!("LEAF_{}", leaf.to_uppercase().replace('-', "_"));
+        let account = lab.plan.account_id(&format!("LEAF_{}", leaf.to_uppercase().replace('-', "_")));
         assert!(on_hub.iter().any(|(n, a)| n == leaf && *a == account), "{preferred} /leafz: {on_hub:?}");
     }
 

@@ -226,11 +226,8 @@ async fn jitter_never_reorders_the_byte_stream() {
     })
     .await;
     assert_eq!(back.len(), count as usize * 4);
-    let first_gap = back
-        .chunks(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .enumerate()
-        .find(|(i, n)| *i as u32 != *n);
+    let first_gap =
+        back.chunks(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).enumerate().find(|(i, n)| *i as u32 != *n);
     assert_eq!(first_gap, None, "numbers out of order (position, number)");
     proxy.shutdown().await;
 }
@@ -331,7 +328,11 @@ impl Drop for Nats {
         if std::thread::panicking() {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            eprintln!("--- {} (last lines)\n{}", self.log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            eprintln!(
+                "--- {} (last lines)\n{}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
     }
 }
@@ -357,7 +358,11 @@ impl Nats {
             .stderr(Stdio::from(err))
             .spawn()
             .expect("spawn nats-server");
-        let ports = dir.join(format!("{}_{}.ports", bin.file_name().and_then(|f| f.to_str()).unwrap_or("nats-server"), child.id()));
+        let ports = dir.join(format!(
+            "{}_{}.ports",
+            bin.file_name().and_then(|f| f.to_str()).unwrap_or("nats-server"),
+            child.id()
+        ));
         let mut server = Nats { child, monitor: String::new(), log };
         until(DEADLINE, &format!("{name} writes {}", ports.display()), || async { ports.is_file() }).await;
         let v: serde_json::Value =
@@ -408,18 +413,22 @@ async fn real_leaf_link_through_the_proxy_survives_cut_and_blackhole() {
     );
     let leaf = Nats::start(&server.path, root.path(), "leaf", &leaf_conf).await;
 
-    let attach = until(DEADLINE, "leaf attaches through the proxy", || async { hub_lists(&mon, &hub, "leaf").await == 1 }).await;
+    let attach =
+        until(DEADLINE, "leaf attaches through the proxy", || async { hub_lists(&mon, &hub, "leaf").await == 1 }).await;
     let via_proxy = vec![u64::from(proxy.local_addr().port())];
     assert_eq!(uplink_ports(&mon, &leaf).await, via_proxy, "the leaf's uplink does not go through the proxy");
     let c = proxy.counters();
     assert!(c.accepted >= 1 && c.bytes_up > 0 && c.bytes_down > 0, "the link did not go through the proxy: {c:?}");
 
     proxy.cut();
-    let cut_drop = until(DEADLINE, "hub drops the leaf after cut", || async { hub_lists(&mon, &hub, "leaf").await == 0 }).await;
+    let cut_drop =
+        until(DEADLINE, "hub drops the leaf after cut", || async { hub_lists(&mon, &hub, "leaf").await == 0 }).await;
     until(DEADLINE, "leaf drops its uplink after cut", || async { !leaf_attached(&mon, &leaf).await }).await;
-    let refused_during_cut = until(DEADLINE, "leaf retries into the cut", || async { proxy.counters().refused >= 1 }).await;
+    let refused_during_cut =
+        until(DEADLINE, "leaf retries into the cut", || async { proxy.counters().refused >= 1 }).await;
     proxy.heal();
-    let cut_heal = until(DEADLINE, "leaf re-attaches after heal", || async { hub_lists(&mon, &hub, "leaf").await == 1 }).await;
+    let cut_heal =
+        until(DEADLINE, "leaf re-attaches after heal", || async { hub_lists(&mon, &hub, "leaf").await == 1 }).await;
     assert_eq!(uplink_ports(&mon, &leaf).await, via_proxy, "after the cut the leaf went around the proxy");
 
     proxy.blackhole();
@@ -437,7 +446,9 @@ async fn real_leaf_link_through_the_proxy_survives_cut_and_blackhole() {
     assert_eq!(uplink_ports(&mon, &leaf).await, via_proxy, "after the blackhole the leaf went around the proxy");
 
     eprintln!("figures: attach {attach:?}; cut → hub drops leaf {cut_drop:?}; first refused retry seen {refused_during_cut:?} later; heal → re-attached {cut_heal:?}");
-    eprintln!("figures: blackhole → leaf notices (ping_interval 1s, ping_max 2) {noticed:?}; heal → re-attached {bh_heal:?}");
+    eprintln!(
+        "figures: blackhole → leaf notices (ping_interval 1s, ping_max 2) {noticed:?}; heal → re-attached {bh_heal:?}"
+    );
     eprintln!("figures: counters {:?}", proxy.counters());
     proxy.shutdown().await;
 }

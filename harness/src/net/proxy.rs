@@ -210,6 +210,7 @@ impl LinkProxy {
         }
     }
 
+    /// The toxics of a direction (for `Both`, the upstream direction's).
     pub fn toxics(&self, dir: Direction) -> Toxics {
         self.shared.toxics(dir.indices()[0])
     }
@@ -329,7 +330,12 @@ async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 }
 
 /// A connection born into a blackhole: never dialed upstream, everything it sends is eaten, until the state ends it.
-async fn swallow(mut client: TcpStream, shared: &Shared, state: &mut watch::Receiver<LinkState>, birth: Birth) -> String {
+async fn swallow(
+    mut client: TcpStream,
+    shared: &Shared,
+    state: &mut watch::Receiver<LinkState>,
+    birth: Birth,
+) -> String {
     let eat = async {
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -363,7 +369,10 @@ async fn forward(client: TcpStream, shared: &Shared, state: &mut watch::Receiver
         let (cr, cw) = client.split();
         let (ur, uw) = upstream.split();
         let pumps = async {
-            let r = tokio::try_join!(pipe(cr, uw, UP, shared, state.clone(), birth), pipe(ur, cw, DOWN, shared, state.clone(), birth));
+            let r = tokio::try_join!(
+                pipe(cr, uw, UP, shared, state.clone(), birth),
+                pipe(ur, cw, DOWN, shared, state.clone(), birth)
+            );
             // Inside a blackhole a close or reset is lost like any byte: hold on until the state ends us.
             if state.borrow().dropping(birth) {
                 std::future::pending::<()>().await;
@@ -422,17 +431,13 @@ async fn pipe(
 async fn read_side(mut src: ReadHalf<'_>, tx: mpsc::Sender<Queued>, dir: usize, shared: &Shared) -> io::Result<()> {
     let mut rng = ChaCha8Rng::from_entropy();
     let mut clock = ReleaseClock::default();
+    let mut buf = vec![0u8; CHUNK];
     loop {
-        let mut buf = vec![0u8; CHUNK];
         let n = src.read(&mut buf).await?;
         let delay = shared.toxics(dir).delay(&mut rng);
         let at = clock.release(Instant::now(), delay);
-        let item = if n == 0 {
-            None
-        } else {
-            buf.truncate(n);
-            Some(buf)
-        };
+        // Copy out what was read: a queued chunk holds only its own bytes, not a whole read buffer.
+        let item = (n > 0).then(|| buf[..n].to_vec());
         let eof = item.is_none();
         if tx.send((at, item)).await.is_err() || eof {
             return Ok(());

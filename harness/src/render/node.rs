@@ -32,6 +32,25 @@ fn hostport(host: &str, port: u16) -> String {
     }
 }
 
+/// Server-wide limits: sizes as integers (`"8MB"` strings are rejected in JSON form, AUDIT §1b).
+fn limits(m: &mut Map<String, Value>, l: Option<&crate::topology::Limits>) {
+    let Some(l) = l else { return };
+    let sizes = [("max_control_line", l.max_control_line), ("max_payload", l.max_payload), ("max_pending", l.max_pending)];
+    for (k, v) in sizes {
+        if let Some(v) = v {
+            m.insert(k.into(), json!(v.0));
+        }
+    }
+    for (k, v) in [("max_connections", l.max_connections), ("max_subscriptions", l.max_subscriptions)] {
+        if let Some(v) = v {
+            m.insert(k.into(), json!(v));
+        }
+    }
+    if let Some(d) = &l.write_deadline {
+        m.insert("write_deadline".into(), json!(d.to_go()));
+    }
+}
+
 fn base(plan: &Plan, node: &NodePlan, tags: Vec<String>) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("server_name".into(), json!(node.name));
@@ -156,6 +175,7 @@ fn hub(plan: &Plan, node: &NodePlan) -> Value {
     let t = &plan.topology;
     let hub_node = t.hub.nodes.iter().find(|h| h.name == node.name);
     let mut m = base(plan, node, hub_node.map(|h| h.tags.clone()).unwrap_or_default());
+    limits(&mut m, t.hub.limits.as_ref());
     if let Some(js) = &t.hub.jetstream {
         m.insert("jetstream".into(), jetstream(plan, node, js));
     }
@@ -204,6 +224,7 @@ fn leaf(plan: &Plan, node: &NodePlan, l: &Leaf) -> Value {
     let t = &plan.topology;
     let tags = l.region.iter().map(|r| format!("region:{r}")).collect();
     let mut m = base(plan, node, tags);
+    limits(&mut m, l.limits.as_ref());
     if let Some(d) = &l.ping_interval {
         m.insert("ping_interval".into(), json!(d.to_go()));
     }

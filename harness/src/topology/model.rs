@@ -66,6 +66,30 @@ pub struct Hub {
     /// Streams created through the JetStream API once the lab is ready.
     #[serde(default)]
     pub streams: Vec<Stream>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// Server-wide connection limits (the guide's "Connection limits" and "Rate limiting"), in the real option
+/// names: top-level `max_payload`, `max_pending`, ... — the guide's `pending_size`, `connections` and per-remote
+/// `write_deadline` do not exist (AUDIT §1b).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_control_line: Option<Size>,
+    /// Largest message a client may publish. Must not exceed `max_pending` (nats-server fails at startup, `-t`
+    /// does not notice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_payload: Option<Size>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<Size>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_deadline: Option<Duration>,
 }
 
 fn default_cluster() -> String {
@@ -103,6 +127,8 @@ pub struct Leaf {
     /// Leaf link compression (`off`, `accept`, `s2_fast`, `s2_better`, `s2_best`, `s2_auto`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jetstream: Option<JetStream>,
     /// The leaf's local accounts. Without any, the leaf has one open account `LOCAL`.

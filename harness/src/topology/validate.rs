@@ -254,8 +254,28 @@ impl Checker {
     }
 }
 
+fn check_limits(c: &mut Checker, path: &str, l: Option<&Limits>) {
+    let Some(l) = l else { return };
+    if let (Some(p), Some(q)) = (l.max_payload, l.max_pending) {
+        if p.0 > q.0 {
+            c.err(
+                format!("{path}.max_payload"),
+                format!("max_payload ({}) is larger than max_pending ({}): nats-server refuses to start (and `-t` does not notice)", p.0, q.0),
+                "lower max_payload or raise max_pending",
+            );
+        }
+    }
+    if l.max_payload.is_some_and(|p| p.0 > 64 << 20) {
+        c.err(format!("{path}.max_payload"), "max_payload is above 64MiB, the server's hard limit", "use at most 64MiB (8MiB is the advised maximum)");
+    }
+}
+
 pub fn validate(t: &Topology) -> Vec<Problem> {
     let mut c = Checker { problems: vec![] };
+    check_limits(&mut c, "hub.limits", t.hub.limits.as_ref());
+    for (i, l) in t.leaves.iter().enumerate() {
+        check_limits(&mut c, &format!("leaves[{i}].limits"), l.limits.as_ref());
+    }
     if t.name.is_empty() || !t.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
         c.err("name", format!("topology name '{}' is not valid", t.name), "use letters, digits, '-' and '_'");
     }
