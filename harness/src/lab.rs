@@ -243,6 +243,16 @@ impl Lab {
         &self.endpoints[node]
     }
 
+    /// The node's client URL as a client must dial it (`tls://` where the lab requires TLS).
+    pub fn client_url(&self, node: &str) -> String {
+        let url = &self.endpoint(node).client_url;
+        if self.plan.tls() {
+            url.replacen("nats://", "tls://", 1)
+        } else {
+            url.clone()
+        }
+    }
+
     /// How to connect to `node` as `user` of `account`. Hub users may connect to any hub.
     pub fn access(&self, node: &str, account: &str, user: &str) -> Option<Access> {
         let scope = self.plan.scope_of(node);
@@ -251,7 +261,7 @@ impl Lab {
         let tls = self.plan.tls();
         let verify = self.plan.topology.security.verify_clients;
         Some(Access {
-            url: self.endpoint(node).client_url.replace("nats://", if tls { "tls://" } else { "nats://" }),
+            url: self.client_url(node),
             user: Some(cred.user.clone()),
             password: Some(cred.password.clone()),
             password_file: Some(l.host_secret(&format!("{}.password", cred.stem()))),
@@ -324,7 +334,7 @@ impl Lab {
             .map(|n| NodeInfo {
                 name: n.name.clone(),
                 role: n.role,
-                client_url: self.endpoint(&n.name).client_url.clone(),
+                client_url: self.client_url(&n.name),
                 monitor_url: self.endpoint(&n.name).monitor_url.clone(),
                 pid: self.backend.pid(&n.name),
                 log: self.plan.layout.host_log(&n.name),
@@ -345,7 +355,7 @@ impl Lab {
                 };
                 let access = self.access(&node, &c.account, &c.user)?;
                 let url = match &c.scope {
-                    Scope::Hub => self.plan.hubs().map(|h| self.endpoint(&h.name).client_url.clone()).collect::<Vec<_>>().join(","),
+                    Scope::Hub => self.plan.hubs().map(|h| self.client_url(&h.name)).collect::<Vec<_>>().join(","),
                     Scope::Leaf(_) => access.url.clone(),
                 };
                 Some(UserInfo {
