@@ -68,7 +68,13 @@ async fn cim_reference_passes() {
     }
     assert_eq!(verdict_of(&checks, "publish-allow hub/HUB/alchemist $JS.API.>"), Verdict::Passed);
     assert_eq!(verdict_of(&checks, "secrets-mode"), Verdict::Passed);
-    assert_eq!(verdict_of(&checks, "tls"), Verdict::Skipped);
+    // cim-reference follows the guide's checklist: TLS everywhere and operator mode on the hub.
+    for node in ["hub-1", "hub-2", "hub-3", "cim-prod-001", "cim-prod-002", "cim-dev-001"] {
+        assert_eq!(verdict_of(&checks, &format!("plaintext {node}")), Verdict::Passed, "plaintext {node}");
+    }
+    for hub in ["hub-1", "hub-2", "hub-3"] {
+        assert_eq!(verdict_of(&checks, &format!("foreign-creds {hub}")), Verdict::Passed, "foreign-creds {hub}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! which faults it can do (`faults()`), and callers ask before they try.
 
 pub mod attached;
+pub mod container;
 pub mod process;
 pub mod slot;
 pub mod spawn;
@@ -15,6 +16,8 @@ pub enum BackendKind {
     Process,
     /// Nodes someone else runs, described by an inventory (`--inventory`); faults are requested from them.
     Attached,
+    /// Each node a container on a Docker engine, one network per run (`NATSLAB_IMAGE` picks the image).
+    Container,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -49,6 +52,7 @@ use crate::server::NatsServer;
 pub enum Backend {
     Process(process::ProcessBackend),
     Attached(attached::AttachedBackend),
+    Container(container::ContainerBackend),
 }
 
 impl Backend {
@@ -59,6 +63,7 @@ impl Backend {
                 let inv = inventory.ok_or_else(|| crate::errors::Error::Run("the attached backend needs --inventory FILE".into()))?;
                 Ok(Backend::Attached(attached::AttachedBackend::new(inv.clone())))
             }
+            BackendKind::Container => Ok(Backend::Container(container::ContainerBackend::from_env(server).await?)),
         }
     }
 
@@ -66,6 +71,7 @@ impl Backend {
         match self {
             Backend::Process(_) => BackendKind::Process,
             Backend::Attached(_) => BackendKind::Attached,
+            Backend::Container(_) => BackendKind::Container,
         }
     }
 
@@ -74,6 +80,7 @@ impl Backend {
         match self {
             Backend::Process(b) => b.addr(i),
             Backend::Attached(b) => b.inventory.nodes.iter().find(|n| n.name == _name).map(|n| n.addr.clone()).unwrap_or_else(|| b.inventory.nodes[0].addr.clone()),
+            Backend::Container(_) => container::ContainerBackend::addr(i, _name),
         }
     }
 
@@ -82,6 +89,7 @@ impl Backend {
         match self {
             Backend::Process(_) => Layout::same(dir),
             Backend::Attached(b) => b.inventory.layout(),
+            Backend::Container(_) => container::ContainerBackend::layout(dir),
         }
     }
 
@@ -93,6 +101,7 @@ impl Backend {
                 Ok(())
             }
             Backend::Attached(_) => Ok(()),
+            Backend::Container(b) => b.prepare(plan).await,
         }
     }
 
@@ -100,6 +109,7 @@ impl Backend {
         match self {
             Backend::Process(_) => process::ProcessBackend::endpoint(node),
             Backend::Attached(b) => b.endpoint(node),
+            Backend::Container(b) => b.endpoint(node),
         }
     }
 
@@ -107,6 +117,7 @@ impl Backend {
         match self {
             Backend::Process(b) => b.faults(),
             Backend::Attached(b) => b.faults(),
+            Backend::Container(b) => b.faults(),
         }
     }
 
@@ -114,6 +125,7 @@ impl Backend {
         match self {
             Backend::Process(b) => b.start(node),
             Backend::Attached(b) => b.request("start", node).await,
+            Backend::Container(b) => b.start(node).await,
         }
     }
 
@@ -121,6 +133,7 @@ impl Backend {
         match self {
             Backend::Process(b) => b.kill(node).await,
             Backend::Attached(b) => b.request("kill", node).await,
+            Backend::Container(b) => b.kill(node).await,
         }
     }
 
@@ -128,6 +141,7 @@ impl Backend {
         match self {
             Backend::Process(b) => b.pause(node),
             Backend::Attached(b) => b.request("pause", node).await,
+            Backend::Container(b) => b.pause(node).await,
         }
     }
 
@@ -135,6 +149,7 @@ impl Backend {
         match self {
             Backend::Process(b) => b.resume(node),
             Backend::Attached(b) => b.request("resume", node).await,
+            Backend::Container(b) => b.resume(node).await,
         }
     }
 
@@ -143,6 +158,7 @@ impl Backend {
         match self {
             Backend::Process(b) => b.exited(node),
             Backend::Attached(_) => None,
+            Backend::Container(b) => b.exited(node),
         }
     }
 
@@ -151,6 +167,7 @@ impl Backend {
         match self {
             Backend::Process(b) => b.pid(node),
             Backend::Attached(_) => None,
+            Backend::Container(b) => b.pid(node),
         }
     }
 
@@ -158,6 +175,7 @@ impl Backend {
         match self {
             Backend::Process(b) => b.pids(),
             Backend::Attached(_) => vec![],
+            Backend::Container(b) => b.pids(),
         }
     }
 
@@ -166,6 +184,7 @@ impl Backend {
             Backend::Process(b) => b.shutdown().await,
             // Not ours to stop.
             Backend::Attached(_) => {}
+            Backend::Container(b) => b.shutdown().await,
         }
     }
 }
