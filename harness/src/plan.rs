@@ -193,6 +193,9 @@ pub struct Plan {
     pub nodes: Vec<NodePlan>,
     pub layout: Layout,
     pub secrets: Secrets,
+    /// (from, to) → the `host:port` node `from` dials to reach `to`, where a link proxy stands in between.
+    /// Links not listed are dialed directly.
+    pub links: BTreeMap<(String, String), String>,
 }
 
 impl Plan {
@@ -218,7 +221,7 @@ impl Plan {
             nodes.push(NodePlan { name: l.name.clone(), role: Role::Leaf, addr: addr(hubs + i, &l.name) });
         }
         let secrets = generate_secrets(&topology, &nodes, entropy)?;
-        Ok(Plan { topology, run_id, nodes, layout, secrets })
+        Ok(Plan { topology, run_id, nodes, layout, secrets, links: BTreeMap::new() })
     }
 
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
@@ -244,6 +247,21 @@ impl Plan {
             .as_ref()
             .and_then(|op| op.accounts.get(name).map(|(key, _)| key.clone()))
             .unwrap_or_else(|| name.to_string())
+    }
+
+    /// Whether inter-node links go through proxies (then servers must not advertise their real addresses,
+    /// or peers would learn them and dial around the proxy).
+    pub fn proxied(&self) -> bool {
+        !self.links.is_empty()
+    }
+
+    /// What `from` dials to reach `to` on `port` (the cluster or leafnode port of `to`).
+    pub fn dial(&self, from: &str, to: &NodePlan, port: u16) -> String {
+        match self.links.get(&(from.to_string(), to.name.clone())) {
+            Some(a) => a.clone(),
+            None if to.addr.host.contains(':') => format!("[{}]:{port}", to.addr.host),
+            None => format!("{}:{port}", to.addr.host),
+        }
     }
 
     pub fn scope_of(&self, node: &str) -> Scope {

@@ -181,14 +181,27 @@ fn hub(plan: &Plan, node: &NodePlan) -> Value {
     }
     if t.hub.nodes.len() > 1 {
         let scheme = if plan.tls() { "tls" } else { "nats" };
-        let routes: Vec<String> = plan.hubs().map(|h| format!("{scheme}://{}", hostport(&h.addr.host, h.addr.cluster))).collect();
+        let routes: Vec<String> = plan
+            .hubs()
+            .filter(|h| h.name != node.name || !plan.proxied())
+            .map(|h| format!("{scheme}://{}", plan.dial(&node.name, h, h.addr.cluster)))
+            .collect();
         let mut c = json!({ "name": t.hub.cluster, "listen": hostport(&node.addr.bind, node.addr.cluster), "routes": routes });
+        if plan.proxied() {
+            // Peers learn each other's route URLs by gossip; a dead advertised address keeps a partitioned
+            // pair from reconnecting around the proxy (every route is explicit, so nothing is lost).
+            c["advertise"] = json!(hostport(&node.addr.host, 1));
+        }
         if let Some(tls) = tls_block(plan, node, true, false) {
             c["tls"] = tls;
         }
         m.insert("cluster".into(), c);
     }
     let mut leafnodes = json!({ "listen": hostport(&node.addr.bind, node.addr.leaf) });
+    if plan.proxied() {
+        // Else a leaf learns every hub's real leafnode URL from INFO and dials around the proxy.
+        leafnodes["no_advertise"] = json!(true);
+    }
     if let Some(tls) = tls_block(plan, node, false, t.security.auth == AuthMode::Mtls) {
         leafnodes["tls"] = tls;
     }
@@ -255,7 +268,7 @@ fn leaf(plan: &Plan, node: &NodePlan, l: &Leaf) -> Value {
             .hubs
             .iter()
             .filter_map(|h| plan.node(h))
-            .map(|h| format!("{scheme}://{userinfo}{}", hostport(&h.addr.host, h.addr.leaf)))
+            .map(|h| format!("{scheme}://{userinfo}{}", plan.dial(&l.name, h, h.addr.leaf)))
             .collect();
         // Hubs are listed in order of preference: keep that order instead of nats-server's shuffle.
         let mut rv = json!({ "urls": urls, "account": l.remote_account(remote), "dont_randomize": true });
