@@ -464,8 +464,26 @@ async fn down(run: Option<&str>, all: bool) -> Result<i32, Error> {
         if stray > 0 {
             println!("killed {stray} stray nats-server process(es) of old runs");
         }
+        netns_leftovers().await;
     }
     Ok(0)
+}
+
+/// Namespaces, links and processes of netns labs whose owner is gone (a run killed with SIGKILL).
+async fn netns_leftovers() {
+    let left = tokio::task::spawn_blocking(crate::backend::netns::remove_leftovers).await.unwrap_or_default();
+    let r = &left.removed;
+    if !left.is_empty() {
+        println!(
+            "removed {} network namespace(s), {} link(s) and {} process(es) of dead netns labs",
+            r.namespaces.len(),
+            r.links.len(),
+            r.processes
+        );
+    }
+    for f in &r.failures {
+        eprintln!("warning: could not remove a netns leftover: {f}");
+    }
 }
 
 /// SIGTERM, a grace period for an orderly teardown, then SIGKILL (its servers die with it: parent-death signal).

@@ -43,11 +43,13 @@ pub struct UpOptions {
     pub inventory: Option<PathBuf>,
     /// Seed for the lab's secrets (default: a fresh random one, recorded in the run's inventory).
     pub seed: Option<String>,
+    /// Route inter-node links through link proxies (process backend), so the network can be faulted.
+    pub proxied: bool,
 }
 
 impl Default for UpOptions {
     fn default() -> Self {
-        UpOptions { backend: BackendKind::Process, timeout: Duration::from_secs(60), keep: false, runs_root: None, inventory: None, seed: None }
+        UpOptions { backend: BackendKind::Process, timeout: Duration::from_secs(60), keep: false, runs_root: None, inventory: None, seed: None, proxied: false }
     }
 }
 
@@ -76,7 +78,7 @@ pub fn prepare(
     addr: impl FnMut(usize, &str) -> crate::plan::NodeAddr,
     dir: &std::path::Path,
 ) -> Result<Plan> {
-    prepare_with_layout(topology, server, addr, Layout::same(dir), &nuid::next().to_string())
+    prepare_with_layout(topology, server, addr, Layout::same(dir), &nuid::next().to_string(), Default::default())
 }
 
 /// As `prepare`, for servers that see the run directory elsewhere (a container's mount point).
@@ -86,12 +88,14 @@ pub fn prepare_with_layout(
     addr: impl FnMut(usize, &str) -> crate::plan::NodeAddr,
     layout: Layout,
     seed: &str,
+    links: BTreeMap<(String, String), String>,
 ) -> Result<Plan> {
     server::check_version(server, &topology)?;
     let dir = layout.host_root.clone();
     files::mkdir(&dir)?;
     let id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| run_id(&topology));
-    let plan = Plan::new_with(topology, id, layout, addr, &mut crate::secrets::entropy::Entropy::seeded(seed))?;
+    let mut plan = Plan::new_with(topology, id, layout, addr, &mut crate::secrets::entropy::Entropy::seeded(seed))?;
+    plan.links = links;
     let configs = render::render(&plan);
     files::write_plan(&plan, &configs)?;
     for n in &plan.nodes {
@@ -111,7 +115,8 @@ impl Lab {
         let dir = opts.runs_root.clone().unwrap_or_else(runs::root).join(run_id(&topology));
         let seed = opts.seed.clone().unwrap_or_else(|| nuid::next().to_string());
         // On failure the run directory stays: the error names its logs.
-        let plan = prepare_with_layout(topology, &server, |i, name| backend.addr(i, name), backend.layout(&dir), &seed)?;
+        let links = backend.links(&topology, opts.proxied);
+        let plan = prepare_with_layout(topology, &server, |i, name| backend.addr(i, name), backend.layout(&dir), &seed, links)?;
         backend.prepare(&plan).await?;
         let monitor = Monitor::new();
         let started = Instant::now();
@@ -154,8 +159,8 @@ impl Lab {
     async fn start_all(&mut self, deadline: Instant, progress: &dyn Progress) -> Result<()> {
         let hubs: Vec<String> = self.plan.hubs().map(|n| n.name.clone()).collect();
         let leaves: Vec<String> = self.plan.leaves().map(|n| n.name.clone()).collect();
+        self.backend.start_group(&hubs).await?;
         for h in &hubs {
-            self.backend.start(h).await?;
             self.learn_endpoint(h);
         }
         for h in &hubs {
@@ -164,8 +169,8 @@ impl Lab {
                 return Err(self.start_failure(h, "its leafnode port never opened"));
             }
         }
+        self.backend.start_group(&leaves).await?;
         for l in &leaves {
-            self.backend.start(l).await?;
             self.learn_endpoint(l);
         }
         let bases: BTreeMap<String, String> = self.endpoints.iter().map(|(k, e)| (k.clone(), e.monitor_url.clone())).collect();
@@ -302,6 +307,35 @@ impl Lab {
 
     pub async fn resume(&mut self, node: &str) -> Result<()> {
         self.backend.resume(node).await
+    }
+
+    /// Cuts the links a grudge names (see `nemesis`).
+    pub async fn partition(&mut self, g: &crate::nemesis::Grudge) -> Result<()> {
+        self.backend.partition(g).await
+    }
+
+    pub async fn heal(&mut self) -> Result<()> {
+        self.backend.heal().await
+    }
+
+    pub async fn blackhole(&mut self, a: &str, b: &str) -> Result<()> {
+        self.backend.blackhole(a, b).await
+    }
+
+    pub async fn restore(&mut self, a: &str, b: &str) -> Result<()> {
+        self.backend.restore(a, b).await
+    }
+
+    pub async fn slow(&mut self, a: &str, b: &str, latency: Duration, jitter: Duration) -> Result<()> {
+        self.backend.slow(a, b, latency, jitter).await
+    }
+
+    pub async fn cap(&mut self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
+        self.backend.cap(a, b, bytes_per_s).await
+    }
+
+    pub async fn fast(&mut self, a: &str, b: &str) -> Result<()> {
+        self.backend.fast(a, b).await
     }
 
     /// Waits until the named node is ready again (after a restart), by the same conditions as `up`.

@@ -23,11 +23,20 @@ pub struct ProcessBackend {
     server: NatsServer,
     children: BTreeMap<String, Child>,
     configs: BTreeMap<String, (PathBuf, PathBuf)>,
+    /// Link proxies, when the lab's inter-node links are routed through them (network faults).
+    pub links: Option<super::links::LinkSet>,
+    /// Per node, a command that execs the server (`ip netns exec <ns>`): the pid stays the server's, and so
+    /// does the parent-death signal.
+    prefix: BTreeMap<String, Vec<String>>,
 }
+
+/// First port of the proxies on a node's address: the proxy for dialer `i` listens on `LINK_PORT_BASE + i`
+/// of the dialed node's address, so the dialed node's certificate (which names that address) still verifies.
+pub const LINK_PORT_BASE: u16 = 25000;
 
 impl ProcessBackend {
     pub fn new(server: NatsServer) -> Result<ProcessBackend> {
-        Ok(ProcessBackend { slot: slot::acquire()?, server, children: BTreeMap::new(), configs: BTreeMap::new() })
+        Ok(ProcessBackend { slot: slot::acquire()?, server, children: BTreeMap::new(), configs: BTreeMap::new(), links: None, prefix: BTreeMap::new() })
     }
 
     pub fn slot_index(&self) -> usize {
@@ -56,13 +65,22 @@ impl ProcessBackend {
     }
 
     pub fn faults(&self) -> FaultSet {
-        [FaultKind::Kill, FaultKind::Pause].into_iter().collect()
+        let mut f: FaultSet = [FaultKind::Kill, FaultKind::Pause].into_iter().collect();
+        if self.links.is_some() {
+            f.extend([FaultKind::Partition, FaultKind::Blackhole, FaultKind::Latency, FaultKind::Bandwidth]);
+        }
+        f
     }
 
     pub fn register(&mut self, plan: &Plan) {
         for n in &plan.nodes {
             self.configs.insert(n.name.clone(), (plan.layout.host_config(&n.name), plan.layout.host_log(&n.name)));
         }
+    }
+
+    /// Starts `node` through `prefix` (which must exec its arguments) instead of running the server directly.
+    pub fn set_prefix(&mut self, node: &str, prefix: Vec<String>) {
+        self.prefix.insert(node.to_string(), prefix);
     }
 
     pub fn pid(&self, node: &str) -> Option<u32> {
@@ -87,7 +105,14 @@ impl ProcessBackend {
         })?;
         let out = OpenOptions::new().create(true).append(true).open(&log).map_err(Error::io(format!("open {}", log.display())))?;
         let err = out.try_clone().map_err(Error::io("dup log handle"))?;
-        let mut cmd = Command::new(&self.server.path);
+        let mut cmd = match self.prefix.get(node).and_then(|p| p.split_first()) {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&self.server.path);
+                c
+            }
+            None => Command::new(&self.server.path),
+        };
         cmd.arg("-c").arg(&config).stdin(Stdio::null()).stdout(out).stderr(err);
         let child = spawn_guarded(cmd).map_err(|e| Error::NodeStart {
             node: node.to_string(),
@@ -133,6 +158,70 @@ impl ProcessBackend {
     pub async fn shutdown(mut self) {
         let children = std::mem::take(&mut self.children);
         tokio::task::spawn_blocking(move || kill_all(children)).await.ok();
+        if let Some(l) = self.links.take() {
+            l.shutdown().await;
+        }
+    }
+
+    /// Where each link's proxy listens: (dialer, dialed) → `<dialed's address>:<LINK_PORT_BASE + dialer index>`.
+    pub fn link_addrs(&self, t: &crate::topology::Topology) -> BTreeMap<(String, String), String> {
+        let index = |name: &str| -> usize {
+            t.hub.nodes.iter().map(|n| &n.name).chain(t.leaves.iter().map(|l| &l.name)).position(|n| n == name).unwrap_or(0)
+        };
+        super::links::pairs(t)
+            .into_iter()
+            .map(|(from, to)| {
+                let addr = format!("{}:{}", self.slot.ip(index(&to)), LINK_PORT_BASE + index(&from) as u16);
+                ((from, to), addr)
+            })
+            .collect()
+    }
+
+    pub async fn start_links(&mut self, plan: &Plan) -> Result<()> {
+        if plan.proxied() {
+            self.links = Some(super::links::LinkSet::start(plan).await?);
+        }
+        Ok(())
+    }
+
+    fn link_set(&self, op: &'static str) -> Result<&super::links::LinkSet> {
+        self.links.as_ref().ok_or_else(|| Error::Fault {
+            node: "-".into(),
+            op,
+            reason: "this lab's links are direct; network faults need a lab brought up with link proxies".into(),
+        })
+    }
+
+    pub fn partition(&self, g: &crate::nemesis::Grudge) -> Result<()> {
+        self.link_set("partition")?.partition(g);
+        Ok(())
+    }
+
+    pub fn heal(&self) -> Result<()> {
+        if let Some(l) = &self.links {
+            l.heal();
+        }
+        Ok(())
+    }
+
+    pub fn blackhole(&self, a: &str, b: &str) -> Result<()> {
+        self.link_set("blackhole")?.blackhole(a, b)
+    }
+
+    pub fn restore(&self, a: &str, b: &str) -> Result<()> {
+        self.link_set("restore")?.restore(a, b)
+    }
+
+    pub fn slow(&self, a: &str, b: &str, latency: std::time::Duration, jitter: std::time::Duration) -> Result<()> {
+        self.link_set("slow")?.slow(a, b, latency, jitter)
+    }
+
+    pub fn cap(&self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
+        self.link_set("cap")?.cap(a, b, bytes_per_s)
+    }
+
+    pub fn fast(&self, a: &str, b: &str) -> Result<()> {
+        self.link_set("fast")?.fast(a, b)
     }
 }
 

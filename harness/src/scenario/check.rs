@@ -16,10 +16,12 @@ pub enum Family {
     Mapping,
     Security,
     Jetstream,
+    /// Partitions, half-open links (the lab's links must be faultable: proxies or kernel tools).
+    Network,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [Family::Health, Family::Mapping, Family::Security, Family::Jetstream, Family::Failover];
+    pub const ALL: [Family; 6] = [Family::Health, Family::Mapping, Family::Security, Family::Jetstream, Family::Failover, Family::Network];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -28,6 +30,7 @@ impl Family {
             Family::Mapping => "mapping",
             Family::Security => "security",
             Family::Jetstream => "jetstream",
+            Family::Network => "network",
         }
     }
 }

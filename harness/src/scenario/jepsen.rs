@@ -170,6 +170,59 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
     ctx.rec.finish(p, outcome);
 }
 
+/// The checker as a reusable workload: a dedicated R3 stream and a steady publisher, started before some
+/// faults and checked after them (the partition scenarios use it too).
+pub struct Workload {
+    admin: async_nats::Client,
+    history: Shared,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Workload {
+    /// Creates the stream through `admin_hubs` and publishes through `publish_hubs` (e.g. only a majority).
+    pub async fn start(lab: &Lab, admin_hubs: &[String], publish_hubs: &[String], account: &str) -> Result<Workload, String> {
+        let admin = connect_cluster(lab, admin_hubs, account, "natslab-jepsen-admin").await?;
+        create_stream(&admin).await.map_err(|e| format!("create {STREAM}: {e}"))?;
+        let publisher = connect_cluster(lab, publish_hubs, account, "natslab-jepsen-publisher").await?;
+        let history: Shared = Arc::default();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(publish(publisher, history.clone(), stopped));
+        Ok(Workload { admin, history, stop, task })
+    }
+
+    /// Waits until a publish sent after `at` is acknowledged; the gap in acks around `at` if so.
+    pub async fn recovered_after(&self, at: Instant, within: Duration) -> Option<Duration> {
+        if !wait_until(within, || with(&self.history, |h| h.recovered_after(at))).await {
+            return None;
+        }
+        Some(with(&self.history, |h| h.gap_around(at)).unwrap_or_default())
+    }
+
+    pub async fn stream_leader(&self) -> Result<String, String> {
+        stream_leader(&self.admin).await
+    }
+
+    /// Stops publishing, reads the stream back, deletes it; the counts.
+    pub async fn finish(self) -> Result<Counts, String> {
+        let _ = self.stop.send(true);
+        self.task.await.map_err(|_| "the publisher task failed".to_string())?;
+        read_back(&self.admin, &self.history).await.map_err(|e| format!("read back {STREAM}: {e}"))?;
+        let counts = with(&self.history, |h| h.counts());
+        let _ = api(&self.admin, JS_API, &format!("STREAM.DELETE.{STREAM}"), &json!({})).await;
+        Ok(counts)
+    }
+}
+
+/// The checker's counts as check metrics (the report sums `jepsen_*`).
+pub fn record_counts(p: &mut Pending, counts: &Counts) {
+    p.metric("jepsen_published", counts.published as f64);
+    p.metric("jepsen_acked", counts.acked as f64);
+    p.metric("jepsen_lost", counts.lost as f64);
+    p.metric("jepsen_duplicated", counts.duplicated as f64);
+    p.metric("jepsen_unexpected", counts.unexpected as f64);
+}
+
 async fn check(lab: &mut Lab, declared: &Topology, p: &mut Pending, faults: &mut Faults) -> Outcome {
     let hubs: Vec<String> = declared.hub_names().map(String::from).collect();
     let account = declared.hub.accounts[0].name.clone();
@@ -200,11 +253,7 @@ async fn check(lab: &mut Lab, declared: &Topology, p: &mut Pending, faults: &mut
         return super::failover::worse(nemesis, Outcome::Error(format!("read back {STREAM}: {e}")));
     }
     let counts = with(&history, |h| h.counts());
-    p.metric("jepsen_published", counts.published as f64);
-    p.metric("jepsen_acked", counts.acked as f64);
-    p.metric("jepsen_lost", counts.lost as f64);
-    p.metric("jepsen_duplicated", counts.duplicated as f64);
-    p.metric("jepsen_unexpected", counts.unexpected as f64);
+    record_counts(p, &counts);
     let seen = format!(
         "{} published, {} acked, {} lost, {} duplicated, {} unexpected; {}",
         counts.published,

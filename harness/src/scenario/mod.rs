@@ -7,6 +7,7 @@ pub mod health;
 pub mod jepsen;
 pub mod jetstream;
 pub mod mapping;
+pub mod network;
 pub mod probes;
 pub mod security;
 
@@ -37,6 +38,7 @@ pub async fn run(ctx: &mut Ctx<'_, '_>, families: &[Family]) {
             Family::Security => security::run(ctx).await,
             Family::Jetstream => jetstream::run(ctx).await,
             Family::Failover => failover::run(ctx).await,
+            Family::Network => network::run(ctx).await,
         }
     }
 }

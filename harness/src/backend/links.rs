@@ -1,0 +1,143 @@
+//! Inter-node links routed through link proxies, so a backend without kernel tools (the process backend)
+//! can still partition, blackhole, slow down and cap the network: one proxy per (dialer, dialed) pair —
+//! a leaf's remote to each hub it lists, each hub's route to every other hub.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::errors::{Error, Result};
+use crate::nemesis::{cut_pairs, Grudge};
+use crate::net::{Counters, Direction, LinkProxy, Toxics};
+use crate::plan::{Plan, Role};
+use crate::topology::Topology;
+
+/// The links a topology has: (dialer, dialed) for every leaf remote's hub and every ordered hub pair.
+pub fn pairs(t: &Topology) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for a in &t.hub.nodes {
+        for b in &t.hub.nodes {
+            if a.name != b.name {
+                out.push((a.name.clone(), b.name.clone()));
+            }
+        }
+    }
+    for l in &t.leaves {
+        for r in &l.remotes {
+            for h in &r.hubs {
+                if !out.contains(&(l.name.clone(), h.clone())) {
+                    out.push((l.name.clone(), h.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub struct LinkSet {
+    proxies: BTreeMap<(String, String), LinkProxy>,
+}
+
+fn parse(addr: &str, what: &str) -> Result<SocketAddr> {
+    addr.parse().map_err(|e| Error::Run(format!("link proxy {what}: bad address {addr}: {e}")))
+}
+
+impl LinkSet {
+    /// Starts a proxy for every link of the plan: listening where the dialer dials (`plan.links`), forwarding
+    /// to the dialed node's real route or leafnode port.
+    pub async fn start(plan: &Plan) -> Result<LinkSet> {
+        let mut proxies = BTreeMap::new();
+        for ((from, to), listen) in &plan.links {
+            let Some(target) = plan.node(to) else { continue };
+            let dialer_is_hub = plan.node(from).is_some_and(|n| n.role == Role::Hub);
+            let port = if dialer_is_hub { target.addr.cluster } else { target.addr.leaf };
+            let upstream = parse(&format!("{}:{port}", target.addr.host), "upstream")?;
+            let name = format!("{from}->{to}");
+            let proxy = LinkProxy::start(&name, parse(listen, "listen")?, upstream)
+                .await
+                .map_err(|e| Error::Run(format!("start link proxy {name} on {listen}: {e}")))?;
+            proxies.insert((from.clone(), to.clone()), proxy);
+        }
+        Ok(LinkSet { proxies })
+    }
+
+    /// Every proxy carrying traffic between `a` and `b`, whichever dialed.
+    fn between<'a>(&'a self, a: &'a str, b: &'a str) -> impl Iterator<Item = &'a LinkProxy> + 'a {
+        self.proxies.iter().filter(move |((x, y), _)| (x == a && y == b) || (x == b && y == a)).map(|(_, p)| p)
+    }
+
+    fn expect_some(&self, a: &str, b: &str, op: &'static str) -> Result<()> {
+        if self.between(a, b).next().is_none() {
+            return Err(Error::Fault { node: format!("{a}/{b}"), op, reason: "no link between these nodes".into() });
+        }
+        Ok(())
+    }
+
+    /// Cuts every link the grudge names (both directions: a TCP link carries both).
+    pub fn partition(&self, g: &Grudge) {
+        for (a, b) in cut_pairs(g) {
+            for p in self.between(&a, &b) {
+                p.cut();
+            }
+        }
+    }
+
+    /// Back to clean links everywhere.
+    pub fn heal(&self) {
+        for p in self.proxies.values() {
+            p.heal();
+        }
+    }
+
+    pub fn blackhole(&self, a: &str, b: &str) -> Result<()> {
+        self.expect_some(a, b, "blackhole")?;
+        self.between(a, b).for_each(LinkProxy::blackhole);
+        Ok(())
+    }
+
+    pub fn restore(&self, a: &str, b: &str) -> Result<()> {
+        self.expect_some(a, b, "restore")?;
+        self.between(a, b).for_each(LinkProxy::heal);
+        Ok(())
+    }
+
+    pub fn slow(&self, a: &str, b: &str, latency: Duration, jitter: Duration) -> Result<()> {
+        self.expect_some(a, b, "slow")?;
+        for p in self.between(a, b) {
+            let mut t = p.toxics(Direction::Upstream);
+            t.latency = latency;
+            t.jitter = jitter;
+            p.set(Direction::Both, t);
+        }
+        Ok(())
+    }
+
+    pub fn cap(&self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
+        self.expect_some(a, b, "cap")?;
+        for p in self.between(a, b) {
+            let mut t = p.toxics(Direction::Upstream);
+            t.bandwidth_bytes_per_s = Some(bytes_per_s);
+            p.set(Direction::Both, t);
+        }
+        Ok(())
+    }
+
+    pub fn fast(&self, a: &str, b: &str) -> Result<()> {
+        self.expect_some(a, b, "fast")?;
+        for p in self.between(a, b) {
+            p.set(Direction::Both, Toxics::default());
+        }
+        Ok(())
+    }
+
+    /// Byte counters per link, (dialer, dialed) → counters.
+    pub fn counters(&self) -> BTreeMap<(String, String), Counters> {
+        self.proxies.iter().map(|(k, p)| (k.clone(), p.counters())).collect()
+    }
+
+    pub async fn shutdown(self) {
+        for (_, p) in self.proxies {
+            p.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The netns backend: every node a host of its own — a network namespace with one address in 198.18.0.0/15
+//! on a bridge shared by the lab — running the same nats-server, through the process backend's process
+//! management (`ip netns exec <ns>` execs the server, so pids, signals and the parent-death signal are the
+//! process backend's own).
+//!
+//! Faults: kill/start and pause/resume as the process backend; `partition(grudge)`/`heal()` and
+//! `blackhole(a, b)`/`restore(a, b)` with nftables rules inside the namespaces (a partition also aborts the
+//! open connections, as a link proxy's cut does; a blackhole keeps them open and silent); `cap(a, b)`/
+//! `fast(a, b)` with htb classes matching the peer's address. No latency: this kernel has no netem.
+//!
+//! Cleanup: `shutdown` and `Drop` kill the servers and remove every namespace and link of the lab (rules and
+//! qdiscs live inside the namespaces and go with them); a lab killed with SIGKILL leaves them behind, and
+//! `remove_leftovers` (`natslab down --all`, and every new netns lab) clears those of dead owners.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::names::{self, Names};
+use super::net;
+use super::owner;
+use crate::backend::process::ProcessBackend;
+use crate::backend::{Endpoint, FaultKind, FaultSet};
+use crate::errors::{Error, Result};
+use crate::nemesis::{self, Grudge};
+use crate::plan::{Layout, NodeAddr, NodePlan, Plan};
+use crate::server::NatsServer;
+
+/// nats-server's standard ports: every node has a network stack of its own.
+pub const CLIENT_PORT: u16 = 4222;
+pub const CLUSTER_PORT: u16 = 6222;
+pub const LEAF_PORT: u16 = 7422;
+pub const HTTP_PORT: u16 = 8222;
+
+type Pair = (String, String);
+
+pub struct NetnsBackend {
+    /// The servers, and the lab's slot (`198.18.<slot>.0/24`), held for the lab's lifetime.
+    procs: Option<ProcessBackend>,
+    slot: usize,
+    /// Set once the lab's network exists (or is being built): what teardown removes.
+    names: Option<Names>,
+    /// Node → its index in the plan (hubs first, then leaves).
+    nodes: BTreeMap<String, usize>,
+    partition: BTreeSet<Pair>,
+    dark: BTreeSet<Pair>,
+    caps: BTreeMap<Pair, u64>,
+}
+
+fn pair(a: &str, b: &str) -> Pair {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
+}
+
+fn peer<'a>(p: &'a Pair, node: &str) -> Option<&'a str> {
+    if p.0 == node {
+        Some(&p.1)
+    } else if p.1 == node {
+        Some(&p.0)
+    } else {
+        None
+    }
+}
+
+impl NetnsBackend {
+    /// Needs root and iproute2/nftables. Clears dead runs' leftovers first: one may still hold this slot's
+    /// addresses.
+    pub async fn new(server: NatsServer) -> Result<NetnsBackend> {
+        net::check_tools().map_err(|e| Error::Run(format!("the netns backend needs root (uid 0) and iproute2: {e}")))?;
+        let procs = ProcessBackend::new(server)?;
+        let slot = procs.slot_index();
+        let left = tokio::task::spawn_blocking(owner::remove_leftovers).await.unwrap_or_default();
+        if !left.is_empty() {
+            tracing::info!(tags = ?left.tags, "removed leftovers of dead netns labs");
+        }
+        Ok(NetnsBackend {
+            procs: Some(procs),
+            slot,
+            names: None,
+            nodes: BTreeMap::new(),
+            partition: BTreeSet::new(),
+            dark: BTreeSet::new(),
+            caps: BTreeMap::new(),
+        })
+    }
+
+    pub fn slot_index(&self) -> usize {
+        self.slot
+    }
+
+    pub fn names(&self) -> Option<&Names> {
+        self.names.as_ref()
+    }
+
+    /// The namespace node runs in.
+    pub fn namespace(&self, node: &str) -> Option<String> {
+        let n = self.names.as_ref()?;
+        self.nodes.contains_key(node).then(|| n.node_ns(node))
+    }
+
+    pub fn addr(&self, i: usize) -> NodeAddr {
+        let ip = names::node_ip(self.slot, i);
+        NodeAddr { bind: ip.clone(), host: ip, client: CLIENT_PORT, cluster: CLUSTER_PORT, leaf: LEAF_PORT, http: HTTP_PORT }
+    }
+
+    /// The namespaces share the host's filesystem.
+    pub fn layout(dir: &Path) -> Layout {
+        Layout::same(dir)
+    }
+
+    pub fn endpoint(node: &NodePlan) -> Endpoint {
+        ProcessBackend::endpoint(node)
+    }
+
+    pub fn faults(&self) -> FaultSet {
+        [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Blackhole, FaultKind::Bandwidth].into_iter().collect()
+    }
+
+    /// Builds the lab's network and tells the process backend to start each node in its namespace.
+    pub async fn prepare(&mut self, plan: &Plan) -> Result<()> {
+        let fail = |reason: String| Error::Run(format!("build the netns lab network: {reason}"));
+        if plan.nodes.len() > names::MAX_NODES {
+            return Err(fail(format!("{} nodes, at most {} fit on one bridge", plan.nodes.len(), names::MAX_NODES)));
+        }
+        let n = Names::new(&plan.run_id, self.slot);
+        let mut nodes = Vec::new();
+        for (i, node) in plan.nodes.iter().enumerate() {
+            if node.addr.host != names::node_ip(self.slot, i) {
+                return Err(fail(format!("node {} has address {}, not this backend's", node.name, node.addr.host)));
+            }
+            nodes.push((i, node.name.clone()));
+        }
+        owner::claim(&n.tag).map_err(fail)?;
+        // From here on, teardown removes whatever part was built.
+        self.names = Some(n.clone());
+        self.nodes = nodes.iter().map(|(i, name)| (name.clone(), *i)).collect();
+        let built = nodes.clone();
+        let names = n.clone();
+        tokio::task::spawn_blocking(move || net::build(&names, &built)).await.map_err(|e| fail(e.to_string()))?.map_err(fail)?;
+        let procs = self.procs_mut()?;
+        procs.register(plan);
+        for (_, node) in &nodes {
+            procs.set_prefix(node, vec!["ip".into(), "netns".into(), "exec".into(), n.node_ns(node)]);
+        }
+        Ok(())
+    }
+
+    fn procs_mut(&mut self) -> Result<&mut ProcessBackend> {
+        self.procs.as_mut().ok_or_else(|| Error::Run("the netns backend was shut down".into()))
+    }
+
+    pub fn start(&mut self, node: &str) -> Result<()> {
+        self.procs_mut()?.start(node)
+    }
+
+    pub async fn kill(&mut self, node: &str) -> Result<()> {
+        self.procs_mut()?.kill(node).await
+    }
+
+    pub fn pause(&mut self, node: &str) -> Result<()> {
+        self.procs_mut()?.pause(node)
+    }
+
+    pub fn resume(&mut self, node: &str) -> Result<()> {
+        self.procs_mut()?.resume(node)
+    }
+
+    pub fn exited(&mut self, node: &str) -> Option<String> {
+        self.procs.as_mut()?.exited(node)
+    }
+
+    pub fn pid(&self, node: &str) -> Option<u32> {
+        self.procs.as_ref()?.pid(node)
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.as_ref().map(ProcessBackend::pids).unwrap_or_default()
+    }
+
+    fn ip(&self, node: &str, op: &'static str) -> Result<String> {
+        match self.nodes.get(node) {
+            Some(i) => Ok(names::node_ip(self.slot, *i)),
+            None => Err(Error::Fault { node: node.into(), op, reason: "no such node in this lab".into() }),
+        }
+    }
+
+    fn ns(&self, node: &str, op: &'static str) -> Result<String> {
+        self.namespace(node).ok_or_else(|| Error::Fault { node: node.into(), op, reason: "no such node in this lab".into() })
+    }
+
+    /// Applies each node's current rules (from the partition and blackhole state) to the given nodes.
+    async fn sync_rules(&self, nodes: BTreeSet<String>, op: &'static str) -> Result<()> {
+        let mut jobs = Vec::new();
+        for node in nodes {
+            let peers = |set: &BTreeSet<Pair>| -> Result<Vec<String>> {
+                set.iter().filter_map(|p| peer(p, &node)).map(|o| self.ip(o, op)).collect()
+            };
+            jobs.push((node.clone(), self.ns(&node, op)?, net::ruleset(&peers(&self.partition)?, &peers(&self.dark)?)));
+        }
+        self.run_jobs(op, jobs, |ns, script| net::apply_rules(ns, script)).await
+    }
+
+    /// Applies each node's current caps to the given nodes.
+    async fn sync_shaping(&self, nodes: BTreeSet<String>, op: &'static str) -> Result<()> {
+        let mut jobs = Vec::new();
+        for node in nodes {
+            let mut caps = Vec::new();
+            for (p, rate) in &self.caps {
+                if let Some(o) = peer(p, &node) {
+                    caps.push((self.ip(o, op)?, *rate));
+                }
+            }
+            jobs.push((node.clone(), self.ns(&node, op)?, caps));
+        }
+        self.run_jobs(op, jobs, |ns, caps| net::apply_shaping(ns, caps)).await
+    }
+
+    async fn run_jobs<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        jobs: Vec<(String, String, T)>,
+        f: fn(&str, &T) -> std::result::Result<(), String>,
+    ) -> Result<()> {
+        let done = tokio::task::spawn_blocking(move || {
+            for (node, ns, arg) in &jobs {
+                f(ns, arg).map_err(|reason| Error::Fault { node: node.clone(), op, reason })?;
+            }
+            Ok(())
+        });
+        done.await.map_err(|e| Error::Fault { node: "-".into(), op, reason: e.to_string() })?
+    }
+
+    fn check_nodes<'a>(&self, nodes: impl IntoIterator<Item = &'a str>, op: &'static str) -> Result<()> {
+        for n in nodes {
+            self.ip(n, op)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `grudge` the lab's partition (replacing any earlier one): every pair it cuts drops each other's
+    /// traffic, refuses new connections, and loses its open ones at once.
+    pub async fn partition(&mut self, grudge: &Grudge) -> Result<()> {
+        let cut = nemesis::cut_pairs(grudge);
+        self.check_nodes(cut.iter().flat_map(|(a, b)| [a.as_str(), b.as_str()]), "partition")?;
+        let old = std::mem::replace(&mut self.partition, cut.clone());
+        let touched: BTreeSet<String> = old.iter().chain(&cut).flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
+        self.sync_rules(touched, "partition").await?;
+        let mut jobs = Vec::new();
+        for (a, b) in &cut {
+            jobs.push((a.clone(), self.ns(a, "partition")?, self.ip(b, "partition")?));
+            jobs.push((b.clone(), self.ns(b, "partition")?, self.ip(a, "partition")?));
+        }
+        self.run_jobs("partition", jobs, |ns, peer| net::kill_connections(ns, peer)).await
+    }
+
+    /// Lifts the partition (blackholes and caps stay).
+    pub async fn heal(&mut self) -> Result<()> {
+        let old = std::mem::take(&mut self.partition);
+        let touched = old.iter().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
+        self.sync_rules(touched, "heal").await
+    }
+
+    /// Everything between `a` and `b` is dropped, both ways; their connections stay open (the half-open
+    /// case only pings detect).
+    pub async fn blackhole(&mut self, a: &str, b: &str) -> Result<()> {
+        self.check_nodes([a, b], "blackhole")?;
+        self.dark.insert(pair(a, b));
+        self.sync_rules([a.to_string(), b.to_string()].into(), "blackhole").await
+    }
+
+    pub async fn restore(&mut self, a: &str, b: &str) -> Result<()> {
+        self.check_nodes([a, b], "restore")?;
+        self.dark.remove(&pair(a, b));
+        self.sync_rules([a.to_string(), b.to_string()].into(), "restore").await
+    }
+
+    /// Caps traffic between `a` and `b` at `bytes_per_s`, each direction.
+    pub async fn cap(&mut self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
+        self.check_nodes([a, b], "cap")?;
+        self.caps.insert(pair(a, b), bytes_per_s);
+        self.sync_shaping([a.to_string(), b.to_string()].into(), "cap").await
+    }
+
+    pub async fn fast(&mut self, a: &str, b: &str) -> Result<()> {
+        self.check_nodes([a, b], "fast")?;
+        self.caps.remove(&pair(a, b));
+        self.sync_shaping([a.to_string(), b.to_string()].into(), "fast").await
+    }
+
+    /// Network first (that kills the servers in their namespaces), then the process handles, which also
+    /// release the slot: no later lab gets this slot while its addresses still exist.
+    pub async fn shutdown(mut self) {
+        if let Some(n) = self.names.take() {
+            let _ = tokio::task::spawn_blocking(move || teardown(&n)).await;
+        }
+        if let Some(p) = self.procs.take() {
+            p.shutdown().await;
+        }
+    }
+}
+
+fn teardown(n: &Names) {
+    let removed = net::remove_tag(&n.tag);
+    if removed.failures.is_empty() {
+        owner::release(&n.tag);
+    } else {
+        // The marker stays: once this process is gone, `natslab down --all` retries.
+        tracing::warn!(tag = %n.tag, failures = ?removed.failures, "netns teardown left something behind");
+    }
+}
+
+impl Drop for NetnsBackend {
+    fn drop(&mut self) {
+        if let Some(n) = self.names.take() {
+            teardown(&n);
+        }
+        drop(self.procs.take());
+    }
+}
