@@ -120,6 +120,22 @@ pub enum Command {
         #[arg(long, default_value_t = 1.0)]
         window: f64,
     },
+    /// Bytes on the wire and throughput of each leaf compression mode over a slow, capped leaf link.
+    Wan {
+        /// Added latency on the leaf link, each way.
+        #[arg(long, default_value = "25ms")]
+        latency: humantime::Duration,
+        /// Bandwidth cap on the leaf link, bytes per second.
+        #[arg(long, default_value_t = 512 * 1024)]
+        bandwidth: u64,
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Measure time-to-ready of a topology against the floor (the same configs started by hand).
     Bench {
         #[arg(default_value = "topologies/cim-reference.yaml")]
@@ -153,6 +169,10 @@ pub async fn main(cli: Cli) -> i32 {
             run_cmd(&topologies, &families, &opts, Outputs { junit, json, markdown }).await
         }
         Command::Health { monitor, leaf, window } => health_cmd(&monitor, leaf, window).await,
+        Command::Wan { latency, bandwidth, messages, size, json } => {
+            let profile = crate::wan::Profile { latency: latency.into(), bandwidth_bytes_per_s: bandwidth, messages, size };
+            crate::wan::run(&profile, json.as_deref()).await.map(|_| 0)
+        }
         Command::Bench { topology, runs, json } => bench::run(&topology, runs, json.as_deref()).await.map(|_| 0),
     };
     match result {
@@ -465,6 +485,12 @@ async fn down(run: Option<&str>, all: bool) -> Result<i32, Error> {
             println!("killed {stray} stray nats-server process(es) of old runs");
         }
         netns_leftovers().await;
+        // Containers and networks of runs whose supervisor died (`kill -9`, a crash), dangling build layers.
+        if let Some(l) = crate::backend::container::remove_leftovers().await {
+            if l.containers + l.networks + l.images > 0 {
+                println!("removed {} container(s), {} network(s) and {} dangling image layer(s) of dead runs", l.containers, l.networks, l.images);
+            }
+        }
     }
     Ok(0)
 }

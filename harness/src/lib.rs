@@ -25,6 +25,7 @@ pub mod scenario;
 pub mod secrets;
 pub mod server;
 pub mod topology;
+pub mod wan;
 
 pub use errors::{Error, Result};
 pub use lab::{Lab, UpOptions};

@@ -10,7 +10,8 @@
 //!
 //! Cleanup: `shutdown` and `Drop` kill the servers and remove every namespace and link of the lab (rules and
 //! qdiscs live inside the namespaces and go with them); a lab killed with SIGKILL leaves them behind, and
-//! `remove_leftovers` (`natslab down --all`, and every new netns lab) clears those of dead owners.
+//! `remove_leftovers` (`natslab down --all`) clears those of dead owners; a new lab on the same slot clears
+//! the ones in its way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -65,13 +66,13 @@ fn peer<'a>(p: &'a Pair, node: &str) -> Option<&'a str> {
 }
 
 impl NetnsBackend {
-    /// Needs root and iproute2/nftables. Clears dead runs' leftovers first: one may still hold this slot's
-    /// addresses.
+    /// Needs root and iproute2/nftables. Clears the leftovers of a dead run that still hold this slot's host
+    /// address (a crashed lab releases its slot, not its links).
     pub async fn new(server: NatsServer) -> Result<NetnsBackend> {
         net::check_tools().map_err(|e| Error::Run(format!("the netns backend needs root (uid 0) and iproute2: {e}")))?;
         let procs = ProcessBackend::new(server)?;
         let slot = procs.slot_index();
-        let left = tokio::task::spawn_blocking(owner::remove_leftovers).await.unwrap_or_default();
+        let left = tokio::task::spawn_blocking(move || owner::remove_leftovers_on_slot(slot)).await.unwrap_or_default();
         if !left.is_empty() {
             tracing::info!(tags = ?left.tags, "removed leftovers of dead netns labs");
         }

@@ -83,6 +83,20 @@ pub fn host_links() -> Vec<String> {
     list_dir("/sys/class/net")
 }
 
+/// Host links holding the IPv4 address `ip`.
+pub fn host_links_with(ip: &str) -> Vec<String> {
+    let out = run("ip", &["-o", "-4", "addr", "show"]).unwrap_or_default();
+    let prefix = format!("{ip}/");
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.nth(1)?;
+            let addr = f.nth(1)?;
+            addr.starts_with(&prefix).then(|| name.to_string())
+        })
+        .collect()
+}
+
 fn list_dir(dir: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
     let mut v: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();

@@ -85,8 +85,19 @@ fn tags_on_host() -> Vec<String> {
 
 /// Removes every namespace, link and process of netns labs whose owner is gone. Live labs are left alone.
 pub fn remove_leftovers() -> Leftovers {
+    remove_dead(tags_on_host())
+}
+
+/// Removes the leftovers of dead labs that still hold slot `slot`'s host address (which a new lab on that
+/// slot needs); other leftovers stay for `natslab down --all`.
+pub fn remove_leftovers_on_slot(slot: usize) -> Leftovers {
+    let tags = net::host_links_with(&names::host_ip(slot)).iter().filter_map(|l| names::tag_in(l).map(String::from)).collect();
+    remove_dead(tags)
+}
+
+fn remove_dead(tags: Vec<String>) -> Leftovers {
     let mut out = Leftovers::default();
-    for tag in tags_on_host() {
+    for tag in tags {
         if owner_alive(&tag) {
             continue;
         }
