@@ -418,14 +418,14 @@ async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Err
 fn print_lab(info: &LabInfo, took: Duration) {
     println!("lab {} ({}) ready in {} ms; run directory {}", info.run_id, info.topology, took.as_millis(), info.dir.display());
     println!();
-    println!("{:<16} {:<5} {:<30} {:<30} {}", "NODE", "ROLE", "CLIENT URL", "MONITOR URL", "ATTACHED TO");
+    println!("{:<16} {:<5} {:<30} {:<30} ATTACHED TO", "NODE", "ROLE", "CLIENT URL", "MONITOR URL");
     for n in &info.nodes {
         let role = format!("{:?}", n.role).to_lowercase();
         println!("{:<16} {:<5} {:<30} {:<30} {}", n.name, role, n.client_url, n.monitor_url, n.hub.as_deref().unwrap_or("-"));
     }
     if !info.users.is_empty() {
         println!();
-        println!("{:<40} {:<14} {:<12} {}", "NATS CONTEXT (nats --context NAME)", "ACCOUNT", "USER", "SECRET");
+        println!("{:<40} {:<14} {:<12} SECRET", "NATS CONTEXT (nats --context NAME)", "ACCOUNT", "USER");
         for u in &info.users {
             let secret = u.access.creds.as_ref().or(u.access.password_file.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
             println!("{:<40} {:<14} {:<12} {}", u.context, u.account, u.user, secret);

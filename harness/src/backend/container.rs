@@ -1,8 +1,9 @@
 //! The container backend: each node a container on a Docker engine, started through testcontainers; all of
 //! a run's containers on one network (`natslab-<run id>`) where each answers to its node name (its
-//! hostname); the harness reaches them through host ports mapped on 127.0.0.1. What testcontainers has no
-//! verb for (labeled networks, SIGKILL, network disconnect/connect, following logs across restarts, label
-//! sweeps) goes through the `bollard` client it re-exports.
+//! hostname). The harness reaches them through host ports mapped on 127.0.0.1, which live on a second,
+//! per-node network (`natslab-<run id>-<node>-host`) so that they survive a partition. What testcontainers
+//! has no verb for (labeled networks, SIGKILL, network disconnect/connect, following logs across restarts,
+//! label sweeps) goes through the `bollard` client it re-exports.
 //!
 //! - Image: by default `natslab/nats-server:<first 12 hex of the binary's sha256>`, built `FROM scratch` from the
 //!   same static nats-server the process backend runs (no registry needed, comparable results), once per
@@ -15,7 +16,8 @@
 //!   checks exactly the files the containers get.
 //! - Faults: kill (SIGKILL) / start (the same container: same config and store; its host ports change),
 //!   pause/resume (cgroup freezer), partition/heal (disconnect from / reconnect to the run's network: the node
-//!   is cut off from its peers and from the harness alike, and its host ports change on heal).
+//!   is cut off from every peer and keeps its host ports — a container's only network can't be left without
+//!   losing them, hence the per-node one, which no peer shares: the engine isolates bridge networks).
 //! - Logs: each container's output is followed into `<run>/nodes/<node>/server.log`, as the process backend
 //!   writes it.
 //! - Cleanup: every container and network carries `natslab.run=<run id>` and `natslab.supervisor=<pid>`;
@@ -244,6 +246,8 @@ pub struct Ports {
 
 /// One node: what its container is made of, the container once started, and what follows it.
 struct Node {
+    /// The node's own network, which carries its host ports (no peer is on it).
+    host_network: String,
     /// The config's path inside the container.
     config: String,
     /// (path inside the container, file on the host) for the config and the secrets it names.
@@ -350,10 +354,12 @@ impl ContainerBackend {
         let network = format!("natslab-{}", plan.run_id);
         // Recorded first: from here on, `Drop` sweeps whatever carries the run's label.
         self.run = Some(Run { id: plan.run_id.clone(), network: network.clone() });
-        let req = NetworkCreateRequest { name: network.clone(), driver: Some("bridge".into()), labels: Some(labels(&plan.run_id)), ..Default::default() };
-        self.engine.docker.create_network(req).await.map_err(engine_error(format!("create network {network}")))?;
-        for n in &plan.nodes {
+        let names: Vec<String> = plan.nodes.iter().map(|n| format!("{network}-{}-host", n.name)).collect();
+        let created = futures::future::join_all(std::iter::once(&network).chain(&names).map(|name| self.create_network(&plan.run_id, name))).await;
+        created.into_iter().collect::<Result<Vec<()>>>()?;
+        for (n, host_network) in plan.nodes.iter().zip(names) {
             let node = Node {
+                host_network,
                 config: format!("{}/nats.conf", plan.layout.node_dir(&n.name)),
                 copies: node_files(&plan.layout, &n.name)?,
                 container: None,
@@ -369,6 +375,11 @@ impl ContainerBackend {
             self.nodes.insert(n.name.clone(), node);
         }
         Ok(())
+    }
+
+    async fn create_network(&self, run_id: &str, name: &str) -> Result<()> {
+        let req = NetworkCreateRequest { name: name.into(), driver: Some("bridge".into()), labels: Some(labels(run_id)), ..Default::default() };
+        self.engine.docker.create_network(req).await.map(|_| ()).map_err(engine_error(format!("create network {name}")))
     }
 
     /// What testcontainers creates for a node: our image, its config, its name as hostname on the run's
@@ -441,7 +452,11 @@ impl ContainerBackend {
         let started = futures::future::join_all(todo.iter().map(|name| self.start_one(name))).await;
         for (name, result) in todo.iter().zip(started) {
             if let Some(container) = result? {
+                let req = NetworkConnectRequest { container: container.id().to_string(), endpoint_config: None };
+                let host_network = self.node(name, "start")?.host_network.clone();
+                // Stored first, so that a failure below still leaves the container to `shutdown`.
                 self.node_mut(name, "start")?.container = Some(container);
+                self.engine.docker.connect_network(&host_network, req).await.map_err(engine_error(format!("connect {name} to {host_network}")))?;
             }
         }
         for name in todo {
@@ -585,8 +600,8 @@ impl ContainerBackend {
         self.network().map(String::from).ok_or_else(|| Error::Fault { node: node.into(), op, reason: "the lab is not prepared".into() })
     }
 
-    /// Cuts the node off the run's network: no peer reaches it, it reaches no peer, and its host ports go
-    /// too (the harness cannot reach it either until `heal`).
+    /// Cuts the node off the run's network: no peer reaches it, it reaches no peer; the harness still does
+    /// (its host ports stay, on its own network).
     pub async fn partition(&mut self, node: &str) -> Result<()> {
         let (network, id) = (self.network_for(node, "partition")?, self.id_for(node, "partition")?);
         let req = NetworkDisconnectRequest { container: id, force: Some(true) };
@@ -599,7 +614,7 @@ impl ContainerBackend {
         Ok(())
     }
 
-    /// Reconnects a partitioned node under its name; its host ports are new afterwards (see `endpoint`).
+    /// Reconnects a partitioned node under its name.
     pub async fn heal(&mut self, node: &str) -> Result<()> {
         let (network, id) = (self.network_for(node, "heal")?, self.id_for(node, "heal")?);
         let req = NetworkConnectRequest { container: id, endpoint_config: Some(alias(node)) };

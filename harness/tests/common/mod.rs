@@ -2,9 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use natslab::lab::{Lab, Quiet, UpOptions};
 use natslab::topology::{self, Topology};
 
@@ -33,8 +32,8 @@ pub fn server_alive_under(pid: u32, dir: &std::path::Path) -> bool {
     }
 }
 
-/// Publishes `payload` on `subject` every 20 ms until `sub` receives a message (interest propagates across
-/// routes and leaf links asynchronously), or the deadline passes. Returns the subject it arrived on.
+/// Publishes until `sub` receives something (interest crosses routes and leaf links asynchronously), or the
+/// deadline passes; the subject it arrived on. The library's own positive probe.
 pub async fn publish_until_received(
     publisher: &async_nats::Client,
     subject: &str,
@@ -42,13 +41,5 @@ pub async fn publish_until_received(
     sub: &mut async_nats::Subscriber,
     within: Duration,
 ) -> Option<String> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        publisher.publish(subject.to_string(), payload.to_string().into()).await.ok()?;
-        publisher.flush().await.ok()?;
-        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(20), sub.next()).await {
-            return Some(m.subject.to_string());
-        }
-    }
-    None
+    natslab::scenario::probes::publish_until_received(publisher, subject, payload, sub, within).await.map(|(s, _)| s)
 }
