@@ -375,6 +375,10 @@ async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Err
     if let Some(seed) = &opts.seed {
         cmd.arg("--seed").arg(seed);
     }
+    // The supervisor must bring up the same kind of lab the user asked for.
+    if let Some(kind) = clap::ValueEnum::to_possible_value(&opts.backend) {
+        cmd.arg("--backend").arg(kind.get_name());
+    }
     cmd.stdin(std::process::Stdio::null())
         .stdout(out.try_clone().map_err(Error::io("dup"))?)
         .stderr(out);

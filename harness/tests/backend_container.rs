@@ -273,6 +273,8 @@ async fn a_partitioned_leaf_detaches_and_reattaches_on_heal() {
     assert!(lab.faults().contains(&natslab::backend::FaultKind::Partition));
     let hub = lab.access("hub-1", "HUB", "alchemist").unwrap().connect("test-hub").await.unwrap();
     let local = lab.access(leaf, "CIM", "cim-local").unwrap().connect("test-leaf").await.unwrap();
+    // May publish anything on the leaf: the control message of the negative probe below.
+    let probe = lab.probe(leaf, "CIM").await.unwrap();
     let mut cmds = local.subscribe("hub.commands.>").await.unwrap();
     local.flush().await.unwrap();
     let got = publish_until_received(&hub, "commands.before", "go", &mut cmds, Duration::from_secs(10)).await;
@@ -288,10 +290,12 @@ async fn a_partitioned_leaf_detaches_and_reattaches_on_heal() {
     assert!(closed.is_some(), "the partitioned leaf never dropped its hub link:\n{}", lab.log_tail(leaf, 20));
     // The harness still reaches it, and it reports no hub.
     assert_eq!(lab.leaf_hub(leaf).await, None, "the leaf still claims a hub while cut off");
-    // Nothing the hub publishes reaches it; the control message published locally does (the sub is live).
+    // Nothing the hub publishes reaches it; a control message published on the leaf does, through
+    // connections opened before the cut.
     hub.publish("commands.during", "lost".into()).await.unwrap();
     hub.flush().await.unwrap();
-    local.publish("hub.commands.control", "local".into()).await.unwrap();
+    probe.publish("hub.commands.control", "local".into()).await.unwrap();
+    probe.flush().await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut cmds)).await.unwrap().unwrap();
     assert_eq!(first.subject.as_str(), "hub.commands.control", "a hub message crossed the partition");
 

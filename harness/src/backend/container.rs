@@ -1,9 +1,17 @@
-//! The container backend: each node a container on a Docker engine, started through testcontainers; all of
-//! a run's containers on one network (`natslab-<run id>`) where each answers to its node name (its
-//! hostname). The harness reaches them through host ports mapped on 127.0.0.1, which live on a second,
-//! per-node network (`natslab-<run id>-<node>-host`) so that they survive a partition. What testcontainers
-//! has no verb for (labeled networks, SIGKILL, network disconnect/connect, following logs across restarts,
-//! label sweeps) goes through the `bollard` client it re-exports.
+//! The container backend: each node a container on a Docker engine, all of a run's containers on one
+//! network (`natslab-<run id>`) where each answers to its node name. The harness reaches a node through host
+//! ports mapped on 127.0.0.1, which live on a second network of the node's own (`natslab-<run id>-<node>-host`,
+//! no peer on it: the engine isolates bridge networks from each other) so that they, and the harness's open
+//! connections, survive a partition.
+//!
+//! The engine is driven through the `bollard` client that testcontainers re-exports, following
+//! testcontainers' conventions (everything labeled, removed on shutdown and on drop), but not through its
+//! runner: that creates and starts a container in one step, on one network, while a node needs both its
+//! networks before its server starts (peers resolve it from the first instant, and its host ports are on the
+//! network a partition leaves alone), and engines below API 1.44 attach only one network at creation. So
+//! `prepare` creates every container (files copied in) and `start_group` starts a group at once — which
+//! JetStream needs: hubs started ~0.4 s apart miss the first meta-leader election and wait out a Raft
+//! election timeout (seconds) for the next.
 //!
 //! - Image: by default `natslab/nats-server:<first 12 hex of the binary's sha256>`, built `FROM scratch` from the
 //!   same static nats-server the process backend runs (no registry needed, comparable results), once per
@@ -11,13 +19,11 @@
 //!   classic builder's leftovers are images carrying our label, BuildKit's cache carries none, so
 //!   `down --all` could not tell ours from everyone else's. `NATSLAB_IMAGE` names another image instead
 //!   (pulled if missing, where a registry exists).
-//! - Files: each node's config and the secrets its config names are copied in, mode 0600, at the paths the
-//!   config uses. The layout is the run directory itself (`Layout::same`), so `nats-server -t` on the host
-//!   checks exactly the files the containers get.
+//! - Files: each node's config and the secrets its config names (nothing of other nodes) are copied in, mode
+//!   0600 in 0700 directories, at the paths the config uses. The layout is the run directory itself
+//!   (`Layout::same`), so `nats-server -t` on the host checks exactly the files the containers get.
 //! - Faults: kill (SIGKILL) / start (the same container: same config and store; its host ports change),
-//!   pause/resume (cgroup freezer), partition/heal (disconnect from / reconnect to the run's network: the node
-//!   is cut off from every peer and keeps its host ports — a container's only network can't be left without
-//!   losing them, hence the per-node one, which no peer shares: the engine isolates bridge networks).
+//!   pause/resume (cgroup freezer), partition/heal (disconnect from / reconnect to the run's network).
 //! - Logs: each container's output is followed into `<run>/nodes/<node>/server.log`, as the process backend
 //!   writes it.
 //! - Cleanup: every container and network carries `natslab.run=<run id>` and `natslab.supervisor=<pid>`;
@@ -37,15 +43,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 use bollard::models::{
-    EndpointSettings, HostConfigLogConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, PortBinding, PortMap,
+    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkDisconnectRequest, NetworkingConfig, PortBinding, PortMap,
 };
 use bollard::query_parameters::{
-    BuildImageOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
-    PruneImagesOptions, RemoveContainerOptions,
+    BuildImageOptions, CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
+    ListNetworksOptions, LogsOptions, PruneImagesOptions, RemoveContainerOptions, UploadToContainerOptions,
 };
-use testcontainers::core::IntoContainerPort;
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, ContainerRequest, CopyTargetOptions, GenericImage, ImageExt};
 
 use super::{Endpoint, FaultKind, FaultSet};
 use crate::errors::{Error, Result};
@@ -92,6 +96,8 @@ pub struct Engine {
 
 impl Engine {
     /// Connects to `DOCKER_HOST` (default: the local socket). Errors say why there is no usable engine.
+    /// bollard 0.21 happens to send unversioned paths, which an engine serves at its own API version; should
+    /// it send its own (1.53), an older engine refuses and names its newest, which is then used.
     pub async fn connect() -> Result<Engine, String> {
         let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| "unix:///var/run/docker.sock".into());
         let newest = bollard::API_DEFAULT_VERSION;
@@ -112,10 +118,6 @@ impl Engine {
     /// A fresh connection with the same settings, for use on another runtime (cleanup in `Drop`).
     fn reopen(&self) -> Result<Docker, String> {
         open(&self.host, &ClientVersion { major_version: self.version.0, minor_version: self.version.1 })
-    }
-
-    pub fn api_version(&self) -> String {
-        format!("{}.{}", self.version.0, self.version.1)
     }
 }
 
@@ -244,15 +246,9 @@ pub struct Ports {
     pub http: u16,
 }
 
-/// One node: what its container is made of, the container once started, and what follows it.
+/// One node: its container (created by `prepare`) and what follows it.
 struct Node {
-    /// The node's own network, which carries its host ports (no peer is on it).
-    host_network: String,
-    /// The config's path inside the container.
-    config: String,
-    /// (path inside the container, file on the host) for the config and the secrets it names.
-    copies: Vec<(String, PathBuf)>,
-    container: Option<ContainerAsync<GenericImage>>,
+    id: String,
     ports: Ports,
     pid: Option<u32>,
     log: PathBuf,
@@ -267,8 +263,18 @@ struct Node {
 }
 
 impl Node {
-    fn id(&self) -> Option<&str> {
-        self.container.as_ref().map(|c| c.id())
+    fn new(id: String, log: PathBuf) -> Node {
+        Node {
+            id,
+            ports: Ports::default(),
+            pid: None,
+            log,
+            written: Arc::new(AtomicUsize::new(0)),
+            follower: None,
+            stopping: Arc::new(AtomicBool::new(false)),
+            exit: Arc::new(Mutex::new(None)),
+            partitioned: false,
+        }
     }
 }
 
@@ -311,9 +317,9 @@ impl ContainerBackend {
         self.run.as_ref().map(|r| r.network.as_str())
     }
 
-    /// The node's container id, once started.
+    /// The node's container id, once prepared.
     pub fn container_id(&self, node: &str) -> Option<&str> {
-        self.nodes.get(node).and_then(Node::id)
+        self.nodes.get(node).map(|n| n.id.as_str())
     }
 
     /// Every node listens on all interfaces of its container at the standard ports; peers dial it by name.
@@ -330,7 +336,7 @@ impl ContainerBackend {
         [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition].into_iter().collect()
     }
 
-    /// Where the harness reaches a node now (host ports change when a container restarts or rejoins).
+    /// Where the harness reaches a node now (host ports change when a container restarts).
     pub fn endpoint(&self, node: &NodePlan) -> Endpoint {
         let p = self.nodes.get(&node.name).map(|n| n.ports).unwrap_or_default();
         let h = &self.engine.reach;
@@ -349,30 +355,15 @@ impl ContainerBackend {
         self.nodes.values().filter_map(|n| n.pid).collect()
     }
 
-    /// Creates the run's network and learns what goes into each node's container.
+    /// Creates the run's networks and every node's container (not started), with its files copied in.
     pub async fn prepare(&mut self, plan: &Plan) -> Result<()> {
         let network = format!("natslab-{}", plan.run_id);
         // Recorded first: from here on, `Drop` sweeps whatever carries the run's label.
         self.run = Some(Run { id: plan.run_id.clone(), network: network.clone() });
-        let names: Vec<String> = plan.nodes.iter().map(|n| format!("{network}-{}-host", n.name)).collect();
-        let created = futures::future::join_all(std::iter::once(&network).chain(&names).map(|name| self.create_network(&plan.run_id, name))).await;
-        created.into_iter().collect::<Result<Vec<()>>>()?;
-        for (n, host_network) in plan.nodes.iter().zip(names) {
-            let node = Node {
-                host_network,
-                config: format!("{}/nats.conf", plan.layout.node_dir(&n.name)),
-                copies: node_files(&plan.layout, &n.name)?,
-                container: None,
-                ports: Ports::default(),
-                pid: None,
-                log: plan.layout.host_log(&n.name),
-                written: Arc::new(AtomicUsize::new(0)),
-                follower: None,
-                stopping: Arc::new(AtomicBool::new(false)),
-                exit: Arc::new(Mutex::new(None)),
-                partitioned: false,
-            };
-            self.nodes.insert(n.name.clone(), node);
+        self.create_network(&plan.run_id, &network).await?;
+        let created = futures::future::join_all(plan.nodes.iter().map(|n| self.create(plan, &network, &n.name))).await;
+        for (n, id) in plan.nodes.iter().zip(created) {
+            self.nodes.insert(n.name.clone(), Node::new(id?, plan.layout.host_log(&n.name)));
         }
         Ok(())
     }
@@ -382,32 +373,49 @@ impl ContainerBackend {
         self.engine.docker.create_network(req).await.map(|_| ()).map_err(engine_error(format!("create network {name}")))
     }
 
-    /// What testcontainers creates for a node: our image, its config, its name as hostname on the run's
-    /// network, its ports mapped to random ports on 127.0.0.1 only, its files copied in with mode 0600.
-    fn request(&self, run: &Run, name: &str, node: &Node) -> ContainerRequest<GenericImage> {
-        let (repo, tag) = split_image(&self.image);
-        let image = PORTS.iter().fold(GenericImage::new(repo, tag), |i, p| i.with_exposed_port(p.tcp()));
-        let mut node_labels = labels(&run.id);
-        node_labels.insert(LABEL_NODE.into(), name.into());
-        let bind = self.engine.bind.clone();
-        let mut req = image
-            .with_cmd(["-c", node.config.as_str()])
-            .with_hostname(name)
-            .with_container_name(format!("natslab-{}-{name}", run.id))
-            .with_network(run.network.clone())
-            .with_labels(node_labels)
-            .with_startup_timeout(ENGINE_WAIT)
-            .with_host_config_modifier(move |hc| {
-                // testcontainers publishes every port on every host address; the lab stays on loopback.
-                hc.publish_all_ports = Some(false);
-                hc.port_bindings = Some(port_bindings(bind.as_deref()));
+    /// A node's container: created on its own network (which carries its host ports), then joined to the run's
+    /// network under its name, then given its files.
+    async fn create(&self, plan: &Plan, network: &str, node: &str) -> Result<String> {
+        let fail = |reason: String| Error::NodeStart { node: node.into(), reason, log: plan.layout.host_log(node), tail: String::new() };
+        let name = format!("{network}-{node}");
+        let own = format!("{name}-host");
+        self.create_network(&plan.run_id, &own).await?;
+        let opts = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+        let body = self.container_config(plan, node, &own);
+        let id = self.engine.docker.create_container(Some(opts), body).await.map_err(|e| fail(format!("create container {name}: {e}")))?.id;
+        let join = NetworkConnectRequest { container: id.clone(), endpoint_config: Some(alias(node)) };
+        self.engine.docker.connect_network(network, join).await.map_err(|e| fail(format!("connect {name} to {network}: {e}")))?;
+        let files = node_files(&plan.layout, node)?;
+        let to = UploadToContainerOptions { path: "/".into(), ..Default::default() };
+        self.engine
+            .docker
+            .upload_to_container(&id, Some(to), bollard::body_full(files.into()))
+            .await
+            .map_err(|e| fail(format!("copy files into {name}: {e}")))?;
+        Ok(id)
+    }
+
+    /// Our image running the node's config, the node's name as hostname, labeled; its listeners mapped to
+    /// random host ports on 127.0.0.1 only.
+    fn container_config(&self, plan: &Plan, node: &str, own_network: &str) -> ContainerCreateBody {
+        let mut labels = labels(&plan.run_id);
+        labels.insert(LABEL_NODE.into(), node.into());
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(vec!["-c".into(), format!("{}/nats.conf", plan.layout.node_dir(node))]),
+            hostname: Some(node.into()),
+            labels: Some(labels),
+            exposed_ports: Some(PORTS.iter().map(|p| format!("{p}/tcp")).collect()),
+            host_config: Some(HostConfig {
+                network_mode: Some(own_network.into()),
+                port_bindings: Some(port_bindings(self.engine.bind.as_deref())),
                 // `docker logs` needs a driver it can read back, whatever the engine's default.
-                hc.log_config = Some(HostConfigLogConfig { typ: Some("json-file".into()), config: None });
-            });
-        for (target, source) in &node.copies {
-            req = req.with_copy_to(CopyTargetOptions::new(target.as_str()).with_mode(0o600), source.clone());
+                log_config: Some(HostConfigLogConfig { typ: Some("json-file".into()), config: None }),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig { endpoints_config: Some(HashMap::from([(own_network.to_string(), EndpointSettings::default())])) }),
+            ..Default::default()
         }
-        req
     }
 
     fn node(&self, node: &str, op: &'static str) -> Result<&Node> {
@@ -418,48 +426,36 @@ impl ContainerBackend {
         self.nodes.get_mut(node).ok_or_else(|| Error::Fault { node: node.into(), op, reason: "no such node".into() })
     }
 
-    /// The node's container id, or why a fault cannot be done to it.
-    fn id_for(&self, node: &str, op: &'static str) -> Result<String> {
-        self.node(node, op)?.id().map(String::from).ok_or_else(|| Error::Fault { node: node.into(), op, reason: "never started".into() })
-    }
-
     async fn running(&self, id: &str) -> bool {
         let info = self.engine.docker.inspect_container(id, None).await.ok();
         info.and_then(|i| i.state).and_then(|s| s.running).unwrap_or(false)
     }
 
-    /// Starts a node: the first time testcontainers creates its container; later the same container is
-    /// started again (same files, same store). A running one is left alone.
+    /// Starts (or restarts: same container, same files, same store) a node; a running one is left alone.
     pub async fn start(&mut self, node: &str) -> Result<()> {
         self.start_group(&[node.to_string()]).await
     }
 
-    /// Starts several nodes at once. Hubs must come up together: a container takes ~0.4 s to start, and
-    /// hubs started one after another miss JetStream's first meta-leader election and wait out a Raft
-    /// election timeout (seconds) for the next.
+    /// Starts several nodes at once (hubs must come up together, see the module doc).
     pub async fn start_group(&mut self, nodes: &[String]) -> Result<()> {
         let mut todo = Vec::new();
         for name in nodes {
-            let id = self.node(name, "start")?.id().map(String::from);
-            if let Some(id) = &id {
-                if self.running(id).await {
-                    continue;
-                }
+            let n = self.node(name, "start")?;
+            if self.running(&n.id).await {
+                continue;
             }
-            self.arm(name)?;
-            todo.push(name.as_str());
-        }
-        let started = futures::future::join_all(todo.iter().map(|name| self.start_one(name))).await;
-        for (name, result) in todo.iter().zip(started) {
-            if let Some(container) = result? {
-                let req = NetworkConnectRequest { container: container.id().to_string(), endpoint_config: None };
-                let host_network = self.node(name, "start")?.host_network.clone();
-                // Stored first, so that a failure below still leaves the container to `shutdown`.
-                self.node_mut(name, "start")?.container = Some(container);
-                self.engine.docker.connect_network(&host_network, req).await.map_err(engine_error(format!("connect {name} to {host_network}")))?;
+            n.stopping.store(false, Ordering::SeqCst);
+            if let Ok(mut e) = n.exit.lock() {
+                *e = None;
             }
+            todo.push((name.as_str(), n.id.clone(), n.log.clone()));
         }
-        for name in todo {
+        let docker = &self.engine.docker;
+        let started = futures::future::join_all(todo.iter().map(|(_, id, _)| docker.start_container(id, None))).await;
+        for ((name, _, log), r) in todo.iter().zip(started) {
+            r.map_err(|e| Error::NodeStart { node: name.to_string(), reason: format!("start container: {e}"), log: log.clone(), tail: String::new() })?;
+        }
+        for (name, _, _) in todo {
             self.refresh(name).await?;
             let follower = self.follow_log(name)?;
             self.node_mut(name, "start")?.follower = Some(follower);
@@ -467,32 +463,9 @@ impl ContainerBackend {
         Ok(())
     }
 
-    /// Creates and starts a node's container (returned), or starts its existing one again (`None`).
-    async fn start_one(&self, name: &str) -> Result<Option<ContainerAsync<GenericImage>>> {
-        let n = self.node(name, "start")?;
-        let fail = |reason: String| Error::NodeStart { node: name.into(), reason, log: n.log.clone(), tail: String::new() };
-        match &n.container {
-            Some(c) => c.start().await.map(|_| None).map_err(|e| fail(format!("start container: {e}"))),
-            None => {
-                let run = self.run.as_ref().ok_or_else(|| fail("the lab is not prepared".into()))?;
-                self.request(run, name, n).start().await.map(Some).map_err(|e| fail(format!("create and start container: {e}")))
-            }
-        }
-    }
-
-    /// Clears what a previous run of the container left: it is expected to run now.
-    fn arm(&mut self, node: &str) -> Result<()> {
-        let n = self.node_mut(node, "start")?;
-        n.stopping.store(false, Ordering::SeqCst);
-        if let Ok(mut e) = n.exit.lock() {
-            *e = None;
-        }
-        Ok(())
-    }
-
-    /// Re-reads a container's host ports and pid (both change when it restarts or rejoins its network).
+    /// Re-reads a container's host ports and pid (both change when it restarts).
     async fn refresh(&mut self, node: &str) -> Result<()> {
-        let id = self.id_for(node, "inspect")?;
+        let id = self.node(node, "inspect")?.id.clone();
         let info = self.engine.docker.inspect_container(&id, None).await.map_err(engine_error(format!("inspect {node}")))?;
         let pid = info.state.as_ref().and_then(|s| s.pid).filter(|p| *p > 0).map(|p| p as u32);
         let map = info.network_settings.and_then(|s| s.ports).unwrap_or_default();
@@ -508,9 +481,8 @@ impl ContainerBackend {
     /// Appends the container's output to its log file, skipping what an earlier run of it already wrote;
     /// when the output ends and we did not stop it, records how the container ended.
     fn follow_log(&self, node: &str) -> Result<JoinHandle<()>> {
-        let id = self.id_for(node, "follow log")?;
         let n = self.node(node, "follow log")?;
-        let (docker, path) = (self.engine.docker.clone(), n.log.clone());
+        let (docker, id, path) = (self.engine.docker.clone(), n.id.clone(), n.log.clone());
         let (written, stopping, exit) = (n.written.clone(), n.stopping.clone(), n.exit.clone());
         Ok(tokio::spawn(async move {
             let skip = written.load(Ordering::SeqCst);
@@ -547,7 +519,7 @@ impl ContainerBackend {
     /// `docker kill -s KILL`: sudden death, nothing flushed. Returns once the container has stopped and its
     /// log is written out.
     pub async fn kill(&mut self, node: &str) -> Result<()> {
-        let id = self.id_for(node, "kill")?;
+        let id = self.node(node, "kill")?.id.clone();
         let fault = |reason: String| Error::Fault { node: node.into(), op: "kill", reason };
         if !self.running(&id).await {
             return Err(fault("not running".into()));
@@ -582,28 +554,24 @@ impl ContainerBackend {
         Ok(())
     }
 
-    fn container(&self, node: &str, op: &'static str) -> Result<&ContainerAsync<GenericImage>> {
-        self.node(node, op)?.container.as_ref().ok_or_else(|| Error::Fault { node: node.into(), op, reason: "never started".into() })
-    }
-
     pub async fn pause(&mut self, node: &str) -> Result<()> {
-        let c = self.container(node, "pause")?;
-        c.pause().await.map_err(|e| Error::Fault { node: node.into(), op: "pause", reason: e.to_string() })
+        let id = self.node(node, "pause")?.id.clone();
+        self.engine.docker.pause_container(&id).await.map_err(|e| Error::Fault { node: node.into(), op: "pause", reason: e.to_string() })
     }
 
     pub async fn resume(&mut self, node: &str) -> Result<()> {
-        let c = self.container(node, "resume")?;
-        c.unpause().await.map_err(|e| Error::Fault { node: node.into(), op: "resume", reason: e.to_string() })
+        let id = self.node(node, "resume")?.id.clone();
+        self.engine.docker.unpause_container(&id).await.map_err(|e| Error::Fault { node: node.into(), op: "resume", reason: e.to_string() })
     }
 
     fn network_for(&self, node: &str, op: &'static str) -> Result<String> {
         self.network().map(String::from).ok_or_else(|| Error::Fault { node: node.into(), op, reason: "the lab is not prepared".into() })
     }
 
-    /// Cuts the node off the run's network: no peer reaches it, it reaches no peer; the harness still does
-    /// (its host ports stay, on its own network).
+    /// Cuts the node off the run's network: no peer reaches it, it reaches no peer. The harness still does,
+    /// open connections included (they go through the node's own network).
     pub async fn partition(&mut self, node: &str) -> Result<()> {
-        let (network, id) = (self.network_for(node, "partition")?, self.id_for(node, "partition")?);
+        let (network, id) = (self.network_for(node, "partition")?, self.node(node, "partition")?.id.clone());
         let req = NetworkDisconnectRequest { container: id, force: Some(true) };
         self.engine
             .docker
@@ -614,9 +582,9 @@ impl ContainerBackend {
         Ok(())
     }
 
-    /// Reconnects a partitioned node under its name.
+    /// Reconnects a partitioned node to the run's network under its name.
     pub async fn heal(&mut self, node: &str) -> Result<()> {
-        let (network, id) = (self.network_for(node, "heal")?, self.id_for(node, "heal")?);
+        let (network, id) = (self.network_for(node, "heal")?, self.node(node, "heal")?.id.clone());
         let req = NetworkConnectRequest { container: id, endpoint_config: Some(alias(node)) };
         self.engine
             .docker
@@ -624,7 +592,7 @@ impl ContainerBackend {
             .await
             .map_err(|e| Error::Fault { node: node.into(), op: "heal", reason: e.to_string() })?;
         self.node_mut(node, "heal")?.partitioned = false;
-        self.refresh(node).await
+        Ok(())
     }
 
     /// Nodes cut off by `partition` and not healed yet.
@@ -632,23 +600,19 @@ impl ContainerBackend {
         self.nodes.iter().filter(|(_, n)| n.partitioned).map(|(k, _)| k.clone()).collect()
     }
 
-    /// Removes every container (through testcontainers) and the network of the run, after letting the
-    /// logs drain.
+    /// Removes every container and network of the run, after letting the logs drain.
     pub async fn shutdown(mut self) {
         let nodes = std::mem::take(&mut self.nodes);
         let Some(run) = self.run.take() else { return };
-        let mut followers = Vec::new();
-        let mut containers = Vec::new();
-        for n in nodes.into_values() {
+        for n in nodes.values() {
             n.stopping.store(true, Ordering::SeqCst);
-            followers.extend(n.follower);
-            containers.extend(n.container);
         }
-        futures::future::join_all(containers.into_iter().map(|c| c.rm())).await;
-        for f in followers {
+        let docker = &self.engine.docker;
+        futures::future::join_all(nodes.values().map(|n| docker.remove_container(&n.id, Some(force_remove())))).await;
+        for f in nodes.into_values().filter_map(|n| n.follower) {
             let _ = tokio::time::timeout(ENGINE_WAIT, f).await;
         }
-        remove_run(&self.engine.docker, &run.id).await;
+        remove_run(docker, &run.id).await;
     }
 }
 
@@ -657,35 +621,21 @@ impl Drop for ContainerBackend {
     /// labeled with the run — which also catches a container whose creation was cut short — on a thread of
     /// its own, so it works from any runtime or none.
     fn drop(&mut self) {
-        let nodes = std::mem::take(&mut self.nodes);
         let Some(run) = self.run.take() else { return };
+        for n in self.nodes.values() {
+            n.stopping.store(true, Ordering::SeqCst);
+        }
         let Ok(docker) = self.engine.reopen() else { return };
         let cleanup = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(remove_run(&docker, &run.id));
         });
         let _ = cleanup.join();
-        // Their containers are gone; testcontainers' own drop would only ask again, and needs a runtime.
-        for n in nodes.into_values() {
-            n.stopping.store(true, Ordering::SeqCst);
-            if let Some(c) = n.container {
-                std::mem::forget(c);
-            }
-        }
     }
 }
 
 fn labels(run_id: &str) -> HashMap<String, String> {
     HashMap::from([(LABEL_RUN.to_string(), run_id.to_string()), (LABEL_SUPERVISOR.to_string(), std::process::id().to_string())])
-}
-
-/// `repo:tag` (a registry's `host:port/` prefix keeps its colon); no tag means `latest`.
-fn split_image(image: &str) -> (&str, &str) {
-    let slash = image.rfind('/').map(|i| i + 1).unwrap_or(0);
-    match image[slash..].rfind(':') {
-        Some(i) => (&image[..slash + i], &image[slash + i + 1..]),
-        None => (image, "latest"),
-    }
 }
 
 fn port_bindings(bind: Option<&str>) -> PortMap {
@@ -711,20 +661,27 @@ fn ports_of(map: &PortMap) -> Option<Ports> {
     Some(Ports { client: port(CLIENT_PORT)?, cluster: port(CLUSTER_PORT)?, leaf: port(LEAF_PORT)?, http: port(HTTP_PORT)? })
 }
 
-/// What a node's container gets, as (path inside, file on the host): its config and the secrets the config
-/// names (nothing of other nodes).
-fn node_files(l: &Layout, node: &str) -> Result<Vec<(String, PathBuf)>> {
+/// What a node's container gets, as a tar to unpack at `/`: its config and the secrets the config names
+/// (nothing of other nodes), 0600 in 0700 directories, at the paths the servers see.
+fn node_files(l: &Layout, node: &str) -> Result<Vec<u8>> {
     let host_config = l.host_config(node);
     let config = std::fs::read_to_string(&host_config).map_err(Error::io(format!("read {}", host_config.display())))?;
-    let mut copies = vec![(format!("{}/nats.conf", l.node_dir(node)), host_config)];
+    let mut tar = Tar::default();
+    let node_dir = l.node_dir(node);
+    for d in [l.root.clone(), format!("{}/nodes", l.root), node_dir.clone(), format!("{}/secrets", l.root)] {
+        tar.dir(&d, 0o700)?;
+    }
+    tar.file(&format!("{node_dir}/nats.conf"), 0o600, config.as_bytes())?;
     let mut names: Vec<String> = std::fs::read_dir(l.host_root.join("secrets"))
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
         .unwrap_or_default();
     names.sort();
-    for name in names.into_iter().filter(|n| mentions(&config, &l.secret(n))) {
-        copies.push((l.secret(&name), l.host_secret(&name)));
+    for name in names.iter().filter(|n| mentions(&config, &l.secret(n))) {
+        let path = l.host_secret(name);
+        let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
+        tar.file(&l.secret(name), 0o600, &bytes)?;
     }
-    Ok(copies)
+    Ok(tar.finish())
 }
 
 /// Whether `text` names `path` as a whole (not as the prefix of a longer file name).
@@ -818,7 +775,7 @@ pub async fn resources_of_run(run_id: &str) -> Result<(Vec<String>, Vec<String>)
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// A minimal tar writer (ustar), for the build context: two files, no dependency.
+// A minimal tar writer (ustar): what the engine's copy and build APIs take, without another dependency.
 
 #[derive(Default)]
 struct Tar {
@@ -826,18 +783,21 @@ struct Tar {
 }
 
 impl Tar {
+    fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
+        let path = format!("{}/", path.trim_matches('/'));
+        self.entry(&path, mode, 0, b'5')
+    }
+
     fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
-        self.entry(path, mode, data.len() as u64)?;
+        self.entry(path.trim_start_matches('/'), mode, data.len() as u64, b'0')?;
         self.out.extend_from_slice(data);
         let pad = (512 - data.len() % 512) % 512;
         self.out.extend(std::iter::repeat_n(0u8, pad));
         Ok(())
     }
 
-    fn entry(&mut self, name: &str, mode: u32, size: u64) -> Result<()> {
-        if name.len() > 100 {
-            return Err(Error::Run(format!("container backend: build context name too long: {name}")));
-        }
+    fn entry(&mut self, path: &str, mode: u32, size: u64, kind: u8) -> Result<()> {
+        let (prefix, name) = split_ustar(path).ok_or_else(|| Error::Run(format!("container backend: path too long to copy into a container: {path}")))?;
         let mut h = [0u8; 512];
         h[..name.len()].copy_from_slice(name.as_bytes());
         octal(&mut h[100..108], mode as u64);
@@ -846,9 +806,10 @@ impl Tar {
         octal(&mut h[124..136], size);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         octal(&mut h[136..148], now);
-        h[156] = b'0';
+        h[156] = kind;
         h[257..263].copy_from_slice(b"ustar\0");
         h[263..265].copy_from_slice(b"00");
+        h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
         // The checksum is computed with its own field as spaces.
         h[148..156].copy_from_slice(b"        ");
         let sum: u64 = h.iter().map(|b| *b as u64).sum();
@@ -870,6 +831,15 @@ fn octal(field: &mut [u8], v: u64) {
     let s = format!("{v:0digits$o}");
     field[..digits].copy_from_slice(&s.as_bytes()[s.len() - digits..]);
     field[digits] = 0;
+}
+
+/// ustar keeps a long path as prefix (≤ 155) + '/' + name (≤ 100).
+fn split_ustar(path: &str) -> Option<(&str, &str)> {
+    if path.len() <= 100 {
+        return Some(("", path));
+    }
+    let body = path.trim_end_matches('/');
+    body.match_indices('/').map(|(i, _)| i).filter(|&i| i <= 155 && path.len() - i - 1 <= 100).map(|i| (&path[..i], &path[i + 1..])).last()
 }
 
 #[cfg(test)]
@@ -904,37 +874,35 @@ mod tests {
     }
 
     #[test]
-    fn tar_entries_keep_names_modes_and_contents() {
+    fn tar_entries_keep_paths_modes_and_contents() {
         let dir = tempfile::tempdir().unwrap();
+        let long = format!("{}/nodes/cim-prod-001/nats.conf", "/tmp/a-rather-long-runs-root".repeat(4));
         let mut t = Tar::default();
+        t.dir("/x/secrets", 0o700).unwrap();
+        t.file("/x/secrets/ca.pem", 0o600, b"pem").unwrap();
+        t.file(&long, 0o640, &[7u8; 1000]).unwrap();
         t.file("Dockerfile", 0o644, DOCKERFILE.as_bytes()).unwrap();
-        t.file("nats-server", 0o755, &[7u8; 1000]).unwrap();
         let archive = dir.path().join("a.tar");
         std::fs::write(&archive, t.finish()).unwrap();
         let out = std::process::Command::new("tar").arg("-tvf").arg(&archive).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let listing = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = listing.lines().collect();
-        assert_eq!(lines.len(), 2, "{listing}");
-        assert!(lines[0].starts_with("-rw-r--r--") && lines[0].ends_with(" Dockerfile"), "{}", lines[0]);
-        assert!(lines[1].starts_with("-rwxr-xr-x") && lines[1].ends_with(" nats-server"), "{}", lines[1]);
+        assert_eq!(lines.len(), 4, "{listing}");
+        assert!(lines[0].starts_with("drwx------") && lines[0].ends_with(" x/secrets/"), "{}", lines[0]);
+        assert!(lines[1].starts_with("-rw-------") && lines[1].ends_with(" x/secrets/ca.pem"), "{}", lines[1]);
+        assert!(lines[2].starts_with("-rw-r-----") && lines[2].ends_with(long.trim_start_matches('/')), "{}", lines[2]);
+        assert!(lines[3].starts_with("-rw-r--r--") && lines[3].ends_with(" Dockerfile"), "{}", lines[3]);
         let x = std::process::Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(dir.path()).output().unwrap();
         assert!(x.status.success());
-        assert_eq!(std::fs::read(dir.path().join("nats-server")).unwrap(), vec![7u8; 1000]);
-        assert_eq!(std::fs::read_to_string(dir.path().join("Dockerfile")).unwrap(), DOCKERFILE);
+        assert_eq!(std::fs::read(dir.path().join("x/secrets/ca.pem")).unwrap(), b"pem");
+        assert_eq!(std::fs::read(dir.path().join(long.trim_start_matches('/'))).unwrap(), vec![7u8; 1000]);
     }
 
     #[test]
-    fn long_names_are_refused_not_truncated() {
+    fn paths_beyond_ustar_are_refused_not_truncated() {
         let mut t = Tar::default();
-        assert!(t.file(&"a".repeat(101), 0o600, b"").is_err());
-    }
-
-    #[test]
-    fn image_names_split_into_repository_and_tag() {
-        assert_eq!(split_image("natslab/nats-server:dd9b8a99f789"), ("natslab/nats-server", "dd9b8a99f789"));
-        assert_eq!(split_image("nats:2.12-alpine"), ("nats", "2.12-alpine"));
-        assert_eq!(split_image("registry.local:5000/nats"), ("registry.local:5000/nats", "latest"));
-        assert_eq!(split_image("registry.local:5000/nats:2.12"), ("registry.local:5000/nats", "2.12"));
+        assert!(t.file(&"a".repeat(300), 0o600, b"").is_err());
+        assert!(t.file(&format!("{}/x", "b".repeat(200)), 0o600, b"").is_err(), "a prefix longer than 155");
     }
 }

@@ -133,7 +133,7 @@ impl NetnsBackend {
             }
             nodes.push((i, node.name.clone()));
         }
-        owner::claim(&n.tag).map_err(fail)?;
+        owner::claim(&n.tag, &plan.run_id).map_err(fail)?;
         // From here on, teardown removes whatever part was built.
         self.names = Some(n.clone());
         self.nodes = nodes.iter().map(|(i, name)| (name.clone(), *i)).collect();

@@ -1,5 +1,5 @@
-//! Who owns a tag: before a lab creates anything under its tag it writes a marker naming its process (pid and
-//! start time, so a recycled pid is not mistaken for the owner). Whatever carries a tag whose owner is gone
+//! Who owns a tag: before a lab creates anything under its tag it writes a marker, `/run/natslab/netns/<tag>`,
+//! naming its process (pid and start time, so a recycled pid is not mistaken for the owner) and its run id. Whatever carries a tag whose owner is gone
 //! is a leftover — of a run killed with SIGKILL, say — and `remove_leftovers` clears it; a live lab's
 //! namespaces are never touched, even by another lab's `natslab down --all`.
 
@@ -24,9 +24,10 @@ fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-fn this_process() -> String {
+/// The marker's text: pid, start time, and the run id (which the tag, a hash, cannot be turned back into).
+fn this_process(run_id: &str) -> String {
     let pid = std::process::id();
-    format!("{pid} {}\n", start_time(pid).unwrap_or(0))
+    format!("{pid} {} {run_id}\n", start_time(pid).unwrap_or(0))
 }
 
 /// Whether the process that claimed `tag` still runs.
@@ -39,15 +40,15 @@ pub fn owner_alive(tag: &str) -> bool {
     start_time(pid) == Some(start)
 }
 
-/// Claims `tag` for this process; refuses a tag a live lab holds.
-pub fn claim(tag: &str) -> Result<(), String> {
+/// Claims `tag` (of run `run_id`) for this process; refuses a tag a live lab holds.
+pub fn claim(tag: &str, run_id: &str) -> Result<(), String> {
     if owner_alive(tag) {
         return Err(format!("tag {tag} is held by a running lab"));
     }
     let dir = marker_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let path = marker(tag);
-    std::fs::write(&path, this_process()).map_err(|e| format!("write {}: {e}", path.display()))
+    std::fs::write(&path, this_process(run_id)).map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 pub fn release(tag: &str) {
