@@ -292,10 +292,13 @@ async fn a_partitioned_leaf_detaches_and_reattaches_on_heal() {
     assert_eq!(lab.leaf_hub(leaf).await, None, "the leaf still claims a hub while cut off");
     // Nothing the hub publishes reaches it; a control message published on the leaf does, through
     // connections opened before the cut.
+    let within = |what: &'static str| move |r: Result<Result<(), async_nats::client::FlushError>, _>| {
+        r.unwrap_or_else(|_| panic!("{what}: no answer in 10 s")).unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
     hub.publish("commands.during", "lost".into()).await.unwrap();
-    hub.flush().await.unwrap();
+    within("hub flush")(tokio::time::timeout(Duration::from_secs(10), hub.flush()).await);
     probe.publish("hub.commands.control", "local".into()).await.unwrap();
-    probe.flush().await.unwrap();
+    within("a connection to the leaf opened before the cut")(tokio::time::timeout(Duration::from_secs(10), probe.flush()).await);
     let first = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut cmds)).await.unwrap().unwrap();
     assert_eq!(first.subject.as_str(), "hub.commands.control", "a hub message crossed the partition");
 

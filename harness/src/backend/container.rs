@@ -1,8 +1,10 @@
 //! The container backend: each node a container on a Docker engine, all of a run's containers on one
-//! network (`natslab-<run id>`) where each answers to its node name. The harness reaches a node through host
-//! ports mapped on 127.0.0.1, which live on a second network of the node's own (`natslab-<run id>-<node>-host`,
-//! no peer on it: the engine isolates bridge networks from each other) so that they, and the harness's open
-//! connections, survive a partition.
+//! network (`natslab-<run id>-peers`) where each answers to its node name. The harness reaches a node through
+//! host ports mapped on 127.0.0.1, which live on a second network of the node's own
+//! (`natslab-<run id>-host-<node>`, no peer on it: the engine isolates bridge networks from each other) so
+//! that they, and the harness's open connections, survive a partition. The engine maps ports on the
+//! network that provides the container's default gateway: the highest `GwPriority` (API 1.48+), else the
+//! name that sorts first — `host-` sorts before `peers` either way.
 //!
 //! The engine is driven through the `bollard` client that testcontainers re-exports, following
 //! testcontainers' conventions (everything labeled, removed on shutdown and on drop), but not through its
@@ -357,7 +359,7 @@ impl ContainerBackend {
 
     /// Creates the run's networks and every node's container (not started), with its files copied in.
     pub async fn prepare(&mut self, plan: &Plan) -> Result<()> {
-        let network = format!("natslab-{}", plan.run_id);
+        let network = format!("natslab-{}-peers", plan.run_id);
         // Recorded first: from here on, `Drop` sweeps whatever carries the run's label.
         self.run = Some(Run { id: plan.run_id.clone(), network: network.clone() });
         self.create_network(&plan.run_id, &network).await?;
@@ -377,8 +379,8 @@ impl ContainerBackend {
     /// network under its name, then given its files.
     async fn create(&self, plan: &Plan, network: &str, node: &str) -> Result<String> {
         let fail = |reason: String| Error::NodeStart { node: node.into(), reason, log: plan.layout.host_log(node), tail: String::new() };
-        let name = format!("{network}-{node}");
-        let own = format!("{name}-host");
+        let name = format!("natslab-{}-{node}", plan.run_id);
+        let own = format!("natslab-{}-host-{node}", plan.run_id);
         self.create_network(&plan.run_id, &own).await?;
         let opts = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         let body = self.container_config(plan, node, &own);
@@ -413,7 +415,10 @@ impl ContainerBackend {
                 log_config: Some(HostConfigLogConfig { typ: Some("json-file".into()), config: None }),
                 ..Default::default()
             }),
-            networking_config: Some(NetworkingConfig { endpoints_config: Some(HashMap::from([(own_network.to_string(), EndpointSettings::default())])) }),
+            // The gateway, hence where the host ports live (see the module doc).
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(own_network.to_string(), EndpointSettings { gw_priority: Some(1), ..Default::default() })])),
+            }),
             ..Default::default()
         }
     }
