@@ -1,11 +1,14 @@
 //! `natslab bench`: time-to-ready of a topology through the harness, against the floor — the same rendered
-//! configs started by hand (all at once) until every `/healthz` is ok. Figures, not assertions.
+//! configs started by hand (all at once) until every `/healthz` is ok — and, where a Docker engine answers,
+//! on the container backend in the same run. Figures, not assertions.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::backend::container::{self, ContainerBackend};
 use crate::backend::process::ProcessBackend;
+use crate::backend::BackendKind;
 use crate::backend::spawn::spawn_guarded;
 use crate::errors::{Error, Result};
 use crate::lab::{Lab, Quiet, UpOptions};
@@ -34,8 +37,39 @@ pub struct BenchReport {
     pub topology: String,
     pub nodes: usize,
     pub harness_ready: Stats,
+    /// The whole `Lab::up` (rendering, `nats-server -t`, backend preparation, then ready).
+    pub harness_up: Stats,
     pub floor_healthz: Stats,
     pub ratio: f64,
+    /// The same topology on the container backend, when a Docker engine answered.
+    pub container: Option<ContainerBench>,
+    /// Why there are no container figures.
+    pub container_skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContainerBench {
+    pub image: String,
+    /// From the first container start until ready (as `harness_ready`).
+    pub ready: Stats,
+    /// The whole `Lab::up`, including the networks and the containers created with their files.
+    pub up: Stats,
+}
+
+/// One lab: (time from first start to ready, the whole `Lab::up`).
+async fn lab_once(t: &topology::Topology, backend: BackendKind) -> Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let lab = Lab::up(t.clone(), &UpOptions { backend, ..UpOptions::default() }, &Quiet).await?;
+    let took = (lab.ready_in, started.elapsed());
+    lab.shutdown().await;
+    Ok(took)
+}
+
+/// The container backend's image, built now if needed (so no sample pays for the build), or why not.
+async fn container_image(server: &server::NatsServer) -> std::result::Result<String, String> {
+    container::engine_available().await.map_err(|e| format!("no Docker engine ({e})"))?;
+    let backend = ContainerBackend::from_env(server).await.map_err(|e| e.to_string())?;
+    Ok(backend.image().to_string())
 }
 
 /// One floor sample: spawn every node of a freshly rendered plan at once, poll `/healthz` on all.
@@ -74,24 +108,29 @@ pub async fn run(path: &Path, runs: usize, json: Option<&Path>) -> Result<BenchR
     let t = topology::load_file(path)?;
     let mut say = |m: &str| eprintln!("{m}");
     let server = server::find_or_install(&mut say)?;
-    let mut harness = Vec::new();
-    let mut floor = Vec::new();
+    let image = container_image(&server).await;
+    let (mut harness, mut harness_up, mut floor, mut ready_c, mut up_c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs.max(1) {
         // Alternate the order so neither side always runs on a warmer machine.
-        let one_lab = async || -> Result<Duration> {
-            let lab = Lab::up(t.clone(), &UpOptions::default(), &Quiet).await?;
-            let took = lab.ready_in;
-            lab.shutdown().await;
-            Ok(took)
-        };
         if i % 2 == 0 {
-            harness.push(one_lab().await?);
+            let (r, u) = lab_once(&t, BackendKind::Process).await?;
+            harness.push(r);
+            harness_up.push(u);
             floor.push(floor_once(&t, &server).await?);
         } else {
             floor.push(floor_once(&t, &server).await?);
-            harness.push(one_lab().await?);
+            let (r, u) = lab_once(&t, BackendKind::Process).await?;
+            harness.push(r);
+            harness_up.push(u);
         }
-        eprintln!("run {}/{}: harness {:?}, floor {:?}", i + 1, runs, harness[i], floor[i]);
+        let mut line = format!("run {}/{}: harness {:?}, floor {:?}", i + 1, runs, harness[i], floor[i]);
+        if image.is_ok() {
+            let (r, u) = lab_once(&t, BackendKind::Container).await?;
+            ready_c.push(r);
+            up_c.push(u);
+            line.push_str(&format!(", container {r:?} (up {u:?})"));
+        }
+        eprintln!("{line}");
     }
     let h = stats(&harness);
     let f = stats(&floor);
@@ -100,7 +139,10 @@ pub async fn run(path: &Path, runs: usize, json: Option<&Path>) -> Result<BenchR
         nodes: t.hub.nodes.len() + t.leaves.len(),
         ratio: if f.median_ms > 0.0 { h.median_ms / f.median_ms } else { 0.0 },
         harness_ready: h,
+        harness_up: stats(&harness_up),
         floor_healthz: f,
+        container: image.as_ref().ok().map(|i| ContainerBench { image: i.clone(), ready: stats(&ready_c), up: stats(&up_c) }),
+        container_skipped: image.err(),
     };
     println!("time-to-ready of {} ({} nodes, {} runs, nats-server {})", report.topology, report.nodes, runs, server.version);
     println!("  natslab up (healthz + full route mesh + leaves attached + JetStream meta leader + streams provisioned):");
@@ -108,6 +150,18 @@ pub async fn run(path: &Path, runs: usize, json: Option<&Path>) -> Result<BenchR
     println!("  floor (same configs started by hand, all /healthz ok):");
     println!("    min {:.0} ms  median {:.0} ms  max {:.0} ms", report.floor_healthz.min_ms, report.floor_healthz.median_ms, report.floor_healthz.max_ms);
     println!("  ratio (median/median): {:.2}x", report.ratio);
+    let line = |s: &Stats| format!("min {:.0} ms  median {:.0} ms  max {:.0} ms", s.min_ms, s.median_ms, s.max_ms);
+    println!("  whole natslab up, process backend (render, nats-server -t, then the above):");
+    println!("    {}", line(&report.harness_up));
+    match (&report.container, &report.container_skipped) {
+        (Some(c), _) => {
+            println!("  container backend ({}), same readiness conditions, from the first container start:", c.image);
+            println!("    {}", line(&c.ready));
+            println!("  whole natslab up, container backend (also: networks, containers created with their files):");
+            println!("    {}", line(&c.up));
+        }
+        (None, why) => println!("  container backend: not measured: {}", why.as_deref().unwrap_or("unknown")),
+    }
     if let Some(p) = json {
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
         std::fs::write(p, text).map_err(Error::io(format!("write {}", p.display())))?;

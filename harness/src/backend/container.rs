@@ -6,14 +6,20 @@
 //! network that provides the container's default gateway: the highest `GwPriority` (API 1.48+), else the
 //! name that sorts first — `host-` sorts before `peers` either way.
 //!
+//! Host ports are fixed per lab slot (the process backend's race-free slots: an exclusive lock per lab) and
+//! node, on 127.0.0.1 (in every server certificate): a restarted container comes back at the same ports, so
+//! clients that know the cluster's URLs follow it through restarts as they do with processes. Ports the
+//! engine picks itself would change on every restart.
+//!
 //! The engine is driven through the `bollard` client that testcontainers re-exports, following
 //! testcontainers' conventions (everything labeled, removed on shutdown and on drop), but not through its
 //! runner: that creates and starts a container in one step, on one network, while a node needs both its
 //! networks before its server starts (peers resolve it from the first instant, and its host ports are on the
 //! network a partition leaves alone), and engines below API 1.44 attach only one network at creation. So
 //! `prepare` creates every container (files copied in) and `start_group` starts a group at once — which
-//! JetStream needs: hubs started ~0.4 s apart miss the first meta-leader election and wait out a Raft
-//! election timeout (seconds) for the next.
+//! JetStream needs: hubs started one after another (a container start takes ~0.4 s) nearly always miss the
+//! first meta-leader election and wait out a Raft election timeout (seconds) for the next; started
+//! together they mostly make it.
 //!
 //! - Image: by default `natslab/nats-server:<first 12 hex of the binary's sha256>`, built `FROM scratch` from the
 //!   same static nats-server the process backend runs (no registry needed, comparable results), once per
@@ -24,13 +30,14 @@
 //! - Files: each node's config and the secrets its config names (nothing of other nodes) are copied in, mode
 //!   0600 in 0700 directories, at the paths the config uses. The layout is the run directory itself
 //!   (`Layout::same`), so `nats-server -t` on the host checks exactly the files the containers get.
-//! - Faults: kill (SIGKILL) / start (the same container: same config and store; its host ports change),
+//! - Faults: kill (SIGKILL) / start (the same container: same config, store and host ports),
 //!   pause/resume (cgroup freezer), partition/heal (disconnect from / reconnect to the run's network).
 //! - Logs: each container's output is followed into `<run>/nodes/<node>/server.log`, as the process backend
 //!   writes it.
-//! - Cleanup: every container and network carries `natslab.run=<run id>` and `natslab.supervisor=<pid>`;
-//!   `shutdown` and `Drop` remove the run's, `remove_leftovers` (for `natslab down --all`) those of dead
-//!   supervisors plus dangling build layers.
+//! - Cleanup: every container and network carries `natslab.run=<run id>`, `natslab.supervisor=<pid>` and
+//!   `natslab.slot=<slot>`; `shutdown` and `Drop` remove the run's, `remove_leftovers` (for
+//!   `natslab down --all`) those of dead supervisors plus dangling build layers, and a new lab first removes
+//!   whatever a crashed one left on its slot (its ports).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -54,6 +61,7 @@ use bollard::query_parameters::{
 };
 
 use super::{Endpoint, FaultKind, FaultSet};
+use super::slot::{self, Slot};
 use crate::errors::{Error, Result};
 use crate::plan::{Layout, NodeAddr, NodePlan, Plan};
 use crate::server::NatsServer;
@@ -63,6 +71,8 @@ pub const LABEL_RUN: &str = "natslab.run";
 /// The pid of the natslab process that owns the run: when it is gone, the run is a leftover.
 pub const LABEL_SUPERVISOR: &str = "natslab.supervisor";
 pub const LABEL_NODE: &str = "natslab.node";
+/// The lab slot whose host ports a container holds.
+pub const LABEL_SLOT: &str = "natslab.slot";
 /// Images natslab builds (and their intermediate layers) carry `natslab=1`.
 pub const LABEL_IMAGE: &str = "natslab";
 pub const IMAGE_REPO: &str = "natslab/nats-server";
@@ -73,7 +83,14 @@ const CLIENT_PORT: u16 = 4222;
 const CLUSTER_PORT: u16 = 6222;
 const LEAF_PORT: u16 = 7422;
 const HTTP_PORT: u16 = 8222;
-const PORTS: [u16; 4] = [CLIENT_PORT, CLUSTER_PORT, LEAF_PORT, HTTP_PORT];
+/// The listeners the harness dials (routes stay between containers): each a host port and a userland
+/// proxy, which the engine sets up on every start.
+const PORTS: [u16; 3] = [CLIENT_PORT, LEAF_PORT, HTTP_PORT];
+
+/// Host ports: from `PORT_BASE`, `MAX_NODES * 3` per slot — below the ephemeral range, so no outgoing socket
+/// ever holds one (10000..22000 for 250 slots).
+const PORT_BASE: u16 = 10000;
+pub const MAX_NODES: usize = 16;
 
 /// The label goes first, so even intermediate layers of a failed build are recognisably ours.
 const DOCKERFILE: &str = "FROM scratch\nLABEL natslab=1\nCOPY nats-server /nats-server\nENTRYPOINT [\"/nats-server\"]\n";
@@ -158,15 +175,18 @@ fn max_supported(refusal: &str) -> Option<(usize, usize)> {
 
 fn engine_error(what: impl std::fmt::Display) -> impl FnOnce(bollard::errors::Error) -> Error {
     let what = what.to_string();
-    move |e| Error::Run(format!("container backend: {what}: {e}"))
+    move |e| Error::Run(format!("the container backend: {what}: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // The image
 
+/// Tags already hashed in this process, by (binary, size, mtime): hashing 19 MB is not free.
+type TagCache = HashMap<(PathBuf, u64, Option<std::time::SystemTime>), String>;
+
 /// `natslab/nats-server:<first 12 hex of sha256(binary)>`: the cache key is the binary itself.
 pub fn image_tag(binary: &Path) -> Result<String> {
-    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, u64, Option<std::time::SystemTime>), String>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<TagCache>> = OnceLock::new();
     let meta = std::fs::metadata(binary).map_err(Error::io(format!("read {}", binary.display())))?;
     let key = (binary.to_path_buf(), meta.len(), meta.modified().ok());
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
@@ -221,7 +241,7 @@ async fn build(engine: &Engine, binary: &Path, tag: &str) -> Result<()> {
     while let Some(item) = progress.next().await {
         let info = item.map_err(engine_error(format!("build image {tag}")))?;
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
-            return Err(Error::Run(format!("container backend: build image {tag}: {e}")));
+            return Err(Error::Run(format!("the container backend: build image {tag}: {e}")));
         }
     }
     engine.docker.inspect_image(tag).await.map(|_| ()).map_err(engine_error(format!("build image {tag} (not there after the build)")))
@@ -231,7 +251,7 @@ async fn pull(engine: &Engine, image: &str) -> Result<()> {
     let opts = CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() };
     let mut progress = engine.docker.create_image(Some(opts), None, None);
     while let Some(item) = progress.next().await {
-        item.map_err(|e| Error::Run(format!("container backend: image {image} is not on this engine and could not be pulled: {e}")))?;
+        item.map_err(|e| Error::Run(format!("the container backend: image {image} is not on this engine and could not be pulled: {e}")))?;
     }
     Ok(())
 }
@@ -243,7 +263,6 @@ async fn pull(engine: &Engine, image: &str) -> Result<()> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ports {
     pub client: u16,
-    pub cluster: u16,
     pub leaf: u16,
     pub http: u16,
 }
@@ -288,6 +307,7 @@ struct Run {
 pub struct ContainerBackend {
     engine: Engine,
     image: String,
+    slot: Slot,
     run: Option<Run>,
     nodes: BTreeMap<String, Node>,
 }
@@ -295,9 +315,12 @@ pub struct ContainerBackend {
 impl ContainerBackend {
     /// Connects to the engine and makes sure the image is there (built or pulled); `image` overrides ours.
     pub async fn new(server: &NatsServer, image: Option<String>) -> Result<ContainerBackend> {
-        let engine = Engine::connect().await.map_err(|e| Error::Run(format!("the container backend needs a Docker engine: {e}")))?;
+        let engine = Engine::connect().await.map_err(|e| Error::Run(format!("the container backend: {e}")))?;
         let image = ensure_image(&engine, server, image).await?;
-        Ok(ContainerBackend { engine, image, run: None, nodes: BTreeMap::new() })
+        let slot = slot::acquire()?;
+        // A lab that died holding this slot may have left containers on its ports.
+        remove_dead(&engine.docker, &format!("{LABEL_SLOT}={}", slot.index)).await;
+        Ok(ContainerBackend { engine, image, slot, run: None, nodes: BTreeMap::new() })
     }
 
     /// As `new`, with the image named by `NATSLAB_IMAGE` if set.
@@ -338,7 +361,7 @@ impl ContainerBackend {
         [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition].into_iter().collect()
     }
 
-    /// Where the harness reaches a node now (host ports change when a container restarts).
+    /// Where the harness reaches a node: its fixed host ports on the engine's host.
     pub fn endpoint(&self, node: &NodePlan) -> Endpoint {
         let p = self.nodes.get(&node.name).map(|n| n.ports).unwrap_or_default();
         let h = &self.engine.reach;
@@ -359,31 +382,51 @@ impl ContainerBackend {
 
     /// Creates the run's networks and every node's container (not started), with its files copied in.
     pub async fn prepare(&mut self, plan: &Plan) -> Result<()> {
+        if plan.nodes.len() > MAX_NODES {
+            return Err(Error::Run(format!("the container backend: at most {MAX_NODES} nodes per lab, and {} has {}", plan.topology.name, plan.nodes.len())));
+        }
         let network = format!("natslab-{}-peers", plan.run_id);
         // Recorded first: from here on, `Drop` sweeps whatever carries the run's label.
         self.run = Some(Run { id: plan.run_id.clone(), network: network.clone() });
         self.create_network(&plan.run_id, &network).await?;
-        let created = futures::future::join_all(plan.nodes.iter().map(|n| self.create(plan, &network, &n.name))).await;
-        for (n, id) in plan.nodes.iter().zip(created) {
-            self.nodes.insert(n.name.clone(), Node::new(id?, plan.layout.host_log(&n.name)));
+        let created = futures::future::join_all(plan.nodes.iter().enumerate().map(|(i, n)| self.create(plan, &network, &n.name, i))).await;
+        for (i, (n, id)) in plan.nodes.iter().zip(created).enumerate() {
+            let mut node = Node::new(id?, plan.layout.host_log(&n.name));
+            node.ports = self.host_ports(i);
+            self.nodes.insert(n.name.clone(), node);
         }
         Ok(())
     }
 
+    /// Node `i`'s host ports: fixed by slot and index, so they survive restarts.
+    fn host_ports(&self, i: usize) -> Ports {
+        let first = PORT_BASE as usize + ((self.slot.index - 1) * MAX_NODES + i) * PORTS.len();
+        let p = |k: usize| (first + k) as u16;
+        Ports { client: p(0), leaf: p(1), http: p(2) }
+    }
+
+    fn labels(&self, run_id: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_RUN.to_string(), run_id.to_string()),
+            (LABEL_SUPERVISOR.to_string(), std::process::id().to_string()),
+            (LABEL_SLOT.to_string(), self.slot.index.to_string()),
+        ])
+    }
+
     async fn create_network(&self, run_id: &str, name: &str) -> Result<()> {
-        let req = NetworkCreateRequest { name: name.into(), driver: Some("bridge".into()), labels: Some(labels(run_id)), ..Default::default() };
+        let req = NetworkCreateRequest { name: name.into(), driver: Some("bridge".into()), labels: Some(self.labels(run_id)), ..Default::default() };
         self.engine.docker.create_network(req).await.map(|_| ()).map_err(engine_error(format!("create network {name}")))
     }
 
     /// A node's container: created on its own network (which carries its host ports), then joined to the run's
     /// network under its name, then given its files.
-    async fn create(&self, plan: &Plan, network: &str, node: &str) -> Result<String> {
+    async fn create(&self, plan: &Plan, network: &str, node: &str, i: usize) -> Result<String> {
         let fail = |reason: String| Error::NodeStart { node: node.into(), reason, log: plan.layout.host_log(node), tail: String::new() };
         let name = format!("natslab-{}-{node}", plan.run_id);
         let own = format!("natslab-{}-host-{node}", plan.run_id);
         self.create_network(&plan.run_id, &own).await?;
         let opts = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
-        let body = self.container_config(plan, node, &own);
+        let body = self.container_config(plan, node, &own, self.host_ports(i));
         let id = self.engine.docker.create_container(Some(opts), body).await.map_err(|e| fail(format!("create container {name}: {e}")))?.id;
         let join = NetworkConnectRequest { container: id.clone(), endpoint_config: Some(alias(node)) };
         self.engine.docker.connect_network(network, join).await.map_err(|e| fail(format!("connect {name} to {network}: {e}")))?;
@@ -398,9 +441,9 @@ impl ContainerBackend {
     }
 
     /// Our image running the node's config, the node's name as hostname, labeled; its listeners mapped to
-    /// random host ports on 127.0.0.1 only.
-    fn container_config(&self, plan: &Plan, node: &str, own_network: &str) -> ContainerCreateBody {
-        let mut labels = labels(&plan.run_id);
+    /// its host ports on 127.0.0.1 only.
+    fn container_config(&self, plan: &Plan, node: &str, own_network: &str, ports: Ports) -> ContainerCreateBody {
+        let mut labels = self.labels(&plan.run_id);
         labels.insert(LABEL_NODE.into(), node.into());
         ContainerCreateBody {
             image: Some(self.image.clone()),
@@ -410,7 +453,7 @@ impl ContainerBackend {
             exposed_ports: Some(PORTS.iter().map(|p| format!("{p}/tcp")).collect()),
             host_config: Some(HostConfig {
                 network_mode: Some(own_network.into()),
-                port_bindings: Some(port_bindings(self.engine.bind.as_deref())),
+                port_bindings: Some(port_bindings(self.engine.bind.as_deref(), ports)),
                 // `docker logs` needs a driver it can read back, whatever the engine's default.
                 log_config: Some(HostConfigLogConfig { typ: Some("json-file".into()), config: None }),
                 ..Default::default()
@@ -468,7 +511,7 @@ impl ContainerBackend {
         Ok(())
     }
 
-    /// Re-reads a container's host ports and pid (both change when it restarts).
+    /// Re-reads a container's pid (new on every start) and host ports (as the engine reports them).
     async fn refresh(&mut self, node: &str) -> Result<()> {
         let id = self.node(node, "inspect")?.id.clone();
         let info = self.engine.docker.inspect_container(&id, None).await.map_err(engine_error(format!("inspect {node}")))?;
@@ -574,9 +617,12 @@ impl ContainerBackend {
     }
 
     /// Cuts the node off the run's network: no peer reaches it, it reaches no peer. The harness still does,
-    /// open connections included (they go through the node's own network).
+    /// open connections included (they go through the node's own network). Open connections between the
+    /// node and its peers are aborted on both ends, as the other backends' cuts do: left alone they would
+    /// linger until pings time out (minutes, for routes).
     pub async fn partition(&mut self, node: &str) -> Result<()> {
         let (network, id) = (self.network_for(node, "partition")?, self.node(node, "partition")?.id.clone());
+        let addresses = self.addresses_on(&network).await;
         let req = NetworkDisconnectRequest { container: id, force: Some(true) };
         self.engine
             .docker
@@ -584,6 +630,36 @@ impl ContainerBackend {
             .await
             .map_err(|e| Error::Fault { node: node.into(), op: "partition", reason: e.to_string() })?;
         self.node_mut(node, "partition")?.partitioned = true;
+        if let Err(e) = self.abort_links(node, &addresses).await {
+            tracing::warn!(node, "partition: open connections with peers stay until pings time out: {e}");
+        }
+        Ok(())
+    }
+
+    /// Each node's address on `network`, where it has one.
+    async fn addresses_on(&self, network: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (name, n) in &self.nodes {
+            let info = self.engine.docker.inspect_container(&n.id, None).await.ok();
+            let networks = info.and_then(|i| i.network_settings).and_then(|s| s.networks).unwrap_or_default();
+            if let Some(ip) = networks.get(network).and_then(|e| e.ip_address.clone()).filter(|ip| !ip.is_empty()) {
+                out.insert(name.clone(), ip);
+            }
+        }
+        out
+    }
+
+    /// `ss -K` in the network namespaces of `node` and of each running peer (through `nsenter`: needs root
+    /// and a local engine), for the connections between them.
+    async fn abort_links(&self, node: &str, addresses: &BTreeMap<String, String>) -> Result<(), String> {
+        let own = addresses.get(node).ok_or("it had no address on the run's network")?;
+        let pid = self.pid(node).ok_or("it is not running")?;
+        for (peer, ip) in addresses.iter().filter(|(p, _)| p.as_str() != node) {
+            abort_connections(pid, ip).await?;
+            if let Some(peer_pid) = self.pid(peer) {
+                abort_connections(peer_pid, own).await?;
+            }
+        }
         Ok(())
     }
 
@@ -639,15 +715,27 @@ impl Drop for ContainerBackend {
     }
 }
 
-fn labels(run_id: &str) -> HashMap<String, String> {
-    HashMap::from([(LABEL_RUN.to_string(), run_id.to_string()), (LABEL_SUPERVISOR.to_string(), std::process::id().to_string())])
-}
-
-fn port_bindings(bind: Option<&str>) -> PortMap {
+fn port_bindings(bind: Option<&str>, ports: Ports) -> PortMap {
+    let host = [ports.client, ports.leaf, ports.http];
     PORTS
         .iter()
-        .map(|p| (format!("{p}/tcp"), Some(vec![PortBinding { host_ip: bind.map(String::from), host_port: Some(String::new()) }])))
+        .zip(host)
+        .map(|(p, h)| (format!("{p}/tcp"), Some(vec![PortBinding { host_ip: bind.map(String::from), host_port: Some(h.to_string()) }])))
         .collect()
+}
+
+/// Aborts the TCP connections to `dst` in the network namespace of process `pid`.
+async fn abort_connections(pid: u32, dst: &str) -> Result<(), String> {
+    let out = tokio::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "ss", "-K", "-t", "dst", dst])
+        .output()
+        .await
+        .map_err(|e| format!("run nsenter: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("nsenter -t {pid} -n ss -K dst {dst}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
 }
 
 fn alias(node: &str) -> EndpointSettings {
@@ -658,12 +746,12 @@ fn force_remove() -> RemoveContainerOptions {
     RemoveContainerOptions { force: true, v: true, ..Default::default() }
 }
 
-/// The host ports of a container's four listeners, when all are mapped.
+/// The host ports of a container's listeners, when all are mapped.
 fn ports_of(map: &PortMap) -> Option<Ports> {
     let port = |p: u16| -> Option<u16> {
         map.get(&format!("{p}/tcp"))?.as_ref()?.iter().find_map(|b| b.host_port.as_deref()?.parse().ok())
     };
-    Some(Ports { client: port(CLIENT_PORT)?, cluster: port(CLUSTER_PORT)?, leaf: port(LEAF_PORT)?, http: port(HTTP_PORT)? })
+    Some(Ports { client: port(CLIENT_PORT)?, leaf: port(LEAF_PORT)?, http: port(HTTP_PORT)? })
 }
 
 /// What a node's container gets, as a tar to unpack at `/`: its config and the secrets the config names
@@ -697,10 +785,15 @@ fn mentions(text: &str, path: &str) -> bool {
     })
 }
 
-/// Removes every container and network labeled with `run_id`. Containers go first (a network with
-/// endpoints cannot be removed); a second pass catches a container whose creation was still in flight.
+/// Removes every container and network labeled with `run_id`.
 pub async fn remove_run(docker: &Docker, run_id: &str) -> (usize, usize) {
-    let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_RUN}={run_id}")])]);
+    remove_labeled(docker, &format!("{LABEL_RUN}={run_id}")).await
+}
+
+/// Removes every container and network carrying `label` (`key=value`). Containers go first (a network with
+/// endpoints cannot be removed); a second pass catches a container whose creation was still in flight.
+async fn remove_labeled(docker: &Docker, label: &str) -> (usize, usize) {
+    let filter = HashMap::from([("label".to_string(), vec![label.to_string()])]);
     let mut removed = (0, 0);
     for _ in 0..2 {
         let list = ListContainersOptions { all: true, filters: Some(filter.clone()), ..Default::default() };
@@ -733,29 +826,7 @@ pub struct Leftovers {
 pub async fn remove_leftovers() -> Option<Leftovers> {
     let engine = Engine::connect().await.ok()?;
     let docker = &engine.docker;
-    let dead = |labels: Option<&HashMap<String, String>>| {
-        let pid = labels.and_then(|l| l.get(LABEL_SUPERVISOR)).and_then(|p| p.parse::<u32>().ok());
-        !pid.is_some_and(crate::runs::alive)
-    };
-    let mut out = Leftovers::default();
-    let filter = HashMap::from([("label".to_string(), vec![LABEL_RUN.to_string()])]);
-    let list = ListContainersOptions { all: true, filters: Some(filter.clone()), ..Default::default() };
-    let containers = docker.list_containers(Some(list)).await.unwrap_or_default();
-    for c in containers.iter().filter(|c| dead(c.labels.as_ref())) {
-        if let Some(id) = &c.id {
-            if docker.remove_container(id, Some(force_remove())).await.is_ok() {
-                out.containers += 1;
-            }
-        }
-    }
-    let nets = docker.list_networks(Some(ListNetworksOptions { filters: Some(filter) })).await.unwrap_or_default();
-    for n in nets.iter().filter(|n| dead(n.labels.as_ref())) {
-        if let Some(name) = &n.name {
-            if docker.remove_network(name).await.is_ok() {
-                out.networks += 1;
-            }
-        }
-    }
+    let mut out = remove_dead(docker, LABEL_RUN).await;
     let dangling = HashMap::from([
         ("dangling".to_string(), vec!["true".to_string()]),
         ("label".to_string(), vec![format!("{LABEL_IMAGE}=1")]),
@@ -764,6 +835,31 @@ pub async fn remove_leftovers() -> Option<Leftovers> {
         out.images = r.images_deleted.map(|d| d.len()).unwrap_or(0);
     }
     Some(out)
+}
+
+/// Removes the containers, then the networks, carrying `label` (`key` or `key=value`) whose supervisor is
+/// not alive. A live lab's are never touched.
+async fn remove_dead(docker: &Docker, label: &str) -> Leftovers {
+    let dead = |labels: Option<&HashMap<String, String>>| {
+        let pid = labels.and_then(|l| l.get(LABEL_SUPERVISOR)).and_then(|p| p.parse::<u32>().ok());
+        !pid.is_some_and(crate::runs::alive)
+    };
+    let mut out = Leftovers::default();
+    let filter = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    let list = ListContainersOptions { all: true, filters: Some(filter.clone()), ..Default::default() };
+    let containers = docker.list_containers(Some(list)).await.unwrap_or_default();
+    for id in containers.iter().filter(|c| dead(c.labels.as_ref())).filter_map(|c| c.id.as_ref()) {
+        if docker.remove_container(id, Some(force_remove())).await.is_ok() {
+            out.containers += 1;
+        }
+    }
+    let nets = docker.list_networks(Some(ListNetworksOptions { filters: Some(filter) })).await.unwrap_or_default();
+    for name in nets.iter().filter(|n| dead(n.labels.as_ref())).filter_map(|n| n.name.as_ref()) {
+        if docker.remove_network(name).await.is_ok() {
+            out.networks += 1;
+        }
+    }
+    out
 }
 
 /// Containers and networks labeled with a run id, as (container names, network names): for tests and for
@@ -802,7 +898,7 @@ impl Tar {
     }
 
     fn entry(&mut self, path: &str, mode: u32, size: u64, kind: u8) -> Result<()> {
-        let (prefix, name) = split_ustar(path).ok_or_else(|| Error::Run(format!("container backend: path too long to copy into a container: {path}")))?;
+        let (prefix, name) = split_ustar(path).ok_or_else(|| Error::Run(format!("the container backend: path too long to copy into a container: {path}")))?;
         let mut h = [0u8; 512];
         h[..name.len()].copy_from_slice(name.as_bytes());
         octal(&mut h[100..108], mode as u64);
@@ -844,7 +940,7 @@ fn split_ustar(path: &str) -> Option<(&str, &str)> {
         return Some(("", path));
     }
     let body = path.trim_end_matches('/');
-    body.match_indices('/').map(|(i, _)| i).filter(|&i| i <= 155 && path.len() - i - 1 <= 100).map(|i| (&path[..i], &path[i + 1..])).last()
+    body.match_indices('/').map(|(i, _)| i).filter(|&i| i <= 155 && path.len() - i - 1 <= 100).map(|i| (&path[..i], &path[i + 1..])).next_back()
 }
 
 #[cfg(test)]
@@ -859,13 +955,13 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_host_ports_of_all_four_listeners() {
+    fn finds_the_host_ports_of_the_listeners() {
         let bind = |p: &str| Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(p.into()) }]);
         let mut map: PortMap = HashMap::new();
-        for (c, h) in [("4222/tcp", "32771"), ("6222/tcp", "32772"), ("7422/tcp", "32773"), ("8222/tcp", "32774")] {
+        for (c, h) in [("4222/tcp", "32771"), ("7422/tcp", "32773"), ("8222/tcp", "32774")] {
             map.insert(c.into(), bind(h));
         }
-        assert_eq!(ports_of(&map), Some(Ports { client: 32771, cluster: 32772, leaf: 32773, http: 32774 }));
+        assert_eq!(ports_of(&map), Some(Ports { client: 32771, leaf: 32773, http: 32774 }));
         map.insert("8222/tcp".into(), None);
         assert_eq!(ports_of(&map), None, "a listener without a mapping");
     }
