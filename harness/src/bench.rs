@@ -45,6 +45,32 @@ pub struct BenchReport {
     pub container: Option<ContainerBench>,
     /// Why there are no container figures.
     pub container_skipped: Option<String>,
+    /// One full scenario run (every family) on the process backend: its wall time and its timings.
+    pub suite: Option<SuiteBench>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SuiteBench {
+    pub wall_ms: f64,
+    pub passed: usize,
+    pub not_passed: usize,
+    /// min/median/max of every timing metric (failover, hung failover, catch-up, ...).
+    pub timings: std::collections::BTreeMap<String, Stats>,
+}
+
+/// One run of every scenario family: the wall time people wait for, and the failover times it measured.
+async fn suite_once(t: &topology::Topology, path: &Path, server: &server::NatsServer) -> SuiteBench {
+    let families = crate::scenario::Family::ALL;
+    let run = crate::runner::run_topology(t, t.clone(), &path.display().to_string(), &families, &UpOptions::default(), &Quiet, &crate::scenario::Silent).await;
+    let report = crate::report::RunReport {
+        natslab_version: env!("CARGO_PKG_VERSION").into(),
+        nats_server_version: server.version.to_string(),
+        started_unix: 0,
+        wall_ms: run.wall_ms,
+        runs: vec![run],
+    };
+    let c = report.counts();
+    SuiteBench { wall_ms: report.wall_ms, passed: c.passed, not_passed: c.total() - c.passed, timings: report.timings() }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -104,7 +130,7 @@ async fn floor_once(t: &topology::Topology, server: &server::NatsServer) -> Resu
     Ok(took)
 }
 
-pub async fn run(path: &Path, runs: usize, json: Option<&Path>) -> Result<BenchReport> {
+pub async fn run(path: &Path, runs: usize, suite: bool, json: Option<&Path>) -> Result<BenchReport> {
     let t = topology::load_file(path)?;
     let mut say = |m: &str| eprintln!("{m}");
     let server = server::find_or_install(&mut say)?;
@@ -143,6 +169,7 @@ pub async fn run(path: &Path, runs: usize, json: Option<&Path>) -> Result<BenchR
         floor_healthz: f,
         container: image.as_ref().ok().map(|i| ContainerBench { image: i.clone(), ready: stats(&ready_c), up: stats(&up_c) }),
         container_skipped: image.err(),
+        suite: if suite { eprintln!("running every scenario family once ..."); Some(suite_once(&t, path, &server).await) } else { None },
     };
     println!("time-to-ready of {} ({} nodes, {} runs, nats-server {})", report.topology, report.nodes, runs, server.version);
     println!("  natslab up (healthz + full route mesh + leaves attached + JetStream meta leader + streams provisioned):");
@@ -161,6 +188,12 @@ pub async fn run(path: &Path, runs: usize, json: Option<&Path>) -> Result<BenchR
             println!("    {}", line(&c.up));
         }
         (None, why) => println!("  container backend: not measured: {}", why.as_deref().unwrap_or("unknown")),
+    }
+    if let Some(s) = &report.suite {
+        println!("scenario suite (every family, process backend): {:.1} s wall, {} checks passed, {} not passed", s.wall_ms / 1000.0, s.passed, s.not_passed);
+        for (k, v) in &s.timings {
+            println!("    {:<24} n={:<3} {}", k.trim_end_matches("_ms"), v.n, line(v));
+        }
     }
     if let Some(p) = json {
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();

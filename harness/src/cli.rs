@@ -70,6 +70,9 @@ pub enum Command {
         /// Derive the lab's secrets from this seed (default: random; recorded in the run's inventory.json).
         #[arg(long)]
         seed: Option<String>,
+        /// Container backend: a user-named image instead of the locally built one.
+        #[arg(long)]
+        image: Option<String>,
     },
     /// Tear down a detached lab (by run id), or every lab and leftover with --all.
     Down {
@@ -107,6 +110,9 @@ pub enum Command {
         /// topologies, the inventory's own declared topology is checked.
         #[arg(long)]
         inventory: Option<PathBuf>,
+        /// Container backend: a user-named image instead of the locally built one.
+        #[arg(long)]
+        image: Option<String>,
     },
     /// The guide's check-leaf-health, done right: health, leaf connections, JetStream, message rates.
     Health {
@@ -142,6 +148,9 @@ pub enum Command {
         topology: PathBuf,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Skip the one full scenario run (wall time and failover times).
+        #[arg(long)]
+        no_suite: bool,
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -153,8 +162,8 @@ pub async fn main(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Check { topologies } => check(&topologies),
         Command::Render { topology, out, format, seed } => render_cmd(&topology, &out, format, seed),
-        Command::Up { topology, backend, detach, json, timeout, keep, ready_file, seed } => {
-            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, seed, ..UpOptions::default() };
+        Command::Up { topology, backend, detach, json, timeout, keep, ready_file, seed, image } => {
+            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, seed, image, ..UpOptions::default() };
             if detach {
                 detach_up(&topology, &opts, json).await
             } else {
@@ -163,8 +172,8 @@ pub async fn main(cli: Cli) -> i32 {
         }
         Command::Down { run, all } => down(run.as_deref(), all).await,
         Command::Status { json } => status(json).await,
-        Command::Run { topologies, scenario, backend, junit, json, markdown, timeout, keep, inventory } => {
-            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, inventory, ..UpOptions::default() };
+        Command::Run { topologies, scenario, backend, junit, json, markdown, timeout, keep, inventory, image } => {
+            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, inventory, image, ..UpOptions::default() };
             let families = if scenario.is_empty() { Family::ALL.to_vec() } else { scenario };
             run_cmd(&topologies, &families, &opts, Outputs { junit, json, markdown }).await
         }
@@ -173,7 +182,7 @@ pub async fn main(cli: Cli) -> i32 {
             let profile = crate::wan::Profile { latency: latency.into(), bandwidth_bytes_per_s: bandwidth, messages, size };
             crate::wan::run(&profile, json.as_deref()).await.map(|_| 0)
         }
-        Command::Bench { topology, runs, json } => bench::run(&topology, runs, json.as_deref()).await.map(|_| 0),
+        Command::Bench { topology, runs, no_suite, json } => bench::run(&topology, runs, !no_suite, json.as_deref()).await.map(|_| 0),
     };
     match result {
         Ok(code) => code,
@@ -374,6 +383,9 @@ async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Err
     }
     if let Some(seed) = &opts.seed {
         cmd.arg("--seed").arg(seed);
+    }
+    if let Some(image) = &opts.image {
+        cmd.arg("--image").arg(image);
     }
     // The supervisor must bring up the same kind of lab the user asked for.
     if let Some(kind) = clap::ValueEnum::to_possible_value(&opts.backend) {

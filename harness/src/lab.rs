@@ -45,11 +45,14 @@ pub struct UpOptions {
     pub seed: Option<String>,
     /// Route inter-node links through link proxies (process backend), so the network can be faulted.
     pub proxied: bool,
+    /// Container backend: run this image (e.g. `nats:2.12-alpine`, where a registry is reachable) instead of
+    /// the one built locally from natslab's nats-server binary.
+    pub image: Option<String>,
 }
 
 impl Default for UpOptions {
     fn default() -> Self {
-        UpOptions { backend: BackendKind::Process, timeout: Duration::from_secs(60), keep: false, runs_root: None, inventory: None, seed: None, proxied: false }
+        UpOptions { backend: BackendKind::Process, timeout: Duration::from_secs(60), keep: false, runs_root: None, inventory: None, seed: None, proxied: false, image: None }
     }
 }
 
@@ -111,7 +114,7 @@ impl Lab {
         if opts.backend == BackendKind::Attached {
             return Lab::attach(topology, opts, server).await;
         }
-        let mut backend = Backend::new(opts.backend, &server, None).await?;
+        let mut backend = Backend::new(opts.backend, &server, None, opts.image.clone()).await?;
         let dir = opts.runs_root.clone().unwrap_or_else(runs::root).join(run_id(&topology));
         let seed = opts.seed.clone().unwrap_or_else(|| nuid::next().to_string());
         // On failure the run directory stays: the error names its logs.
@@ -139,7 +142,7 @@ impl Lab {
     async fn attach(_declared: Topology, opts: &UpOptions, server: NatsServer) -> Result<Lab> {
         let path = opts.inventory.as_ref().ok_or_else(|| Error::Run("the attached backend needs --inventory FILE".into()))?;
         let inventory = crate::inventory::Inventory::load(path)?;
-        let backend = Backend::new(BackendKind::Attached, &server, Some(&inventory)).await?;
+        let backend = Backend::new(BackendKind::Attached, &server, Some(&inventory), None).await?;
         let plan = inventory.plan(&format!("attached-{}", inventory.topology.name))?;
         let endpoints = plan.nodes.iter().map(|n| (n.name.clone(), backend.endpoint(n))).collect();
         let started = Instant::now();

@@ -61,14 +61,18 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub async fn new(kind: BackendKind, server: &NatsServer, inventory: Option<&crate::inventory::Inventory>) -> Result<Backend> {
+    /// `image`: for containers, a user-named image instead of the locally built one.
+    pub async fn new(kind: BackendKind, server: &NatsServer, inventory: Option<&crate::inventory::Inventory>, image: Option<String>) -> Result<Backend> {
         match kind {
             BackendKind::Process => Ok(Backend::Process(process::ProcessBackend::new(server.clone())?)),
             BackendKind::Attached => {
                 let inv = inventory.ok_or_else(|| crate::errors::Error::Run("the attached backend needs --inventory FILE".into()))?;
                 Ok(Backend::Attached(attached::AttachedBackend::new(inv.clone())))
             }
-            BackendKind::Container => Ok(Backend::Container(container::ContainerBackend::from_env(server).await?)),
+            BackendKind::Container => Ok(Backend::Container(match image {
+                Some(i) => container::ContainerBackend::new(server, Some(i)).await?,
+                None => container::ContainerBackend::from_env(server).await?,
+            })),
             BackendKind::Netns => Ok(Backend::Netns(netns::NetnsBackend::new(server.clone()).await?)),
         }
     }
