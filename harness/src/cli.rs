@@ -496,6 +496,14 @@ async fn down(run: Option<&str>, all: bool) -> Result<i32, Error> {
         println!("removed {}", dir.display());
     }
     if all {
+        // Logs of detached supervisors that are gone.
+        for e in std::fs::read_dir(&root).into_iter().flatten().filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().to_string();
+            let pid = name.strip_prefix("supervisor-").and_then(|n| n.strip_suffix(".log")).and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !runs::alive(p)) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let stray = crate::backend::process::kill_strays(&root);
         if stray > 0 {
             println!("killed {stray} stray nats-server process(es) of old runs");

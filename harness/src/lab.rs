@@ -152,6 +152,7 @@ impl Lab {
         let names: Vec<String> = lab.plan.nodes.iter().map(|n| n.name.clone()).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         lab.wait_ready(&refs, opts.timeout).await?;
+        lab.provision_leaves(deadline).await?;
         lab.provision(deadline).await?;
         lab.ready_in = started.elapsed();
         Ok(lab)
@@ -180,7 +181,12 @@ impl Lab {
         let total = self.plan.nodes.len();
         let nodes: Vec<&crate::plan::NodePlan> = self.plan.nodes.iter().collect();
         let mut on_change = |w: &BTreeMap<String, String>| progress.waiting(total, w);
-        let result = ready::wait_nodes(&self.monitor, &self.plan, &bases, &nodes, deadline, &mut on_change).await;
+        // A leaf's own streams need only its own JetStream: provision them while the hubs still elect.
+        let (result, early) = futures::join!(
+            ready::wait_nodes(&self.monitor, &self.plan, &bases, &nodes, deadline, &mut on_change),
+            self.provision_leaves(deadline)
+        );
+        early?;
         if let Err(waiting) = result {
             for name in waiting.keys() {
                 if let Some(status) = self.backend.exited(name) {
@@ -214,27 +220,41 @@ impl Lab {
         format!("  --- {} (last {} lines of {}) ---\n{}", node, tail.len(), path.display(), tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"))
     }
 
-    /// Streams per node, all nodes at once (each node's streams in order: sources may name earlier ones).
-    async fn provision(&self, deadline: Instant) -> Result<()> {
-        let t = &self.plan.topology;
-        let mut per_node: Vec<(String, &str, Vec<&crate::topology::Stream>)> = Vec::new();
-        if let Some(first_hub) = self.plan.hubs().next() {
-            let default = t.hub.accounts[0].name.as_str();
-            per_node.push((first_hub.name.clone(), default, t.hub.streams.iter().collect()));
-        }
-        for l in &t.leaves {
-            per_node.push((l.name.clone(), l.accounts[0].name.as_str(), l.streams.iter().collect()));
-        }
-        let jobs = per_node.into_iter().map(|(node, default_account, streams)| async move {
-            for s in streams {
-                let account = s.account.as_deref().unwrap_or(default_account);
-                let client = self.probe(&node, account).await?;
+    /// Each leaf's declared streams, as soon as that leaf answers `/healthz` (its JetStream is up), all leaves
+    /// at once.
+    async fn provision_leaves(&self, deadline: Instant) -> Result<()> {
+        let jobs = self.plan.topology.leaves.iter().filter(|l| !l.streams.is_empty()).map(|l| async move {
+            let base = self.endpoint(&l.name).monitor_url.clone();
+            while self.monitor.healthy(&base).await.is_err() {
+                if Instant::now() >= deadline {
+                    // The overall readiness wait reports what is missing.
+                    return Ok(());
+                }
+                tokio::time::sleep(ready::POLL).await;
+            }
+            for s in &l.streams {
+                let account = s.account.as_deref().unwrap_or(&l.accounts[0].name);
+                let client = self.probe(&l.name, account).await?;
                 provision::create_stream(&client, "$JS.API", s, deadline).await?;
             }
             Ok::<(), Error>(())
         });
         for r in futures::future::join_all(jobs).await {
             r?;
+        }
+        Ok(())
+    }
+
+    /// The hub's declared streams, once the cluster is ready (R3 streams need their peers); idempotent, so
+    /// an attached lab provisions leaves here too.
+    async fn provision(&self, deadline: Instant) -> Result<()> {
+        let t = &self.plan.topology;
+        if let Some(first_hub) = self.plan.hubs().next() {
+            for s in &t.hub.streams {
+                let account = s.account.as_deref().unwrap_or(&t.hub.accounts[0].name);
+                let client = self.probe(&first_hub.name, account).await?;
+                provision::create_stream(&client, "$JS.API", s, deadline).await?;
+            }
         }
         Ok(())
     }
