@@ -33,6 +33,9 @@ impl Checker {
             && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !name.starts_with('-')
             && !name.ends_with('-');
+        if name == "lab" {
+            self.err(path, format!("{what} name 'lab' is taken"), "the NixOS tests name the machine that runs natslab 'lab'; pick another name");
+        }
         if !ok {
             self.err(
                 path,
