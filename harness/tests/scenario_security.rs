@@ -24,19 +24,6 @@ async fn run_security(lab: &mut Lab, declared: &Topology) -> Vec<Check> {
     rec.checks
 }
 
-fn failures(checks: &[Check]) -> Vec<String> {
-    checks
-        .iter()
-        .filter(|c| matches!(c.verdict, Verdict::Violated | Verdict::HarnessError))
-        .map(|c| format!("{:?} {}: {}", c.verdict, c.name, c.observed))
-        .collect()
-}
-
-fn verdict_of(checks: &[Check], name: &str) -> Verdict {
-    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
-    checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name:?} in {names:?}")).verdict
-}
-
 /// The family passes on the topology as declared; returns its checks.
 async fn passes_on(file: &str) -> Vec<Check> {
     let t = load(file);

@@ -43,3 +43,19 @@ pub async fn publish_until_received(
 ) -> Option<String> {
     natslab::scenario::probes::publish_until_received(publisher, subject, payload, sub, within).await.map(|(s, _)| s)
 }
+
+/// The checks that were violated or where the harness broke, one line each.
+pub fn failures(checks: &[natslab::scenario::Check]) -> Vec<String> {
+    use natslab::scenario::Verdict;
+    checks
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Violated | Verdict::HarnessError))
+        .map(|c| format!("{:?} {}: {}", c.verdict, c.name, c.observed))
+        .collect()
+}
+
+/// The verdict of the check named `name`; a missing check fails the test, listing those there are.
+pub fn verdict_of(checks: &[natslab::scenario::Check], name: &str) -> natslab::scenario::Verdict {
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name:?} in {names:?}")).verdict
+}
