@@ -159,6 +159,7 @@ pub enum Command {
 
 /// Runs the CLI; returns the process exit code.
 pub async fn main(cli: Cli) -> i32 {
+    install_stop_handlers();
     let result = match cli.command {
         Command::Check { topologies } => check(&topologies),
         Command::Render { topology, out, format, seed } => render_cmd(&topology, &out, format, seed),
@@ -313,12 +314,42 @@ impl Progress for TermProgress {
     }
 }
 
-/// Resolves when the user asks us to stop (Ctrl-C or SIGTERM).
+static STOP: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> = std::sync::OnceLock::new();
+
+/// Installs the SIGINT/SIGTERM handlers at once, before anything starts: a signal that arrives before anyone
+/// waits for it (e.g. right after readiness is announced) is remembered, never lost or left at an inherited
+/// "ignore" disposition.
+pub fn install_stop_handlers() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    async fn wait(s: Option<&mut tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = wait(int.as_mut()) => {}
+            _ = wait(term.as_mut()) => {}
+        }
+        let _ = tx.send(true);
+    });
+    let _ = STOP.set(rx);
+}
+
+/// Resolves when the user asks us to stop (Ctrl-C or SIGTERM), at any time since `install_stop_handlers`.
 pub async fn stop_requested() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    match STOP.get() {
+        Some(rx) => {
+            let mut rx = rx.clone();
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

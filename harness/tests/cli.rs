@@ -78,7 +78,15 @@ fn ends_with_signal(sig: Signal) {
     let ctx = std::fs::read_to_string(env.contexts.path().join("cim-reference-hub-alchemist.json")).unwrap();
     assert!(ctx.contains(&info.nodes[0].client_url));
     kill(Pid::from_raw(child.id() as i32), sig).unwrap();
-    child.wait().unwrap();
+    // Bounded: a natslab that ignores the signal fails the test instead of hanging it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("natslab did not exit within 30 s of {sig:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     wait_all_gone(&info);
     if sig != Signal::SIGKILL {
         // An orderly teardown also removes the run directory and the contexts.
