@@ -521,7 +521,15 @@ async fn isolation_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream
 
 async fn isolation_body(lab: &Lab, from: &Side, stream: &str) -> Result<Outcome, String> {
     let c = from.client(lab).await?;
-    let e = match api(&c, API, &format!("STREAM.INFO.{stream}"), &json!({})).await {
+    // A timeout is no answer either way (the JetStream API of a just-settled cluster can be slow): ask again.
+    let mut answer = api(&c, API, &format!("STREAM.INFO.{stream}"), &json!({})).await;
+    for _ in 0..3 {
+        match &answer {
+            Err(e) if e.contains("timed out") => answer = api(&c, API, &format!("STREAM.INFO.{stream}"), &json!({})).await,
+            _ => break,
+        }
+    }
+    let e = match answer {
         Ok(v) => return Ok(Outcome::Violated(format!("its own domain found it: {}", v["config"]))),
         Err(e) if e.contains("no responders") => {
             return Ok(Outcome::Pass("no JetStream answers $JS.API on this side: nothing is visible".into()))
