@@ -382,15 +382,22 @@ async fn forward(client: TcpStream, shared: &Shared, state: &mut watch::Receiver
         let mut watcher = state.clone();
         tokio::select! {
             r = pumps => match r {
-                Ok(_) => "both sides closed".to_string(),
-                Err(e) => format!("{e}"),
+                Ok(_) => None,
+                Err(e) => Some(format!("{e}")),
             },
-            end = ended(&mut watcher, birth) => format!("{end:?}"),
+            end = ended(&mut watcher, birth) => Some(format!("{end:?}")),
         }
     };
-    reset(client);
-    reset(upstream);
-    outcome
+    match outcome {
+        // Both closes were forwarded: a plain close lets the kernel deliver what is still in the send buffers
+        // (a reset here would discard the tail of the stream and its FIN).
+        None => "both sides closed".to_string(),
+        Some(why) => {
+            reset(client);
+            reset(upstream);
+            why
+        }
+    }
 }
 
 fn refuse(client: TcpStream, shared: &Shared, why: String) -> String {
