@@ -139,6 +139,9 @@ pub enum Command {
         /// Payload size in bytes.
         #[arg(long, default_value_t = 1024)]
         size: usize,
+        /// process, or netns (root): the cap then comes from the kernel (htb) instead of the proxy.
+        #[arg(long, value_enum, default_value_t = BackendKind::Process)]
+        backend: BackendKind,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -179,8 +182,8 @@ pub async fn main(cli: Cli) -> i32 {
             run_cmd(&topologies, &families, &opts, Outputs { junit, json, markdown }).await
         }
         Command::Health { monitor, leaf, window } => health_cmd(&monitor, leaf, window).await,
-        Command::Wan { latency, bandwidth, messages, size, json } => {
-            let profile = crate::wan::Profile { latency: latency.into(), bandwidth_bytes_per_s: bandwidth, messages, size };
+        Command::Wan { latency, bandwidth, messages, size, backend, json } => {
+            let profile = crate::wan::Profile { latency: latency.into(), bandwidth_bytes_per_s: bandwidth, messages, size, backend };
             crate::wan::run(&profile, json.as_deref()).await.map(|_| 0)
         }
         Command::Bench { topology, runs, no_suite, json } => bench::run(&topology, runs, !no_suite, json.as_deref()).await.map(|_| 0),

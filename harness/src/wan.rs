@@ -17,6 +17,8 @@ pub struct Profile {
     pub bandwidth_bytes_per_s: u64,
     pub messages: usize,
     pub size: usize,
+    /// Process (latency and cap in the link proxy) or netns (latency in the proxy, the cap in the kernel).
+    pub backend: crate::backend::BackendKind,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,7 +67,7 @@ fn payload(i: usize, size: usize) -> String {
 
 async fn one_mode(mode: Compression, profile: &Profile) -> Result<ModeResult> {
     let root = tempfile::tempdir().map_err(Error::io("create a temporary directory"))?;
-    let opts = UpOptions { proxied: true, runs_root: Some(root.path().to_path_buf()), ..UpOptions::default() };
+    let opts = UpOptions { proxied: true, backend: profile.backend, runs_root: Some(root.path().to_path_buf()), ..UpOptions::default() };
     let mut lab = Lab::up(topology(mode)?, &opts, &Quiet).await?;
     let result = measure(&mut lab, mode, profile).await;
     lab.shutdown().await;
@@ -144,13 +146,21 @@ async fn measure(lab: &mut Lab, mode: Compression, profile: &Profile) -> Result<
 }
 
 pub async fn run(profile: &Profile, json: Option<&std::path::Path>) -> Result<Vec<ModeResult>> {
+    use crate::backend::BackendKind;
+    if !matches!(profile.backend, BackendKind::Process | BackendKind::Netns) {
+        return Err(Error::Run(format!(
+            "natslab wan needs link proxies with latency: --backend process (default) or netns, not {:?}",
+            profile.backend
+        ).to_lowercase()));
+    }
     let mut results = Vec::new();
     for mode in MODES {
         eprintln!("measuring compression {} ...", mode.as_str());
         results.push(one_mode(mode, profile).await?);
     }
     println!(
-        "leaf link with {} ms latency each way and a {} KiB/s cap; {} messages of {} bytes (JSON domain events) leaf → hub",
+        "leaf link ({:?} backend) with {} ms latency each way and a {} KiB/s cap; {} messages of {} bytes (JSON domain events) leaf → hub",
+        profile.backend,
         profile.latency.as_millis(),
         profile.bandwidth_bytes_per_s / 1024,
         profile.messages,

@@ -20,19 +20,6 @@ use natslab::lab::{Lab, LabInfo, Quiet, UpOptions};
 use natslab::nemesis;
 use natslab::scenario::{Family, Silent, Verdict};
 
-/// Whether this machine can run netns labs; a skip says why (a failure where CI requires everything).
-fn netns_or_skip() -> bool {
-    match netns::net::check_tools() {
-        Ok(()) => true,
-        Err(e) => {
-            let msg = format!("skipped: the netns backend needs root (uid 0) and iproute2/nftables: {e}");
-            assert!(std::env::var_os("NATSLAB_REQUIRE_ALL").is_none(), "{msg}, and NATSLAB_REQUIRE_ALL is set");
-            eprintln!("{msg}");
-            false
-        }
-    }
-}
-
 fn netns_opts(root: &tempfile::TempDir) -> UpOptions {
     UpOptions { backend: BackendKind::Netns, runs_root: Some(root.path().to_path_buf()), ..UpOptions::default() }
 }
@@ -165,8 +152,9 @@ async fn every_family_passes_on_cim_reference() {
         let passed = run.checks.iter().filter(|c| c.family == family && c.verdict == Verdict::Passed).count();
         assert!(passed > 0, "no {} check passed", family.name());
     }
-    // Faults the netns backend offers are never the reason for a skip (latency, which it lacks, may be).
-    let offered = ["kill", "pause", "partition", "blackhole", "bandwidth", "cap"];
+    // Faults the netns backend offers are never the reason for a skip: latency too, through the link
+    // proxies the network family's lab is brought up with.
+    let offered = ["kill", "pause", "partition", "blackhole", "bandwidth", "cap", "latency"];
     let skipped_for_backend: Vec<&str> = run
         .checks
         .iter()

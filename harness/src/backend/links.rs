@@ -34,6 +34,26 @@ pub fn pairs(t: &Topology) -> Vec<(String, String)> {
     out
 }
 
+/// Where each link's proxy listens: (dialer, dialed) → `<dialed's address>:<LINK_PORT_BASE + dialer index>`,
+/// so a dialer reaches the proxy at the dialed node's own address (its certificate still matches) and two
+/// dialers of one node never share a port. `ip(i)` is the address of node `i` (hubs first, then leaves).
+pub fn addrs(t: &Topology, ip: impl Fn(usize) -> String) -> BTreeMap<(String, String), String> {
+    let index = |name: &str| -> usize {
+        t.hub.nodes.iter().map(|n| &n.name).chain(t.leaves.iter().map(|l| &l.name)).position(|n| n == name).unwrap_or(0)
+    };
+    pairs(t)
+        .into_iter()
+        .map(|(from, to)| {
+            let addr = format!("{}:{}", ip(index(&to)), LINK_PORT_BASE + index(&from) as u16);
+            ((from, to), addr)
+        })
+        .collect()
+}
+
+/// First port of the proxies on a node's address: the proxy for dialer `i` listens on `LINK_PORT_BASE + i`
+/// (clear of the nodes' own ports on every backend).
+pub const LINK_PORT_BASE: u16 = 25000;
+
 pub struct LinkSet {
     proxies: BTreeMap<(String, String), LinkProxy>,
 }
@@ -46,6 +66,13 @@ impl LinkSet {
     /// Starts a proxy for every link of the plan: listening where the dialer dials (`plan.links`), forwarding
     /// to the dialed node's real route or leafnode port.
     pub async fn start(plan: &Plan) -> Result<LinkSet> {
+        LinkSet::start_with(plan, |_, addr| std::net::TcpListener::bind(addr)).await
+    }
+
+    /// As `start`, with the listening socket of the proxy in front of node `to` bound by `bind(to, addr)`
+    /// (the netns backend binds it inside `to`'s namespace, so a dialer's packets still carry its own address
+    /// through the kernel's partition rules and shaping). The proxy dials upstream from here.
+    pub async fn start_with(plan: &Plan, bind: impl Fn(&str, SocketAddr) -> std::io::Result<std::net::TcpListener>) -> Result<LinkSet> {
         let mut proxies = BTreeMap::new();
         for ((from, to), listen) in &plan.links {
             let Some(target) = plan.node(to) else { continue };
@@ -53,8 +80,8 @@ impl LinkSet {
             let port = if dialer_is_hub { target.addr.cluster } else { target.addr.leaf };
             let upstream = parse(&format!("{}:{port}", target.addr.host), "upstream")?;
             let name = format!("{from}->{to}");
-            let proxy = LinkProxy::start(&name, parse(listen, "listen")?, upstream)
-                .await
+            let proxy = bind(to, parse(listen, "listen")?)
+                .and_then(|l| LinkProxy::from_std(&name, l, upstream))
                 .map_err(|e| Error::Run(format!("start link proxy {name} on {listen}: {e}")))?;
             proxies.insert((from.clone(), to.clone()), proxy);
         }

@@ -220,6 +220,7 @@ impl Backend {
     pub fn links(&self, t: &crate::topology::Topology, proxied: bool) -> std::collections::BTreeMap<(String, String), String> {
         match self {
             Backend::Process(b) if proxied => b.link_addrs(t),
+            Backend::Netns(b) if proxied => b.link_addrs(t),
             _ => Default::default(),
         }
     }
@@ -283,6 +284,7 @@ impl Backend {
     pub async fn slow(&mut self, a: &str, b: &str, latency: std::time::Duration, jitter: std::time::Duration) -> Result<()> {
         match self {
             Backend::Process(p) => p.slow(a, b, latency, jitter),
+            Backend::Netns(n) => n.slow(a, b, latency, jitter),
             _ => Err(self.cannot("slow")),
         }
     }
@@ -307,6 +309,7 @@ impl Backend {
     pub fn link_counters(&self) -> std::collections::BTreeMap<(String, String), crate::net::Counters> {
         match self {
             Backend::Process(b) => b.links.as_ref().map(|l| l.counters()).unwrap_or_default(),
+            Backend::Netns(b) => b.link_counters(),
             _ => Default::default(),
         }
     }

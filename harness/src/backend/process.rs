@@ -30,10 +30,6 @@ pub struct ProcessBackend {
     prefix: BTreeMap<String, Vec<String>>,
 }
 
-/// First port of the proxies on a node's address: the proxy for dialer `i` listens on `LINK_PORT_BASE + i`
-/// of the dialed node's address, so the dialed node's certificate (which names that address) still verifies.
-pub const LINK_PORT_BASE: u16 = 25000;
-
 impl ProcessBackend {
     pub fn new(server: NatsServer) -> Result<ProcessBackend> {
         Ok(ProcessBackend { slot: slot::acquire()?, server, children: BTreeMap::new(), configs: BTreeMap::new(), links: None, prefix: BTreeMap::new() })
@@ -163,18 +159,9 @@ impl ProcessBackend {
         }
     }
 
-    /// Where each link's proxy listens: (dialer, dialed) → `<dialed's address>:<LINK_PORT_BASE + dialer index>`.
+    /// Where each link's proxy listens (see `links::addrs`).
     pub fn link_addrs(&self, t: &crate::topology::Topology) -> BTreeMap<(String, String), String> {
-        let index = |name: &str| -> usize {
-            t.hub.nodes.iter().map(|n| &n.name).chain(t.leaves.iter().map(|l| &l.name)).position(|n| n == name).unwrap_or(0)
-        };
-        super::links::pairs(t)
-            .into_iter()
-            .map(|(from, to)| {
-                let addr = format!("{}:{}", self.slot.ip(index(&to)), LINK_PORT_BASE + index(&from) as u16);
-                ((from, to), addr)
-            })
-            .collect()
+        super::links::addrs(t, |i| self.slot.ip(i))
     }
 
     pub async fn start_links(&mut self, plan: &Plan) -> Result<()> {

@@ -175,7 +175,17 @@ pub struct LinkProxy {
 impl LinkProxy {
     /// Listens on `listen` (e.g. `127.0.0.1:0`) and forwards every accepted connection to `upstream`.
     pub async fn start(name: &str, listen: SocketAddr, upstream: SocketAddr) -> io::Result<LinkProxy> {
-        let listener = TcpListener::bind(listen).await?;
+        LinkProxy::serve(name, TcpListener::bind(listen).await?, upstream)
+    }
+
+    /// Serves on a listener bound by the caller — e.g. inside another network namespace, where the socket
+    /// stays however the accepting task runs. Needs a tokio runtime.
+    pub fn from_std(name: &str, listener: std::net::TcpListener, upstream: SocketAddr) -> io::Result<LinkProxy> {
+        listener.set_nonblocking(true)?;
+        LinkProxy::serve(name, TcpListener::from_std(listener)?, upstream)
+    }
+
+    fn serve(name: &str, listener: TcpListener, upstream: SocketAddr) -> io::Result<LinkProxy> {
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
             name: name.to_string(),

@@ -1,7 +1,8 @@
 //! Network faults, derived from the topology: a leaf cut from every hub keeps serving locally and its hub
 //! streams catch up after heal; a minority hub partitioned away leaves the R3 stream available on the
 //! majority with no acknowledged message lost; a half-open (blackholed) leaf link is noticed by pings and the
-//! leaf moves. Every fault is healed, and the lab is ready again, before the next check.
+//! leaf moves; a leaf link with WAN latency stays up and carries traffic no sooner than the latency allows.
+//! Every fault is healed, and the lab is ready again, before the next check.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,9 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
     minority(ctx, declared).await;
     for leaf in &declared.leaves {
         half_open(ctx, leaf).await;
+    }
+    for leaf in &declared.leaves {
+        slow_link(ctx, leaf).await;
     }
 }
 
@@ -329,4 +333,97 @@ async fn half_open_body(lab: &mut Lab, leaf: &Leaf, bound: Duration, p: &mut Pen
     p.metric_duration("blackhole_failover_ms", took);
     let now = lab.leaf_hub(&leaf.name).await.unwrap_or_default();
     Outcome::Pass(format!("left the half-open link to {hub} after {} ms, now on {now}", took.as_millis()))
+}
+
+/// Latency added each way on a leaf's link by the WAN check: well above loopback delivery times, well below
+/// any ping interval a topology would declare.
+const WAN_LATENCY: Duration = Duration::from_millis(150);
+const WAN_SAMPLES: usize = 5;
+
+async fn slow_link(ctx: &mut Ctx<'_, '_>, leaf: &Leaf) {
+    let name = format!("{}: WAN latency on its hub link", leaf.name);
+    let expected = format!(
+        "with {} ms added each way, the link stays up and every message crosses it, none sooner than {} ms",
+        WAN_LATENCY.as_millis(),
+        WAN_LATENCY.as_millis()
+    );
+    if !ctx.lab.faults().contains(&FaultKind::Latency) {
+        ctx.rec.skip(FAMILY, name, expected, format!("the {:?} backend cannot add latency to a link", ctx.lab.kind()).to_lowercase());
+        return;
+    }
+    let mut p = ctx.rec.start(FAMILY, name, expected);
+    let outcome = slow_link_body(ctx.lab, leaf, &mut p).await;
+    let outcome = healed(ctx.lab, outcome).await;
+    ctx.rec.finish(p, outcome);
+}
+
+/// Leaf → hub one-way delivery times of `WAN_SAMPLES` messages (interest already in place), or the first
+/// that did not arrive.
+async fn one_way(leaf: &async_nats::Client, subject: &str, sub: &mut async_nats::Subscriber) -> Result<Vec<Duration>, String> {
+    let mut times = Vec::new();
+    for i in 0..WAN_SAMPLES {
+        let payload = format!("{}-{i}", probes::token());
+        let sent = Instant::now();
+        leaf.publish(subject.to_string(), payload.clone().into()).await.map_err(|e| format!("publish: {e}"))?;
+        if probes::wait_for_payload(sub, &payload, probes::DELIVERY).await.is_err() {
+            return Err(format!("message {i} did not cross in {} s", probes::DELIVERY.as_secs()));
+        }
+        times.push(sent.elapsed());
+    }
+    Ok(times)
+}
+
+async fn slow_link_body(lab: &mut Lab, leaf: &Leaf, p: &mut Pending) -> Outcome {
+    let Some(hub) = lab.leaf_hub(&leaf.name).await else {
+        return Outcome::Error(format!("{} is attached to no hub before the fault", leaf.name));
+    };
+    // The first remote's accounts: the leaf's local one and the hub account the link lands in.
+    let remote = &leaf.remotes[0];
+    let (local, landing) = (leaf.remote_account(remote).to_string(), leaf.hub_account(0));
+    let subject = format!("natslab.wan.{}", probes::token());
+    let (client, hub_client) = match (lab.probe(&leaf.name, &local).await, lab.probe(&hub, &landing).await) {
+        (Ok(c), Ok(h)) => (c, h),
+        (Err(e), _) | (_, Err(e)) => return Outcome::Error(e.to_string()),
+    };
+    let mut sub = match hub_client.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Error(format!("subscribe on {hub}: {e}")),
+    };
+    if probes::publish_until_received(&client, &subject, "warm-up", &mut sub, probes::DELIVERY).await.is_none() {
+        return Outcome::Violated(format!("{subject} did not cross {} → {hub} before any latency", leaf.name));
+    }
+    probes::drain(&mut sub).await;
+    let direct = match one_way(&client, &subject, &mut sub).await {
+        Ok(t) => t,
+        Err(e) => return Outcome::Violated(format!("before the latency: {e}")),
+    };
+    if let Err(e) = lab.slow(&leaf.name, &hub, WAN_LATENCY, Duration::ZERO).await {
+        return Outcome::Error(format!("slow: {e}"));
+    }
+    let slowed = one_way(&client, &subject, &mut sub).await;
+    let still_on = lab.leaf_hub(&leaf.name).await;
+    let fast = lab.fast(&leaf.name, &hub).await;
+    let slowed = match slowed {
+        Ok(t) => t,
+        Err(e) => return Outcome::Violated(format!("with {} ms latency: {e}", WAN_LATENCY.as_millis())),
+    };
+    if let Err(e) = fast {
+        return Outcome::Error(format!("fast: {e}"));
+    }
+    let ms = |d: &[Duration]| d.iter().map(|t| t.as_millis().to_string()).collect::<Vec<_>>().join(", ");
+    if still_on.as_deref() != Some(hub.as_str()) {
+        return Outcome::Violated(format!("the link moved or dropped under latency: on {still_on:?}, was on {hub}"));
+    }
+    // A lower bound, not a threshold: a message cannot cross a delayed link sooner than the delay.
+    if let Some(early) = slowed.iter().find(|t| **t < WAN_LATENCY) {
+        return Outcome::Violated(format!("a message crossed in {} ms, sooner than the added {} ms: the latency is not on this link", early.as_millis(), WAN_LATENCY.as_millis()));
+    }
+    let median = |d: &[Duration]| {
+        let mut v = d.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    p.metric_duration("wan_one_way_direct_ms", median(&direct));
+    p.metric_duration("wan_one_way_slowed_ms", median(&slowed));
+    Outcome::Pass(format!("one-way {} → {hub}: direct {} ms; with {} ms added: {} ms", leaf.name, ms(&direct), WAN_LATENCY.as_millis(), ms(&slowed)))
 }

@@ -59,3 +59,16 @@ pub fn verdict_of(checks: &[natslab::scenario::Check], name: &str) -> natslab::s
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name:?} in {names:?}")).verdict
 }
+
+/// Whether this machine can run netns labs; a skip says why (a failure where CI requires everything).
+pub fn netns_or_skip() -> bool {
+    match natslab::backend::netns::net::check_tools() {
+        Ok(()) => true,
+        Err(e) => {
+            let msg = format!("skipped: the netns backend needs root (uid 0) and iproute2/nftables: {e}");
+            assert!(std::env::var_os("NATSLAB_REQUIRE_ALL").is_none(), "{msg}, and NATSLAB_REQUIRE_ALL is set");
+            eprintln!("{msg}");
+            false
+        }
+    }
+}

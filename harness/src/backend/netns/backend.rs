@@ -6,7 +6,9 @@
 //! Faults: kill/start and pause/resume as the process backend; `partition(grudge)`/`heal()` and
 //! `blackhole(a, b)`/`restore(a, b)` with nftables rules inside the namespaces (a partition also aborts the
 //! open connections, as a link proxy's cut does; a blackhole keeps them open and silent); `cap(a, b)`/
-//! `fast(a, b)` with htb classes matching the peer's address. No latency: this kernel has no netem.
+//! `fast(a, b)` with htb classes matching the peer's address. Latency (`slow`): this kernel has no netem, so a
+//! lab brought up with link proxies gets one per link, listening inside the dialed node's namespace — the
+//! dialer's packets still carry its own address through the rules and the shaping above.
 //!
 //! Cleanup: `shutdown` and `Drop` kill the servers and remove every namespace and link of the lab (rules and
 //! qdiscs live inside the namespaces and go with them); a lab killed with SIGKILL leaves them behind, and
@@ -19,6 +21,7 @@ use std::path::Path;
 use super::names::{self, Names};
 use super::net;
 use super::owner;
+use crate::backend::links::{self, LinkSet};
 use crate::backend::process::ProcessBackend;
 use crate::backend::{Endpoint, FaultKind, FaultSet};
 use crate::errors::{Error, Result};
@@ -45,6 +48,8 @@ pub struct NetnsBackend {
     partition: BTreeSet<Pair>,
     dark: BTreeSet<Pair>,
     caps: BTreeMap<Pair, u64>,
+    /// The link proxies, when the lab was brought up with them.
+    links: Option<LinkSet>,
 }
 
 fn pair(a: &str, b: &str) -> Pair {
@@ -84,6 +89,7 @@ impl NetnsBackend {
             partition: BTreeSet::new(),
             dark: BTreeSet::new(),
             caps: BTreeMap::new(),
+            links: None,
         })
     }
 
@@ -116,7 +122,20 @@ impl NetnsBackend {
     }
 
     pub fn faults(&self) -> FaultSet {
-        [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Blackhole, FaultKind::Bandwidth].into_iter().collect()
+        let mut f: FaultSet = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Blackhole, FaultKind::Bandwidth].into_iter().collect();
+        if self.links.is_some() {
+            f.insert(FaultKind::Latency);
+        }
+        f
+    }
+
+    /// Where each link's proxy listens, on the dialed node's address (see `links::addrs`).
+    pub fn link_addrs(&self, t: &crate::topology::Topology) -> BTreeMap<Pair, String> {
+        links::addrs(t, |i| names::node_ip(self.slot, i))
+    }
+
+    pub fn link_counters(&self) -> BTreeMap<Pair, crate::net::Counters> {
+        self.links.as_ref().map(LinkSet::counters).unwrap_or_default()
     }
 
     /// Builds the lab's network and tells the process backend to start each node in its namespace.
@@ -140,6 +159,10 @@ impl NetnsBackend {
         let built = nodes.clone();
         let names = n.clone();
         tokio::task::spawn_blocking(move || net::build(&names, &built)).await.map_err(|e| fail(e.to_string()))?.map_err(fail)?;
+        if plan.proxied() {
+            let ns = |to: &str| n.node_ns(to);
+            self.links = Some(LinkSet::start_with(plan, |to, addr| net::bind_in(&ns(to), addr)).await?);
+        }
         let procs = self.procs_mut()?;
         procs.register(plan);
         for (_, node) in &nodes {
@@ -284,8 +307,22 @@ impl NetnsBackend {
         self.sync_shaping([a.to_string(), b.to_string()].into(), "cap").await
     }
 
+    /// Latency (± jitter) on every link between `a` and `b`, through their proxies.
+    pub fn slow(&mut self, a: &str, b: &str, latency: std::time::Duration, jitter: std::time::Duration) -> Result<()> {
+        let links = self.links.as_ref().ok_or_else(|| Error::Fault {
+            node: format!("{a}/{b}"),
+            op: "slow",
+            reason: "this kernel has no netem: latency needs a lab brought up with link proxies".into(),
+        })?;
+        links.slow(a, b, latency, jitter)
+    }
+
+    /// No cap, no latency.
     pub async fn fast(&mut self, a: &str, b: &str) -> Result<()> {
         self.check_nodes([a, b], "fast")?;
+        if let Some(links) = &self.links {
+            links.fast(a, b)?;
+        }
         self.caps.remove(&pair(a, b));
         self.sync_shaping([a.to_string(), b.to_string()].into(), "fast").await
     }
@@ -293,6 +330,9 @@ impl NetnsBackend {
     /// Network first (that kills the servers in their namespaces), then the process handles, which also
     /// release the slot: no later lab gets this slot while its addresses still exist.
     pub async fn shutdown(mut self) {
+        if let Some(l) = self.links.take() {
+            l.shutdown().await;
+        }
         if let Some(n) = self.names.take() {
             let _ = tokio::task::spawn_blocking(move || teardown(&n)).await;
         }
