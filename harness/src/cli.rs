@@ -139,7 +139,7 @@ pub enum Command {
         /// Payload size in bytes.
         #[arg(long, default_value_t = 1024)]
         size: usize,
-        /// process, or netns (root): the cap then comes from the kernel (htb) instead of the proxy.
+        /// process, container (root, local engine), or netns (root: the cap then comes from the kernel's htb).
         #[arg(long, value_enum, default_value_t = BackendKind::Process)]
         backend: BackendKind,
         #[arg(long)]

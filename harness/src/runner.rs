@@ -54,11 +54,12 @@ pub async fn run_topology(
         checks: vec![],
         error: None,
     };
-    // Network faults on the process backend need every link behind a proxy (and latency on netns, whose
-    // kernel has no netem); the other families measure direct links. So there the network family gets a lab
+    // Network faults on the process backend need every link behind a proxy (so do latency on netns, whose
+    // kernel has no netem, and anything finer than isolating a whole container); the other families
+    // measure direct links. So there the network family gets a lab
     // of its own, brought up with proxies.
     use crate::backend::BackendKind;
-    let own_lab = matches!(up.backend, BackendKind::Process | BackendKind::Netns) && families.contains(&Family::Network);
+    let own_lab = matches!(up.backend, BackendKind::Process | BackendKind::Netns | BackendKind::Container) && families.contains(&Family::Network);
     let first: Vec<Family> = families.iter().copied().filter(|f| !own_lab || *f != Family::Network).collect();
     let mut labs: Vec<(Vec<Family>, UpOptions)> = Vec::new();
     if !first.is_empty() {

@@ -17,7 +17,8 @@ pub struct Profile {
     pub bandwidth_bytes_per_s: u64,
     pub messages: usize,
     pub size: usize,
-    /// Process (latency and cap in the link proxy) or netns (latency in the proxy, the cap in the kernel).
+    /// Process or container (latency and cap in the link proxy), or netns (latency in the proxy, the cap in
+    /// the kernel).
     pub backend: crate::backend::BackendKind,
 }
 
@@ -147,9 +148,9 @@ async fn measure(lab: &mut Lab, mode: Compression, profile: &Profile) -> Result<
 
 pub async fn run(profile: &Profile, json: Option<&std::path::Path>) -> Result<Vec<ModeResult>> {
     use crate::backend::BackendKind;
-    if !matches!(profile.backend, BackendKind::Process | BackendKind::Netns) {
+    if profile.backend == BackendKind::Attached {
         return Err(Error::Run(format!(
-            "natslab wan needs link proxies with latency: --backend process (default) or netns, not {:?}",
+            "natslab wan needs link proxies with latency: --backend process (default), netns or container, not {:?}",
             profile.backend
         ).to_lowercase()));
     }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use natslab::backend::container::{self, resources_of_run};
-use natslab::backend::{Backend, BackendKind};
+use natslab::backend::{Backend, BackendKind, FaultKind};
+use natslab::nemesis;
 use natslab::lab::{Lab, LabInfo, Quiet, UpOptions};
 use natslab::scenario::{Family, Silent, Verdict};
 use nix::sys::signal::{kill, Signal};
@@ -107,7 +108,8 @@ fn up_container(env: &Env) -> (Child, LabInfo) {
     (child, serde_json::from_str(&text).unwrap())
 }
 
-/// (1) Every scenario family passes on cim-reference with the container backend, through the binary.
+/// (1) Every scenario family passes on cim-reference with the container backend, through the binary (the
+/// network family on a lab of its own, with link proxies in the containers' namespaces).
 #[test]
 fn every_family_passes_on_cim_reference_in_containers() {
     if !engine_or_skip_blocking() {
@@ -119,7 +121,7 @@ fn every_family_passes_on_cim_reference_in_containers() {
     let started = Instant::now();
     let out = env
         .cmd()
-        .args(["run", "--backend", "container", "--timeout", "120", "--scenario", "health,mapping,security,jetstream,failover"])
+        .args(["run", "--backend", "container", "--timeout", "120", "--scenario", "health,mapping,security,jetstream,failover,network"])
         .arg(topology_path("cim-reference.yaml"))
         .arg("--json")
         .arg(&report)
@@ -137,8 +139,15 @@ fn every_family_passes_on_cim_reference_in_containers() {
         .map(|c| format!("{} {}: {} — expected {}, observed {}", c["family"], c["name"], c["verdict"], c["expected"], c["observed"]))
         .collect();
     assert!(bad.is_empty(), "checks failed on the container backend:\n{}\n{stdout}", bad.join("\n"));
-    for family in ["health", "mapping", "security", "jetstream", "failover"] {
+    for family in ["health", "mapping", "security", "jetstream", "failover", "network"] {
         assert!(checks.iter().any(|c| c["family"] == family && c["verdict"] == "passed"), "no {family} check passed:\n{stdout}");
+    }
+    // As root on a local engine the network family's lab has link proxies: no check lacks a fault (not as
+    // root: partitions by disconnecting containers only, the rest skipped and saying so).
+    let for_want: Vec<&serde_json::Value> = checks.iter().filter(|c| c["verdict"] == "skipped" && c["observed"].as_str().unwrap_or("").contains("backend cannot")).collect();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { nix::libc::geteuid() } == 0 {
+        assert!(for_want.is_empty(), "skipped for want of a fault on containers: {for_want:?}");
     }
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let skipped: Vec<String> = checks.iter().filter(|c| c["verdict"] == "skipped").map(|c| format!("{}: {}", c["name"], c["observed"])).collect();
@@ -349,4 +358,73 @@ async fn a_killed_hub_restarts_in_its_container_and_rejoins() {
     let log = std::fs::read_to_string(lab.plan.layout.host_log("hub-2")).unwrap();
     assert_eq!(log.matches("Starting nats-server").count(), 2, "both runs, each once, in one log");
     lab.shutdown().await;
+}
+
+/// With link proxies (a local engine, root): a finer partition than a whole container cuts exactly one
+/// route, and a killed hub's proxies follow it into the new network namespace of its restarted container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_proxies_partition_one_route_and_follow_a_restarted_container() {
+    if !engine_or_skip().await {
+        return;
+    }
+    let _one = serial();
+    let root = tempfile::tempdir().unwrap();
+    let opts = UpOptions { proxied: true, ..container_opts(&root) };
+    let mut lab = Lab::up(load("cim-reference.yaml"), &opts, &Quiet).await.unwrap();
+    assert!(lab.plan.proxied(), "as root on a local engine the lab gets link proxies");
+    for f in [FaultKind::Blackhole, FaultKind::Latency, FaultKind::Bandwidth] {
+        assert!(lab.faults().contains(&f), "{f:?} missing from {:?}", lab.faults());
+    }
+    let hubs = ["hub-1", "hub-2", "hub-3"];
+    let peers = |lab: &Lab, hub: &str| {
+        let url = lab.endpoint(hub).monitor_url.clone();
+        let monitor = lab.monitor.clone();
+        async move { monitor.route_peers(&url).await.unwrap_or_default() }
+    };
+
+    // Only hub-1 ↔ hub-2: both still route to hub-3.
+    lab.partition(&nemesis::split(&["hub-1"], &["hub-2"])).await.unwrap();
+    let cut = wait_for(Duration::from_secs(30), || async {
+        let (one, two) = (peers(&lab, "hub-1").await, peers(&lab, "hub-2").await);
+        !one.contains(&"hub-2".to_string()) && !two.contains(&"hub-1".to_string())
+    })
+    .await;
+    assert!(cut, "hub-1 and hub-2 still route to each other: {:?}", peers(&lab, "hub-1").await);
+    let three = peers(&lab, "hub-3").await;
+    assert!(three.contains(&"hub-1".to_string()) && three.contains(&"hub-2".to_string()), "hub-3 lost a route it should keep: {three:?}");
+    lab.heal().await.unwrap();
+    lab.wait_ready(&hubs, Duration::from_secs(30)).await.expect("full mesh again after heal");
+
+    // hub-2 killed and started: a new namespace, new proxies in front of it, the mesh through them again.
+    lab.kill("hub-2").await.unwrap();
+    assert!(lab.backend.link_counters().keys().all(|(_, to)| to != "hub-2"), "proxies left in a dead namespace");
+    lab.start("hub-2").await.unwrap();
+    lab.wait_ready(&hubs, Duration::from_secs(60)).await.expect("hub-2 rejoins the mesh");
+    // The mesh may have formed by hub-2 dialing out; a leaf that can reach only hub-2 must dial through
+    // the new proxy in front of it.
+    let leaf = "cim-prod-001";
+    lab.partition(&nemesis::cut_leaf(leaf, &["hub-1", "hub-3"])).await.unwrap();
+    let moved = wait_for(Duration::from_secs(60), || async { lab.leaf_hub(leaf).await.as_deref() == Some("hub-2") }).await;
+    assert!(moved, "{leaf} never attached to the restarted hub-2 (on {:?})", lab.leaf_hub(leaf).await);
+    let link = lab.backend.link_counters().get(&(leaf.to_string(), "hub-2".to_string())).cloned().expect("a proxy in front of hub-2");
+    assert!(link.bytes_up > 0 && link.bytes_down > 0, "{leaf} → hub-2 did not go through the new proxy: {link:?}");
+    lab.heal().await.unwrap();
+    let run_id = lab.plan.run_id.clone();
+    lab.shutdown().await;
+    assert_nothing_left(&run_id, Duration::ZERO).await;
+}
+
+async fn wait_for<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

@@ -38,7 +38,7 @@ async fn compression_modes_over_a_netns_wan_link() {
 
 #[tokio::test]
 async fn backends_without_link_proxies_are_refused_with_the_alternatives() {
-    let profile = Profile { latency: Duration::from_millis(10), bandwidth_bytes_per_s: 1 << 20, messages: 1, size: 16, backend: BackendKind::Container };
+    let profile = Profile { latency: Duration::from_millis(10), bandwidth_bytes_per_s: 1 << 20, messages: 1, size: 16, backend: BackendKind::Attached };
     let e = run(&profile, None).await.unwrap_err().to_string();
-    assert!(e.contains("--backend process") && e.contains("netns"), "{e}");
+    assert!(e.contains("--backend process") && e.contains("netns") && e.contains("container"), "{e}");
 }

@@ -32,6 +32,11 @@
 //!   (`Layout::same`), so `nats-server -t` on the host checks exactly the files the containers get.
 //! - Faults: kill (SIGKILL) / start (the same container: same config, store and host ports),
 //!   pause/resume (cgroup freezer), partition/heal (disconnect from / reconnect to the run's network).
+//!   A lab brought up with link proxies (a local engine, root) gets one per link, listening inside the
+//!   dialed container's network namespace — peers still dial it by name, its certificate still matches —
+//!   and forwarding to the container's address on its own network: partitions of any shape, blackholes,
+//!   latency and bandwidth caps then go through the proxies. A container's namespace is new on every start,
+//!   so its proxies are placed again after each (fresh links; a partition in force stays in force).
 //! - Logs: each container's output is followed into `<run>/nodes/<node>/server.log`, as the process backend
 //!   writes it.
 //! - Cleanup: every container and network carries `natslab.run=<run id>`, `natslab.supervisor=<pid>` and
@@ -60,6 +65,7 @@ use bollard::query_parameters::{
     ListNetworksOptions, LogsOptions, PruneImagesOptions, RemoveContainerOptions, UploadToContainerOptions,
 };
 
+use super::links::{self, LinkSet, LinkSpec};
 use super::{Endpoint, FaultKind, FaultSet};
 use super::slot::{self, Slot};
 use crate::errors::{Error, Result};
@@ -310,6 +316,9 @@ pub struct ContainerBackend {
     slot: Slot,
     run: Option<Run>,
     nodes: BTreeMap<String, Node>,
+    /// The link proxies, when the lab was brought up with them, and the links they serve.
+    pub links: Option<LinkSet>,
+    link_specs: Vec<LinkSpec>,
 }
 
 impl ContainerBackend {
@@ -320,7 +329,7 @@ impl ContainerBackend {
         let slot = slot::acquire()?;
         // A lab that died holding this slot may have left containers on its ports.
         remove_dead(&engine.docker, &format!("{LABEL_SLOT}={}", slot.index)).await;
-        Ok(ContainerBackend { engine, image, slot, run: None, nodes: BTreeMap::new() })
+        Ok(ContainerBackend { engine, image, slot, run: None, nodes: BTreeMap::new(), links: None, link_specs: Vec::new() })
     }
 
     /// As `new`, with the image named by `NATSLAB_IMAGE` if set.
@@ -358,8 +367,62 @@ impl ContainerBackend {
     }
 
     pub fn faults(&self) -> FaultSet {
-        [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition].into_iter().collect()
+        let mut f: FaultSet = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition].into_iter().collect();
+        if self.links.is_some() {
+            f.extend([FaultKind::Blackhole, FaultKind::Latency, FaultKind::Bandwidth]);
+        }
+        f
     }
+
+    /// Whether link proxies can be placed in the containers' namespaces: a local engine, and root to enter them.
+    pub fn can_proxy(&self) -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        self.engine.bind.is_some() && unsafe { nix::libc::geteuid() } == 0
+    }
+
+    /// Where each link's proxy listens: `<dialed node's name>:<LINK_PORT_BASE + dialer index>` (see
+    /// `links::addrs`); none where proxies cannot be placed, so such a lab has direct links.
+    pub fn link_addrs(&self, t: &crate::topology::Topology) -> BTreeMap<(String, String), String> {
+        if !self.can_proxy() {
+            return BTreeMap::new();
+        }
+        let names: Vec<&String> = t.hub.nodes.iter().map(|n| &n.name).chain(t.leaves.iter().map(|l| &l.name)).collect();
+        links::addrs(t, |i| names.get(i).map(|n| n.to_string()).unwrap_or_default())
+    }
+
+    /// Places (again) the proxies in front of `node`, inside its network namespace, forwarding to its address
+    /// on its own network (which partitions leave alone).
+    async fn place_links(&mut self, node: &str) -> Result<()> {
+        if self.links.is_none() {
+            return Ok(());
+        }
+        let fail = |reason: String| Error::Fault { node: node.into(), op: "place link proxies", reason };
+        let n = self.node(node, "place link proxies")?;
+        let pid = n.pid.ok_or_else(|| fail("the container is not running".into()))?;
+        let own = format!("natslab-{}-host-{node}", self.run.as_ref().map(|r| r.id.as_str()).unwrap_or_default());
+        let info = self.engine.docker.inspect_container(&n.id, None).await.map_err(|e| fail(e.to_string()))?;
+        let ip = info
+            .network_settings
+            .and_then(|s| s.networks)
+            .and_then(|nets| nets.get(&own).and_then(|e| e.ip_address.clone()))
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| fail(format!("no address on {own}")))?;
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let specs: Vec<LinkSpec> = self.link_specs.iter().filter(|s| s.to == node).cloned().collect();
+        let set = self.links.as_mut().expect("checked above");
+        for spec in specs {
+            let upstream = format!("{ip}:{}", spec.port).parse().map_err(|e| fail(format!("address {ip}: {e}")))?;
+            let listen = std::net::SocketAddr::from(([0, 0, 0, 0], spec.listen_port()?));
+            set.place(&spec, crate::net::bind_in_netns(&netns, listen), upstream)?;
+        }
+        Ok(())
+    }
+
+    /// The link proxies, for network faults (a lab brought up with them).
+    pub fn link_set(&mut self, op: &'static str) -> Result<&mut LinkSet> {
+        self.links.as_mut().ok_or_else(|| links::no_links(op))
+    }
+
 
     /// Where the harness reaches a node: its fixed host ports on the engine's host.
     pub fn endpoint(&self, node: &NodePlan) -> Endpoint {
@@ -394,6 +457,10 @@ impl ContainerBackend {
             let mut node = Node::new(id?, plan.layout.host_log(&n.name));
             node.ports = self.host_ports(i);
             self.nodes.insert(n.name.clone(), node);
+        }
+        if plan.proxied() {
+            self.links = Some(LinkSet::default());
+            self.link_specs = links::specs(plan);
         }
         Ok(())
     }
@@ -507,6 +574,7 @@ impl ContainerBackend {
             self.refresh(name).await?;
             let follower = self.follow_log(name)?;
             self.node_mut(name, "start")?.follower = Some(follower);
+            self.place_links(name).await?;
         }
         Ok(())
     }
@@ -583,6 +651,10 @@ impl ContainerBackend {
             self.engine.docker.kill_container(&id, Some(kill)).await.map_err(|e| fault(e.to_string()))?;
         }
         self.wait_stopped(&id).await.map_err(fault)?;
+        // Its proxies listened in the namespace that just went away; `start` places new ones.
+        if let Some(l) = &mut self.links {
+            l.remove(node);
+        }
         let n = self.node_mut(node, "kill")?;
         n.pid = None;
         if let Some(f) = n.follower.take() {
@@ -683,6 +755,9 @@ impl ContainerBackend {
 
     /// Removes every container and network of the run, after letting the logs drain.
     pub async fn shutdown(mut self) {
+        if let Some(l) = self.links.take() {
+            l.shutdown().await;
+        }
         let nodes = std::mem::take(&mut self.nodes);
         let Some(run) = self.run.take() else { return };
         for n in nodes.values() {

@@ -54,8 +54,50 @@ pub fn addrs(t: &Topology, ip: impl Fn(usize) -> String) -> BTreeMap<(String, St
 /// (clear of the nodes' own ports on every backend).
 pub const LINK_PORT_BASE: u16 = 25000;
 
+/// One link as planned: `from` dials `listen` to reach `to`, whose real listener is `port` (its cluster
+/// port for a hub dialer, its leafnode port for a leaf).
+#[derive(Debug, Clone)]
+pub struct LinkSpec {
+    pub from: String,
+    pub to: String,
+    pub listen: String,
+    pub port: u16,
+}
+
+impl LinkSpec {
+    /// The port of `listen` (the proxy binds it wherever the backend puts the proxy).
+    pub fn listen_port(&self) -> Result<u16> {
+        self.listen.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| Error::Run(format!("link proxy {}: no port in {}", self.name(), self.listen)))
+    }
+
+    fn name(&self) -> String {
+        format!("{}->{}", self.from, self.to)
+    }
+}
+
+/// The plan's links (`plan.links`), each with the port it forwards to.
+pub fn specs(plan: &Plan) -> Vec<LinkSpec> {
+    plan.links
+        .iter()
+        .filter_map(|((from, to), listen)| {
+            let target = plan.node(to)?;
+            let dialer_is_hub = plan.node(from).is_some_and(|n| n.role == Role::Hub);
+            let port = if dialer_is_hub { target.addr.cluster } else { target.addr.leaf };
+            Some(LinkSpec { from: from.clone(), to: to.clone(), listen: listen.clone(), port })
+        })
+        .collect()
+}
+
+/// The error for a network fault asked of a lab whose links are direct.
+pub fn no_links(op: &'static str) -> Error {
+    Error::Fault { node: "-".into(), op, reason: "this lab's links are direct; network faults need a lab brought up with link proxies".into() }
+}
+
+#[derive(Default)]
 pub struct LinkSet {
     proxies: BTreeMap<(String, String), LinkProxy>,
+    /// Pairs the current partition cuts: a proxy placed anew (its node restarted) starts cut too.
+    cut: Vec<(String, String)>,
 }
 
 fn parse(addr: &str, what: &str) -> Result<SocketAddr> {
@@ -73,19 +115,34 @@ impl LinkSet {
     /// (the netns backend binds it inside `to`'s namespace, so a dialer's packets still carry its own address
     /// through the kernel's partition rules and shaping). The proxy dials upstream from here.
     pub async fn start_with(plan: &Plan, bind: impl Fn(&str, SocketAddr) -> std::io::Result<std::net::TcpListener>) -> Result<LinkSet> {
-        let mut proxies = BTreeMap::new();
-        for ((from, to), listen) in &plan.links {
-            let Some(target) = plan.node(to) else { continue };
-            let dialer_is_hub = plan.node(from).is_some_and(|n| n.role == Role::Hub);
-            let port = if dialer_is_hub { target.addr.cluster } else { target.addr.leaf };
-            let upstream = parse(&format!("{}:{port}", target.addr.host), "upstream")?;
-            let name = format!("{from}->{to}");
-            let proxy = bind(to, parse(listen, "listen")?)
-                .and_then(|l| LinkProxy::from_std(&name, l, upstream))
-                .map_err(|e| Error::Run(format!("start link proxy {name} on {listen}: {e}")))?;
-            proxies.insert((from.clone(), to.clone()), proxy);
+        let mut set = LinkSet::default();
+        for spec in specs(plan) {
+            let target = plan.node(&spec.to).map(|n| n.addr.host.clone()).unwrap_or_default();
+            let upstream = parse(&format!("{target}:{}", spec.port), "upstream")?;
+            let listener = bind(&spec.to, parse(&spec.listen, "listen")?);
+            set.place(&spec, listener, upstream)?;
         }
-        Ok(LinkSet { proxies })
+        Ok(set)
+    }
+
+    /// (Re)places the proxy of one link on `listener`, forwarding to `upstream`: a fresh link (no toxics,
+    /// counters from zero), cut if the current partition cuts it.
+    pub fn place(&mut self, spec: &LinkSpec, listener: std::io::Result<std::net::TcpListener>, upstream: SocketAddr) -> Result<()> {
+        let name = spec.name();
+        let proxy = listener
+            .and_then(|l| LinkProxy::from_std(&name, l, upstream))
+            .map_err(|e| Error::Run(format!("start link proxy {name} on {}: {e}", spec.listen)))?;
+        let key = (spec.from.clone(), spec.to.clone());
+        if self.cut.iter().any(|(a, b)| (a, b) == (&key.0, &key.1) || (b, a) == (&key.0, &key.1)) {
+            proxy.cut();
+        }
+        self.proxies.insert(key, proxy);
+        Ok(())
+    }
+
+    /// Drops the proxies in front of `to` (its listeners went with it).
+    pub fn remove(&mut self, to: &str) {
+        self.proxies.retain(|(_, t), _| t != to);
     }
 
     /// Every proxy carrying traffic between `a` and `b`, whichever dialed.
@@ -101,16 +158,18 @@ impl LinkSet {
     }
 
     /// Cuts every link the grudge names (both directions: a TCP link carries both).
-    pub fn partition(&self, g: &Grudge) {
-        for (a, b) in cut_pairs(g) {
-            for p in self.between(&a, &b) {
+    pub fn partition(&mut self, g: &Grudge) {
+        self.cut = cut_pairs(g).into_iter().collect();
+        for (a, b) in &self.cut {
+            for p in self.between(a, b) {
                 p.cut();
             }
         }
     }
 
     /// Back to clean links everywhere.
-    pub fn heal(&self) {
+    pub fn heal(&mut self) {
+        self.cut.clear();
         for p in self.proxies.values() {
             p.heal();
         }

@@ -221,6 +221,7 @@ impl Backend {
         match self {
             Backend::Process(b) if proxied => b.link_addrs(t),
             Backend::Netns(b) if proxied => b.link_addrs(t),
+            Backend::Container(b) if proxied => b.link_addrs(t),
             _ => Default::default(),
         }
     }
@@ -234,8 +235,13 @@ impl Backend {
         match self {
             Backend::Process(b) => b.partition(g),
             Backend::Netns(b) => b.partition(g).await,
+            Backend::Container(b) if b.links.is_some() => {
+                b.link_set("partition")?.partition(g);
+                Ok(())
+            }
             Backend::Container(b) => {
-                // A container can only be cut off from the whole network: grudges that isolate single nodes.
+                // Without proxies a container can only be cut off from the whole network: grudges that
+                // isolate single nodes.
                 for node in isolated_nodes(g).ok_or_else(|| self_cannot("partition", "only a partition that isolates whole nodes can be done by disconnecting containers"))? {
                     b.partition(&node).await?;
                 }
@@ -256,6 +262,9 @@ impl Backend {
             Backend::Process(b) => b.heal(),
             Backend::Netns(b) => b.heal().await,
             Backend::Container(b) => {
+                if let Some(l) = &mut b.links {
+                    l.heal();
+                }
                 for node in b.partitioned() {
                     b.heal(&node).await?;
                 }
@@ -269,6 +278,7 @@ impl Backend {
         match self {
             Backend::Process(p) => p.blackhole(a, b),
             Backend::Netns(n) => n.blackhole(a, b).await,
+            Backend::Container(c) if c.links.is_some() => c.link_set("blackhole")?.blackhole(a, b),
             _ => Err(self.cannot("blackhole")),
         }
     }
@@ -277,6 +287,7 @@ impl Backend {
         match self {
             Backend::Process(p) => p.restore(a, b),
             Backend::Netns(n) => n.restore(a, b).await,
+            Backend::Container(c) if c.links.is_some() => c.link_set("restore")?.restore(a, b),
             _ => Err(self.cannot("restore")),
         }
     }
@@ -285,6 +296,7 @@ impl Backend {
         match self {
             Backend::Process(p) => p.slow(a, b, latency, jitter),
             Backend::Netns(n) => n.slow(a, b, latency, jitter),
+            Backend::Container(c) if c.links.is_some() => c.link_set("slow")?.slow(a, b, latency, jitter),
             _ => Err(self.cannot("slow")),
         }
     }
@@ -293,6 +305,7 @@ impl Backend {
         match self {
             Backend::Process(p) => p.cap(a, b, bytes_per_s),
             Backend::Netns(n) => n.cap(a, b, bytes_per_s).await,
+            Backend::Container(c) if c.links.is_some() => c.link_set("cap")?.cap(a, b, bytes_per_s),
             _ => Err(self.cannot("cap")),
         }
     }
@@ -301,6 +314,7 @@ impl Backend {
         match self {
             Backend::Process(p) => p.fast(a, b),
             Backend::Netns(n) => n.fast(a, b).await,
+            Backend::Container(c) if c.links.is_some() => c.link_set("fast")?.fast(a, b),
             _ => Err(self.cannot("fast")),
         }
     }
@@ -310,6 +324,7 @@ impl Backend {
         match self {
             Backend::Process(b) => b.links.as_ref().map(|l| l.counters()).unwrap_or_default(),
             Backend::Netns(b) => b.link_counters(),
+            Backend::Container(b) => b.links.as_ref().map(|l| l.counters()).unwrap_or_default(),
             _ => Default::default(),
         }
     }

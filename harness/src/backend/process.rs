@@ -172,20 +172,16 @@ impl ProcessBackend {
     }
 
     fn link_set(&self, op: &'static str) -> Result<&super::links::LinkSet> {
-        self.links.as_ref().ok_or_else(|| Error::Fault {
-            node: "-".into(),
-            op,
-            reason: "this lab's links are direct; network faults need a lab brought up with link proxies".into(),
-        })
+        self.links.as_ref().ok_or_else(|| super::links::no_links(op))
     }
 
-    pub fn partition(&self, g: &crate::nemesis::Grudge) -> Result<()> {
-        self.link_set("partition")?.partition(g);
+    pub fn partition(&mut self, g: &crate::nemesis::Grudge) -> Result<()> {
+        self.links.as_mut().ok_or_else(|| super::links::no_links("partition"))?.partition(g);
         Ok(())
     }
 
-    pub fn heal(&self) -> Result<()> {
-        if let Some(l) = &self.links {
+    pub fn heal(&mut self) -> Result<()> {
+        if let Some(l) = &mut self.links {
             l.heal();
         }
         Ok(())

@@ -73,19 +73,9 @@ pub fn build(n: &Names, nodes: &[(usize, String)]) -> Result<(), String> {
     Ok(())
 }
 
-/// A listening socket bound inside namespace `ns`: a socket belongs to the namespace it was created in, so a
-/// short-lived thread enters the namespace, binds, and ends (no thread of the runtime ever changes namespace).
+/// A listening socket bound inside namespace `ns`.
 pub fn bind_in(ns: &str, addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let f = std::fs::File::open(&path)?;
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-            std::net::TcpListener::bind(addr)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
-    })
+    crate::net::bind_in_netns(std::path::Path::new(&format!("/run/netns/{ns}")), addr)
 }
 
 /// Namespaces on this host (iproute2 keeps them as files under /run/netns).
