@@ -116,9 +116,14 @@ rec {
           while not (shared / "natslab.exit").exists():
               for path in sorted(faults.glob("*.request.json")):
                   answer = faults / path.name.replace(".request.", ".response.")
-                  if answer.exists():
+                  # natslab removes an answered request (then its answer): one listed a moment ago may be gone.
+                  try:
+                      text = path.read_text()
+                  except FileNotFoundError:
                       continue
-                  req = json.loads(path.read_text())
+                  if answer.exists() or not path.exists():
+                      continue
+                  req = json.loads(text)
                   try:
                       serve(req)
                       resp = {"seq": req["seq"], "ok": True, "error": None}

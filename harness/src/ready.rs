@@ -65,6 +65,9 @@ fn join(v: &[&String]) -> String {
 
 /// Polls the named nodes until all are ready or the deadline passes. `on_change` hears every change in the
 /// set of nodes still waited for, for progress display. Returns what was still missing at the deadline.
+///
+/// A node seen ready is not asked again until every node has been: the polls compete with the starting
+/// servers for the CPU. Then one pass over all confirms (a leaf link can still drop early on).
 pub async fn wait_nodes(
     monitor: &Monitor,
     plan: &Plan,
@@ -74,24 +77,30 @@ pub async fn wait_nodes(
     on_change: &mut (dyn FnMut(&BTreeMap<String, String>) + Send),
 ) -> Result<(), BTreeMap<String, String>> {
     let mut last: Option<BTreeMap<String, String>> = None;
+    let mut pending: Vec<&NodePlan> = nodes.to_vec();
     loop {
-        let checks = nodes.iter().map(|n| async move {
+        let confirming = pending.is_empty();
+        let ask: &[&NodePlan] = if confirming { nodes } else { &pending };
+        let checks = ask.iter().map(|n| async move {
             let base = endpoints.get(&n.name).cloned().unwrap_or_default();
             (n.name.clone(), node_waiting_for(monitor, plan, n, &base).await)
         });
-        let waiting: BTreeMap<String, String> =
-            futures::future::join_all(checks).await.into_iter().filter_map(|(n, w)| w.map(|w| (n, w))).collect();
+        let answers = futures::future::join_all(checks).await;
+        let waiting: BTreeMap<String, String> = answers.iter().filter_map(|(n, w)| w.clone().map(|w| (n.clone(), w))).collect();
         if last.as_ref() != Some(&waiting) {
             on_change(&waiting);
             last = Some(waiting.clone());
         }
-        if waiting.is_empty() {
+        if confirming && waiting.is_empty() {
             return Ok(());
         }
+        pending = nodes.iter().copied().filter(|n| waiting.contains_key(&n.name)).collect();
         if Instant::now() >= deadline {
             return Err(waiting);
         }
-        tokio::time::sleep(POLL).await;
+        if !pending.is_empty() {
+            tokio::time::sleep(POLL).await;
+        }
     }
 }
 

@@ -85,8 +85,10 @@ impl AttachedBackend {
         loop {
             if let Ok(text) = std::fs::read_to_string(&answer) {
                 if let Ok(resp) = serde_json::from_str::<FaultResponse>(&text) {
-                    let _ = std::fs::remove_file(&answer);
+                    // The request first: a server never sees it again without its answer (it would
+                    // perform the fault twice); a server that listed it just before must skip it if gone.
                     let _ = std::fs::remove_file(&path);
+                    let _ = std::fs::remove_file(&answer);
                     return if resp.ok {
                         Ok(())
                     } else {
