@@ -126,6 +126,7 @@ impl Lab {
         let deadline = started + opts.timeout;
         let mut lab = Lab { plan, server, backend, endpoints: BTreeMap::new(), monitor, dir, keep: opts.keep, ready_in: Duration::ZERO };
         lab.start_all(deadline, progress).await?;
+        lab.provision(deadline).await?;
         lab.ready_in = started.elapsed();
         runs::write_record(&lab)?;
         let inventory = crate::inventory::Inventory::of_plan(&lab.plan, &seed, |n| {
@@ -180,16 +181,14 @@ impl Lab {
         let total = self.plan.nodes.len();
         let nodes: Vec<&crate::plan::NodePlan> = self.plan.nodes.iter().collect();
         let mut on_change = |w: &BTreeMap<String, String>| progress.waiting(total, w);
-        // A leaf's own streams need only its own JetStream: provision them while the hubs still elect; the
-        // hub's as soon as there is a meta leader (an R3 stream waits, retried, until its peers are known)
-        // while leaves still attach.
-        let (result, leaves_done, hub_done) = futures::join!(
+        // A leaf's own streams need only its own JetStream: provision them while the hubs still elect. (The
+        // hub's wait for the whole lab: created while leaves attach, the R3 stream's replicas are still
+        // catching up when the lab is otherwise ready, and /healthz says so — on containers for seconds.)
+        let (result, early) = futures::join!(
             ready::wait_nodes(&self.monitor, &self.plan, &bases, &nodes, deadline, &mut on_change),
-            self.provision_leaves(deadline),
-            self.provision_hub_early(deadline)
+            self.provision_leaves(deadline)
         );
-        leaves_done?;
-        hub_done?;
+        early?;
         if let Err(waiting) = result {
             for name in waiting.keys() {
                 if let Some(status) = self.backend.exited(name) {
@@ -246,32 +245,6 @@ impl Lab {
             r?;
         }
         Ok(())
-    }
-
-    /// The hub's declared streams, as soon as the first hub sees a JetStream meta leader (when the deadline
-    /// passes first, the readiness wait reports what is missing).
-    async fn provision_hub_early(&self, deadline: Instant) -> Result<()> {
-        let Some(first_hub) = self.plan.hubs().next() else { return Ok(()) };
-        if self.plan.topology.hub.streams.is_empty() {
-            return Ok(());
-        }
-        let base = self.endpoint(&first_hub.name).monitor_url.clone();
-        // A single hub runs JetStream without a meta group: healthy is enough there.
-        let clustered = self.plan.hubs().count() > 1;
-        let able = || async {
-            if clustered {
-                matches!(self.monitor.meta_leader(&base).await, Ok(Some(_)))
-            } else {
-                self.monitor.healthy(&base).await.is_ok()
-            }
-        };
-        while !able().await {
-            if Instant::now() >= deadline {
-                return Ok(());
-            }
-            tokio::time::sleep(ready::POLL).await;
-        }
-        self.provision(deadline).await
     }
 
     /// The hub's declared streams, once the cluster is ready (R3 streams need their peers); idempotent, so
