@@ -13,7 +13,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -64,22 +64,6 @@ async fn assert_nothing_left(run_id: &str, within: Duration) {
         }
         assert!(Instant::now() < deadline, "run {run_id} left containers {containers:?} and networks {networks:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-struct Env {
-    runs: tempfile::TempDir,
-    contexts: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env { runs: tempfile::tempdir().unwrap(), contexts: tempfile::tempdir().unwrap() }
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_natslab"));
-        c.env("NATSLAB_RUNS", self.runs.path()).env("NATSLAB_CONTEXT_DIR", self.contexts.path());
-        c
     }
 }
 

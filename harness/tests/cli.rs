@@ -4,29 +4,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use natslab::lab::LabInfo;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-struct Env {
-    runs: tempfile::TempDir,
-    contexts: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env { runs: tempfile::tempdir().unwrap(), contexts: tempfile::tempdir().unwrap() }
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_natslab"));
-        c.env("NATSLAB_RUNS", self.runs.path()).env("NATSLAB_CONTEXT_DIR", self.contexts.path());
-        c
-    }
-}
 
 /// Starts `natslab up --json` in the foreground and reads the lab it prints once ready.
 fn up_foreground(env: &Env) -> (Child, LabInfo) {

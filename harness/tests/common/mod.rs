@@ -72,3 +72,21 @@ pub fn netns_or_skip() -> bool {
         }
     }
 }
+
+/// The `natslab` binary with runs and `nats` contexts in temporary directories of the test's own.
+pub struct Env {
+    pub runs: tempfile::TempDir,
+    pub contexts: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { runs: tempfile::tempdir().unwrap(), contexts: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_natslab"));
+        c.env("NATSLAB_RUNS", self.runs.path()).env("NATSLAB_CONTEXT_DIR", self.contexts.path());
+        c
+    }
+}
