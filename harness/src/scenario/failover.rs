@@ -235,35 +235,9 @@ async fn kill_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
     if skipped(ctx, &name, &expected, FaultKind::Kill, link.cannot_fail_over()) {
         return;
     }
+    let bound = link.bound();
     guarded(ctx, name, expected, async |lab: &mut Lab, p: &mut Pending, faults: &mut Faults| {
-        let from = match attached_before(lab, link).await {
-            Ok(h) => h,
-            Err(o) => return o,
-        };
-        let t0 = Instant::now();
-        if let Err(e) = faults.kill(lab, &from).await {
-            return Outcome::Error(e);
-        }
-        let Some((to, took)) = wait_attached(lab, link, Some(&from), t0, link.bound()).await else {
-            return Outcome::Violated(format!("after kill -9 of {from} the leaf was attached to no other hub within {} ms", ms(link.bound())));
-        };
-        p.metric_duration("failover_ms", took);
-        let mut seen = format!("{from} killed; attached to {to} after {} ms{}", ms(took), undeclared_note(link, &to));
-        match round_trip(lab, link, &to).await {
-            Ok(Ok(trip)) => seen.push_str(&format!("; {trip}")),
-            Ok(Err(trip)) => return Outcome::Violated(format!("{seen}; {trip}")),
-            Err(e) => return Outcome::Error(format!("{seen}; {e}")),
-        }
-        if let Err(e) = faults.start(lab, &from).await {
-            return Outcome::Error(format!("{seen}; {e}"));
-        }
-        let t1 = Instant::now();
-        let hubs = hub_names(lab);
-        if let Err(e) = lab.wait_ready(&hubs.iter().map(String::as_str).collect::<Vec<_>>(), READY).await {
-            return Outcome::Violated(format!("{seen}; restarted {from} did not rejoin the mesh: {e}"));
-        }
-        p.metric_duration("rejoin_ms", t1.elapsed());
-        Outcome::Pass(format!("{seen}; {from} rejoined the full mesh {} ms after restart", ms(t1.elapsed())))
+        fail_over(lab, p, faults, link, bound, &KILL).await
     })
     .await;
 }
@@ -296,36 +270,75 @@ async fn hung_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
         return;
     }
     guarded(ctx, name, expected, async |lab: &mut Lab, p: &mut Pending, faults: &mut Faults| {
-        let from = match attached_before(lab, link).await {
-            Ok(h) => h,
-            Err(o) => return o,
-        };
-        let t0 = Instant::now();
-        if let Err(e) = faults.pause(lab, &from).await {
-            return Outcome::Error(e);
-        }
-        let Some((to, took)) = wait_attached(lab, link, Some(&from), t0, bound).await else {
-            return Outcome::Violated(format!("with {from} hung (SIGSTOP) the leaf was attached to no other hub within {} ms", ms(bound)));
-        };
-        p.metric_duration("hung_failover_ms", took);
-        let mut seen = format!("{from} hung; attached to {to} after {} ms{}", ms(took), undeclared_note(link, &to));
-        match round_trip(lab, link, &to).await {
-            Ok(Ok(trip)) => seen.push_str(&format!("; {trip}")),
-            Ok(Err(trip)) => return Outcome::Violated(format!("{seen}; {trip}")),
-            Err(e) => return Outcome::Error(format!("{seen}; {e}")),
-        }
-        if let Err(e) = faults.resume(lab, &from).await {
-            return Outcome::Error(format!("{seen}; {e}"));
-        }
-        let t1 = Instant::now();
-        let hubs = hub_names(lab);
-        if let Err(e) = lab.wait_ready(&hubs.iter().map(String::as_str).collect::<Vec<_>>(), READY).await {
-            return Outcome::Violated(format!("{seen}; resumed {from} was not ready again: {e}"));
-        }
-        p.metric_duration("resume_ready_ms", t1.elapsed());
-        Outcome::Pass(format!("{seen}; {from} ready again {} ms after resume", ms(t1.elapsed())))
+        fail_over(lab, p, faults, link, bound, &HANG).await
     })
     .await;
+}
+
+/// A fault on the hub a leaf is attached to, and its undoing: what the kill and hang checks share.
+struct HubFault {
+    /// Kill (undone by a start) or pause (undone by a resume).
+    kind: FaultKind,
+    /// "killed", "hung": what happened to the hub, for the observations.
+    done: &'static str,
+    moved_metric: &'static str,
+    back_metric: &'static str,
+    /// What the hub does once the fault is undone, and after what.
+    back: &'static str,
+    after: &'static str,
+}
+
+const KILL: HubFault = HubFault {
+    kind: FaultKind::Kill,
+    done: "killed",
+    moved_metric: "failover_ms",
+    back_metric: "rejoin_ms",
+    back: "rejoined the full mesh",
+    after: "restart",
+};
+
+const HANG: HubFault = HubFault {
+    kind: FaultKind::Pause,
+    done: "hung (SIGSTOP)",
+    moved_metric: "hung_failover_ms",
+    back_metric: "resume_ready_ms",
+    back: "ready again",
+    after: "resume",
+};
+
+/// Faults the leaf's hub, waits (bounded) until the leaf is on another hub, proves a round trip over it,
+/// undoes the fault and waits until the hub is ready again; records both times.
+async fn fail_over(lab: &mut Lab, p: &mut Pending, faults: &mut Faults, link: &Link<'_>, bound: Duration, f: &HubFault) -> Outcome {
+    let from = match attached_before(lab, link).await {
+        Ok(h) => h,
+        Err(o) => return o,
+    };
+    let t0 = Instant::now();
+    let done = if f.kind == FaultKind::Kill { faults.kill(lab, &from).await } else { faults.pause(lab, &from).await };
+    if let Err(e) = done {
+        return Outcome::Error(e);
+    }
+    let Some((to, took)) = wait_attached(lab, link, Some(&from), t0, bound).await else {
+        return Outcome::Violated(format!("with {from} {} the leaf was attached to no other hub within {} ms", f.done, ms(bound)));
+    };
+    p.metric_duration(f.moved_metric, took);
+    let mut seen = format!("{from} {}; attached to {to} after {} ms{}", f.done, ms(took), undeclared_note(link, &to));
+    match round_trip(lab, link, &to).await {
+        Ok(Ok(trip)) => seen.push_str(&format!("; {trip}")),
+        Ok(Err(trip)) => return Outcome::Violated(format!("{seen}; {trip}")),
+        Err(e) => return Outcome::Error(format!("{seen}; {e}")),
+    }
+    let undone = if f.kind == FaultKind::Kill { faults.start(lab, &from).await } else { faults.resume(lab, &from).await };
+    if let Err(e) = undone {
+        return Outcome::Error(format!("{seen}; {e}"));
+    }
+    let t1 = Instant::now();
+    let hubs = hub_names(lab);
+    if let Err(e) = lab.wait_ready(&hubs.iter().map(String::as_str).collect::<Vec<_>>(), READY).await {
+        return Outcome::Violated(format!("{seen}; {from} was not {} after {}: {e}", f.back, f.after));
+    }
+    p.metric_duration(f.back_metric, t1.elapsed());
+    Outcome::Pass(format!("{seen}; {from} {} {} ms after {}", f.back, ms(t1.elapsed()), f.after))
 }
 
 /// A leaf (re)started while its first hub is down must dial the next declared hub. This is what the
