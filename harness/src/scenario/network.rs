@@ -34,6 +34,16 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
     }
 }
 
+/// Records the check as skipped when the backend cannot do `fault` ("cannot <what>"); true when it did.
+fn lacks(ctx: &mut Ctx<'_, '_>, fault: FaultKind, what: &str, name: &str, expected: &str) -> bool {
+    if ctx.lab.faults().contains(&fault) {
+        return false;
+    }
+    let why = format!("the {:?} backend cannot {what}", ctx.lab.kind()).to_lowercase();
+    ctx.rec.skip(FAMILY, name.to_string(), expected.to_string(), why);
+    true
+}
+
 /// Runs a check body, then heals and waits for the whole lab, whatever the body concluded.
 async fn healed(lab: &mut Lab, outcome: Outcome) -> Outcome {
     let heal = lab.heal().await;
@@ -86,8 +96,7 @@ async fn cut_leaf(ctx: &mut Ctx<'_, '_>, t: &Topology, leaf: &Leaf) {
     if !sourced.is_empty() {
         expected.push_str("; after heal the hub streams sourcing it catch up with no loss");
     }
-    if !ctx.lab.faults().contains(&FaultKind::Partition) {
-        ctx.rec.skip(FAMILY, name, expected, format!("the {:?} backend cannot partition", ctx.lab.kind()).to_lowercase());
+    if lacks(ctx, FaultKind::Partition, "partition", &name, &expected) {
         return;
     }
     let mut p = ctx.rec.start(FAMILY, name, expected);
@@ -214,8 +223,7 @@ async fn minority(ctx: &mut Ctx<'_, '_>, t: &Topology) {
         ctx.rec.skip(FAMILY, name, expected, "needs JetStream on a hub of 3 or more nodes");
         return;
     }
-    if !ctx.lab.faults().contains(&FaultKind::Partition) {
-        ctx.rec.skip(FAMILY, name, expected, format!("the {:?} backend cannot partition", ctx.lab.kind()).to_lowercase());
+    if lacks(ctx, FaultKind::Partition, "partition", &name, &expected) {
         return;
     }
     let mut p = ctx.rec.start(FAMILY, name, expected);
@@ -303,8 +311,7 @@ async fn half_open(ctx: &mut Ctx<'_, '_>, leaf: &Leaf) {
         ctx.rec.skip(FAMILY, name, expected, "moving needs two or more hubs declared");
         return;
     }
-    if !ctx.lab.faults().contains(&FaultKind::Blackhole) {
-        ctx.rec.skip(FAMILY, name, expected, format!("the {:?} backend cannot blackhole a link", ctx.lab.kind()).to_lowercase());
+    if lacks(ctx, FaultKind::Blackhole, "blackhole a link", &name, &expected) {
         return;
     }
     let mut p = ctx.rec.start(FAMILY, name, expected);
@@ -347,8 +354,7 @@ async fn slow_link(ctx: &mut Ctx<'_, '_>, leaf: &Leaf) {
         WAN_LATENCY.as_millis(),
         WAN_LATENCY.as_millis()
     );
-    if !ctx.lab.faults().contains(&FaultKind::Latency) {
-        ctx.rec.skip(FAMILY, name, expected, format!("the {:?} backend cannot add latency to a link", ctx.lab.kind()).to_lowercase());
+    if lacks(ctx, FaultKind::Latency, "add latency to a link", &name, &expected) {
         return;
     }
     let mut p = ctx.rec.start(FAMILY, name, expected);
