@@ -11,6 +11,7 @@ pub mod errors;
 pub mod files;
 pub mod inventory;
 pub mod lab;
+pub mod mailbox;
 pub mod nemesis;
 pub mod net;
 pub mod plan;

@@ -64,26 +64,12 @@ fn server_alive(pid: u32) -> bool {
 
 fn serve_loop(dir: &Path, driver: &mut DriverStandIn, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
-        let mut reqs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.to_string_lossy().ends_with(".request.json") && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-            .collect();
-        reqs.sort();
-        for path in reqs {
-            // Answered requests vanish once the harness has read the answer: one listed a moment ago
-            // may be gone now.
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            let req: FaultRequest = serde_json::from_str(&text).unwrap();
-            let answer = dir.join(format!("{}.response.json", req.seq));
-            if answer.exists() || !path.exists() {
-                continue;
-            }
-            let resp = match driver.serve(&req) {
-                Ok(()) => FaultResponse { seq: req.seq, ok: true, error: None },
-                Err(e) => FaultResponse { seq: req.seq, ok: false, error: Some(e) },
+        for (seq, req) in natslab::mailbox::pending::<FaultRequest>(dir) {
+            let resp = match req.map_err(|e| e.to_string()).and_then(|r| driver.serve(&r)) {
+                Ok(()) => FaultResponse { seq, ok: true, error: None },
+                Err(e) => FaultResponse { seq, ok: false, error: Some(e) },
             };
-            std::fs::write(&answer, serde_json::to_string(&resp).unwrap()).unwrap();
+            natslab::mailbox::answer(dir, seq, &resp).unwrap();
         }
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -1,12 +1,11 @@
 //! The attached backend: nodes someone else started, described by an inventory. Faults are delegated over
-//! a file protocol in a shared directory — the harness writes `<seq>.request.json`
+//! a file protocol in a shared directory (`mailbox`) — the harness writes `<seq>.request.json`
 //! (`{"seq", "op", "node"}`, op one of kill/start/pause/resume/isolate/rejoin) and waits for
 //! `<seq>.response.json` (`{"seq", "ok", "error"}`). In a NixOS test the Python test script serves them
 //! with the driver's `crash()`, `start()`, `block()`/`unblock()` and `systemctl kill -s STOP/CONT nats`.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +37,7 @@ pub struct AttachedBackend {
 impl AttachedBackend {
     pub fn new(inventory: Inventory) -> AttachedBackend {
         // Start past any request files a previous run left, so answers are never mixed up.
-        let first = inventory.faults.as_ref().map(|f| highest_seq(&f.dir) + 1).unwrap_or(1);
+        let first = inventory.faults.as_ref().map(|f| crate::mailbox::highest_seq(&f.dir) + 1).unwrap_or(1);
         AttachedBackend { inventory, seq: AtomicU64::new(first) }
     }
 
@@ -75,42 +74,12 @@ impl AttachedBackend {
         })?;
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
         let req = FaultRequest { seq, op: op.to_string(), node: node.to_string() };
-        let path = ch.dir.join(format!("{seq}.request.json"));
-        let tmp = ch.dir.join(format!(".{seq}.request.json.tmp"));
-        let text = serde_json::to_string(&req).unwrap_or_default();
-        // Write then rename: the server side never reads half a request.
-        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)).map_err(Error::io(format!("write {}", path.display())))?;
-        let answer = ch.dir.join(format!("{seq}.response.json"));
-        let deadline = Instant::now() + Duration::from_secs(ch.timeout_s);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&answer) {
-                if let Ok(resp) = serde_json::from_str::<FaultResponse>(&text) {
-                    // The request first: a server never sees it again without its answer (it would
-                    // perform the fault twice); a server that listed it just before must skip it if gone.
-                    let _ = std::fs::remove_file(&path);
-                    let _ = std::fs::remove_file(&answer);
-                    return if resp.ok {
-                        Ok(())
-                    } else {
-                        Err(Error::Fault { node: node.into(), op, reason: resp.error.unwrap_or_else(|| "refused".into()) })
-                    };
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Fault { node: node.into(), op, reason: format!("no answer in {}s from the fault server at {}", ch.timeout_s, ch.dir.display()) });
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let fault = |reason: String| Error::Fault { node: node.into(), op, reason };
+        let resp: FaultResponse = crate::mailbox::ask(&ch.dir, seq, &req, Duration::from_secs(ch.timeout_s)).await.map_err(fault)?;
+        if resp.ok {
+            Ok(())
+        } else {
+            Err(fault(resp.error.unwrap_or_else(|| "refused".into())))
         }
     }
-}
-
-fn highest_seq(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_string_lossy().split('.').next().and_then(|n| n.parse::<u64>().ok()))
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
 }
