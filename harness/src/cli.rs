@@ -73,6 +73,18 @@ pub enum Command {
         /// Container backend: a user-named image instead of the locally built one.
         #[arg(long)]
         image: Option<String>,
+        /// Route every inter-node link through a link proxy, so `natslab fault` can partition, blackhole,
+        /// slow down and cap links (process backend; netns and containers too, for latency and more).
+        #[arg(long)]
+        link_proxies: bool,
+    },
+    /// Do a fault on a running lab (`natslab up`, foreground or detached), e.g. `natslab fault kill hub-1`.
+    Fault {
+        /// The lab's run id (default: the only one running).
+        #[arg(long)]
+        run: Option<String>,
+        #[command(subcommand)]
+        fault: crate::control::FaultCmd,
     },
     /// Tear down a detached lab (by run id), or every lab and leftover with --all.
     Down {
@@ -166,8 +178,8 @@ pub async fn main(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Check { topologies } => check(&topologies),
         Command::Render { topology, out, format, seed } => render_cmd(&topology, &out, format, seed),
-        Command::Up { topology, backend, detach, json, timeout, keep, ready_file, seed, image } => {
-            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, seed, image, ..UpOptions::default() };
+        Command::Up { topology, backend, detach, json, timeout, keep, ready_file, seed, image, link_proxies } => {
+            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, seed, image, proxied: link_proxies, ..UpOptions::default() };
             if detach {
                 detach_up(&topology, &opts, json).await
             } else {
@@ -175,6 +187,7 @@ pub async fn main(cli: Cli) -> i32 {
             }
         }
         Command::Down { run, all } => down(run.as_deref(), all).await,
+        Command::Fault { run, fault } => fault_cmd(run.as_deref(), fault).await,
         Command::Status { json } => status(json).await,
         Command::Run { topologies, scenario, backend, junit, json, markdown, timeout, keep, inventory, image } => {
             let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, inventory, image, ..UpOptions::default() };
@@ -373,7 +386,7 @@ async fn up(path: &Path, opts: &UpOptions, json: bool, ready_file: Option<&Path>
         _ = stop_requested() => { progress.finish(); eprintln!("interrupted while starting; everything started was stopped"); return Ok(130); }
     };
     progress.finish();
-    let lab = match lab {
+    let mut lab = match lab {
         Ok(l) => l,
         Err(e) => {
             if let Some(f) = ready_file {
@@ -384,6 +397,8 @@ async fn up(path: &Path, opts: &UpOptions, json: bool, ready_file: Option<&Path>
     };
     let info = lab.describe_live().await;
     contexts::write(&info)?;
+    let control = crate::control::dir_of(&info.dir);
+    files::mkdir(&control)?;
     if let Some(f) = ready_file {
         let text = serde_json::to_string(&info).unwrap_or_default();
         files::write_secret(f, &text)?;
@@ -392,10 +407,15 @@ async fn up(path: &Path, opts: &UpOptions, json: bool, ready_file: Option<&Path>
             println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
         } else {
             print_lab(&info, started.elapsed());
-            println!("\nCtrl-C to tear down.");
+            println!("\nFaults from another terminal: natslab fault --run {} kill|start|pause|resume|isolate|... (natslab fault --help)", info.run_id);
+            println!("Ctrl-C to tear down.");
         }
     }
-    stop_requested().await;
+    // Serves `natslab fault` until asked to stop.
+    tokio::select! {
+        _ = stop_requested() => {}
+        _ = crate::control::serve(&mut lab, &control) => {}
+    }
     eprintln!("tearing down {}", info.run_id);
     contexts::remove(&info);
     lab.shutdown().await;
@@ -420,6 +440,9 @@ async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Err
     }
     if let Some(image) = &opts.image {
         cmd.arg("--image").arg(image);
+    }
+    if opts.proxied {
+        cmd.arg("--link-proxies");
     }
     // The supervisor must bring up the same kind of lab the user asked for.
     if let Some(kind) = clap::ValueEnum::to_possible_value(&opts.backend) {
@@ -496,6 +519,18 @@ async fn status(json: bool) -> Result<i32, Error> {
     for l in &labs {
         println!("{}  {} nodes  supervisor pid {}  {}", l.run_id, l.nodes.len(), l.supervisor_pid, l.dir.display());
     }
+    Ok(0)
+}
+
+async fn fault_cmd(run: Option<&str>, fault: crate::control::FaultCmd) -> Result<i32, Error> {
+    let live: Vec<LabInfo> = runs::running(&runs::root());
+    let info = match run {
+        Some(id) => live.into_iter().find(|i| i.run_id == id).ok_or_else(|| Error::Run(format!("fault: no running lab '{id}' (see `natslab status`)")))?,
+        None if live.len() == 1 => live.into_iter().next().expect("one"),
+        None => return Err(Error::Run(format!("fault: {} labs are running; name one with --run (see `natslab status`)", live.len()))),
+    };
+    let message = crate::control::ask(&info.dir, fault).await?;
+    println!("{}: {message}", info.run_id);
     Ok(0)
 }
 

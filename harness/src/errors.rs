@@ -40,7 +40,7 @@ pub enum Error {
     #[error("connect to {target}: {reason}")]
     Connect { target: String, reason: String },
 
-    #[error("run {0}")]
+    #[error("{0}")]
     Run(String),
 
     #[error("{context}: {source}")]

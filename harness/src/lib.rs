@@ -7,6 +7,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod contexts;
+pub mod control;
 pub mod errors;
 pub mod files;
 pub mod inventory;

@@ -44,7 +44,11 @@ fn pids(info: &LabInfo) -> Vec<u32> {
 fn wait_all_gone(info: &LabInfo) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let alive: Vec<u32> = pids(info).into_iter().filter(|p| server_alive_under(*p, &info.dir)).collect();
+        // The recorded pids, and any other process running from the lab's directory (a node restarted
+        // since the lab was described has a new pid).
+        let all = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
+        let mut alive: Vec<u32> = pids(info).into_iter().chain(all).filter(|p| server_alive_under(*p, &info.dir)).collect();
+        alive.dedup();
         if alive.is_empty() {
             return;
         }
@@ -154,4 +158,77 @@ fn check_passes_every_reference_topology() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(text.matches("ok    ").count(), files.len(), "{text}");
+}
+
+/// `natslab fault` on a detached lab with link proxies: its supervisor kills and starts a hub, cuts a leaf
+/// off and heals it, slows a link; bad fault requests name what is wrong and change nothing.
+#[test]
+fn faults_on_a_running_lab_go_through_its_supervisor() {
+    let env = Env::new();
+    let out = env.cmd().args(["up", "--detach", "--json", "--link-proxies"]).arg(topology_path("failover.yaml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: LabInfo = serde_json::from_slice(&out.stdout).unwrap();
+    let fault = |args: &[&str]| {
+        let out = env.cmd().args(["fault", "--run", &info.run_id]).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let monitor = natslab::probe::monitor::Monitor::new();
+    let url = |node: &str| info.nodes.iter().find(|n| n.name == node).unwrap().monitor_url.clone();
+    let healthy = |node: &str| rt.block_on(monitor.healthy(&url(node))).is_ok();
+    let uplinks = |node: &str| rt.block_on(monitor.uplinks(&url(node))).map(|u| u.len()).unwrap_or(0);
+    let eventually = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let (code, text) = fault(&["kill", "hub-1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("killed hub-1"), "{text}");
+    assert!(!healthy("hub-1"), "hub-1 still answers after kill");
+    let (code, text) = fault(&["start", "hub-1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(healthy("hub-1"), "start returned before hub-1 was ready: {text}");
+
+    let (code, text) = fault(&["cut-leaf", "edge-1"]);
+    assert_eq!(code, Some(0), "{text}");
+    eventually("edge-1 still attached after cut-leaf", &|| uplinks("edge-1") == 0);
+    assert!(healthy("edge-1"), "a cut leaf keeps serving");
+    let (code, text) = fault(&["heal"]);
+    assert_eq!(code, Some(0), "{text}");
+    eventually("edge-1 did not reattach after heal", &|| uplinks("edge-1") > 0);
+    let (code, text) = fault(&["slow", "edge-1", "hub-2", "50ms"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("50 ms"), "{text}");
+
+    // Bad requests: an unknown node (answered by the supervisor), a malformed duration (refused by the CLI).
+    let (code, text) = fault(&["kill", "nope"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no node `nope`") && text.contains("hub-1, hub-2, hub-3, edge-1"), "{text}");
+    let (code, text) = fault(&["slow", "edge-1", "hub-2", "10q"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("10q"), "{text}");
+    assert!(healthy("hub-2") && healthy("edge-1"));
+
+    let down = env.cmd().args(["down", &info.run_id]).output().unwrap();
+    assert!(down.status.success());
+    wait_all_gone(&info);
+}
+
+/// Without link proxies a network fault is refused with the flag that provides them.
+#[test]
+fn a_network_fault_on_a_lab_without_proxies_names_the_flag() {
+    let env = Env::new();
+    let out = env.cmd().args(["up", "--detach", "--json"]).arg(topology_path("failover.yaml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: LabInfo = serde_json::from_slice(&out.stdout).unwrap();
+    let out = env.cmd().args(["fault", "--run", &info.run_id, "blackhole", "edge-1", "hub-1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--link-proxies"), "{}", String::from_utf8_lossy(&out.stderr));
+    let down = env.cmd().args(["down", &info.run_id]).output().unwrap();
+    assert!(down.status.success());
+    wait_all_gone(&info);
 }

@@ -90,7 +90,7 @@ pub fn specs(plan: &Plan) -> Vec<LinkSpec> {
 
 /// The error for a network fault asked of a lab whose links are direct.
 pub fn no_links(op: &'static str) -> Error {
-    Error::Fault { node: "-".into(), op, reason: "this lab's links are direct; network faults need a lab brought up with link proxies".into() }
+    Error::Fault { node: "-".into(), op, reason: "this lab's links are direct; network faults need a lab brought up with link proxies (natslab up --link-proxies)".into() }
 }
 
 #[derive(Default)]
