@@ -529,7 +529,7 @@ async fn fault_cmd(run: Option<&str>, fault: crate::control::FaultCmd) -> Result
         None if live.len() == 1 => live.into_iter().next().expect("one"),
         None => return Err(Error::Run(format!("fault: {} labs are running; name one with --run (see `natslab status`)", live.len()))),
     };
-    let message = crate::control::ask(&info.dir, fault).await?;
+    let message = crate::control::ask(&info.dir, info.supervisor_pid, fault).await?;
     println!("{}: {message}", info.run_id);
     Ok(0)
 }

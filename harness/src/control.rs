@@ -153,14 +153,23 @@ pub async fn serve(lab: &mut Lab, dir: &Path) {
     }
 }
 
-/// Asks the supervisor of the lab in `run_dir` to do `fault`; its message, or why not.
-pub async fn ask(run_dir: &Path, fault: FaultCmd) -> Result<String> {
+/// Asks the supervisor (process `supervisor`) of the lab in `run_dir` to do `fault`; its message, or why not.
+pub async fn ask(run_dir: &Path, supervisor: u32, fault: FaultCmd) -> Result<String> {
     let dir = dir_of(run_dir);
     if !dir.is_dir() {
         return Err(Error::Run(format!("{} has no control mailbox: is its `natslab up` still running?", run_dir.display())));
     }
     let seq = mailbox::highest_seq(&dir) + 1;
-    let a: Answer = mailbox::ask(&dir, seq, &Request { seq, fault }, ANSWER_WITHIN).await.map_err(Error::Run)?;
+    let gone = async {
+        while crate::runs::alive(supervisor) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let request = Request { seq, fault };
+    let a: Answer = tokio::select! {
+        a = mailbox::ask(&dir, seq, &request, ANSWER_WITHIN) => a.map_err(Error::Run)?,
+        _ = gone => return Err(Error::Run(format!("the lab's supervisor (pid {supervisor}) ended before answering"))),
+    };
     if a.ok {
         Ok(a.message)
     } else {
