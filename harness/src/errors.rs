@@ -31,7 +31,8 @@ pub enum Error {
     #[error("no free lab slot: all {0} loopback slots are in use (stale runs? try `natslab down --all`)")]
     NoSlot(usize),
 
-    #[error("node {node}: {op}: {reason}")]
+    /// `node` is "-" for a fault that concerns no node in particular.
+    #[error("{}", fault_text(node, op, reason))]
     Fault { node: String, op: &'static str, reason: String },
 
     #[error("provision {what}: {reason}")]
@@ -55,3 +56,11 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn fault_text(node: &str, op: &str, reason: &str) -> String {
+    if node == "-" {
+        format!("{op}: {reason}")
+    } else {
+        format!("node {node}: {op}: {reason}")
+    }
+}
