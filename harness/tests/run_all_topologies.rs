@@ -1,23 +1,44 @@
 //! The acceptance run: `natslab run` on every topology in topologies/, every scenario family, process
-//! backend — what nightly CI does. Fails if any check is violated or the harness broke.
+//! backend — what nightly CI does. Fails if any check is violated or the harness broke. One case per
+//! topology, so cases run side by side (labs spend most of their time waiting on elections and pings).
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
+use rstest::rstest;
+
+/// Every topology must be a case below: a new topology file fails here until it is added.
+const CASES: [&str; 6] = ["cim-reference", "failover", "jetstream-domains", "mtls", "operator-jwt", "subject-mapping"];
 
 #[test]
-fn natslab_run_passes_on_every_topology() {
-    let mut files: Vec<_> = std::fs::read_dir(topology_path("")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
+fn every_topology_is_a_case() {
+    let mut files: Vec<String> = std::fs::read_dir(topology_path(""))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".yaml").map(String::from))
+        .collect();
     files.sort();
+    assert_eq!(files, CASES.to_vec(), "add the new topology to CASES in {}", file!());
+}
+
+#[rstest]
+#[case::cim_reference("cim-reference")]
+#[case::failover("failover")]
+#[case::jetstream_domains("jetstream-domains")]
+#[case::mtls("mtls")]
+#[case::operator_jwt("operator-jwt")]
+#[case::subject_mapping("subject-mapping")]
+fn natslab_run_passes(#[case] name: &str) {
+    assert!(CASES.contains(&name));
+    let file = topology_path(&format!("{name}.yaml"));
     let dir = tempfile::tempdir().unwrap();
-    let junit = dir.path().join("junit.xml");
-    let json = dir.path().join("report.json");
+    let (junit, json) = (dir.path().join("junit.xml"), dir.path().join("report.json"));
     let out = Command::new(env!("CARGO_BIN_EXE_natslab"))
         .env("NATSLAB_RUNS", dir.path().join("runs"))
         .arg("run")
-        .args(&files)
+        .arg(&file)
         .arg("--junit")
         .arg(&junit)
         .arg("--json")
@@ -26,19 +47,22 @@ fn natslab_run_passes_on_every_topology() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    assert!(out.status.success(), "natslab run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(out.status.success(), "natslab run {name} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    check_reports(name, &json, &junit);
+}
+
+fn check_reports(name: &str, json: &Path, junit: &Path) {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let runs = v["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), files.len());
-    for r in runs {
-        assert!(r["error"].is_null(), "{}: {}", r["topology"], r["error"]);
-        let checks = r["checks"].as_array().unwrap();
-        assert!(checks.iter().any(|c| c["verdict"] == "passed"), "{}", r["topology"]);
-        assert!(checks.iter().all(|c| c["verdict"] != "violated" && c["verdict"] != "harness_error"), "{}", r["topology"]);
-        // Every skip says why.
-        assert!(checks.iter().filter(|c| c["verdict"] == "skipped").all(|c| !c["observed"].as_str().unwrap_or("").is_empty()));
-    }
-    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(runs.len(), 1);
+    let r = &runs[0];
+    assert!(r["error"].is_null(), "{name}: {}", r["error"]);
+    let checks = r["checks"].as_array().unwrap();
+    assert!(checks.iter().any(|c| c["verdict"] == "passed"), "{name}");
+    assert!(checks.iter().all(|c| c["verdict"] != "violated" && c["verdict"] != "harness_error"), "{name}");
+    // Every skip says why.
+    assert!(checks.iter().filter(|c| c["verdict"] == "skipped").all(|c| !c["observed"].as_str().unwrap_or("").is_empty()));
+    let xml = std::fs::read_to_string(junit).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
     assert_eq!(doc.root_element().attribute("failures"), Some("0"));
     assert_eq!(doc.root_element().attribute("errors"), Some("0"));
