@@ -399,7 +399,7 @@ impl ContainerBackend {
         let fail = |reason: String| Error::Fault { node: node.into(), op: "place link proxies", reason };
         let n = self.node(node, "place link proxies")?;
         let pid = n.pid.ok_or_else(|| fail("the container is not running".into()))?;
-        let own = format!("natslab-{}-host-{node}", self.run.as_ref().map(|r| r.id.as_str()).unwrap_or_default());
+        let own = own_network(self.run.as_ref().map(|r| r.id.as_str()).unwrap_or_default(), node);
         let info = self.engine.docker.inspect_container(&n.id, None).await.map_err(|e| fail(e.to_string()))?;
         let ip = info
             .network_settings
@@ -422,7 +422,6 @@ impl ContainerBackend {
     pub fn link_set(&mut self, op: &'static str) -> Result<&mut LinkSet> {
         self.links.as_mut().ok_or_else(|| links::no_links(op))
     }
-
 
     /// Where the harness reaches a node: its fixed host ports on the engine's host.
     pub fn endpoint(&self, node: &NodePlan) -> Endpoint {
@@ -490,7 +489,7 @@ impl ContainerBackend {
     async fn create(&self, plan: &Plan, network: &str, node: &str, i: usize) -> Result<String> {
         let fail = |reason: String| Error::NodeStart { node: node.into(), reason, log: plan.layout.host_log(node), tail: String::new() };
         let name = format!("natslab-{}-{node}", plan.run_id);
-        let own = format!("natslab-{}-host-{node}", plan.run_id);
+        let own = own_network(&plan.run_id, node);
         self.create_network(&plan.run_id, &own).await?;
         let opts = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         let body = self.container_config(plan, node, &own, self.host_ports(i));
@@ -788,6 +787,11 @@ impl Drop for ContainerBackend {
         });
         let _ = cleanup.join();
     }
+}
+
+/// A node's own network: it carries the node's host ports, and partitions leave it alone.
+fn own_network(run_id: &str, node: &str) -> String {
+    format!("natslab-{run_id}-host-{node}")
 }
 
 fn port_bindings(bind: Option<&str>, ports: Ports) -> PortMap {
