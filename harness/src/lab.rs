@@ -119,6 +119,12 @@ impl Lab {
         let seed = opts.seed.clone().unwrap_or_else(|| nuid::next().to_string());
         // On failure the run directory stays: the error names its logs.
         let links = backend.links(&topology, opts.proxied);
+        if opts.proxied && links.is_empty() {
+            progress.message(&format!(
+                "no link proxies on the {:?} backend here (containers need root and a local engine): network faults other than partitions of whole nodes are unavailable",
+                opts.backend
+            ).to_lowercase());
+        }
         let plan = prepare_with_layout(topology, &server, |i, name| backend.addr(i, name), backend.layout(&dir), &seed, links)?;
         backend.prepare(&plan).await?;
         let monitor = Monitor::new();

@@ -278,7 +278,7 @@ impl Backend {
         match self {
             Backend::Process(p) => p.blackhole(a, b),
             Backend::Netns(n) => n.blackhole(a, b).await,
-            Backend::Container(c) if c.links.is_some() => c.link_set("blackhole")?.blackhole(a, b),
+            Backend::Container(c) => c.link_set("blackhole")?.blackhole(a, b),
             _ => Err(self.cannot("blackhole")),
         }
     }
@@ -287,7 +287,7 @@ impl Backend {
         match self {
             Backend::Process(p) => p.restore(a, b),
             Backend::Netns(n) => n.restore(a, b).await,
-            Backend::Container(c) if c.links.is_some() => c.link_set("restore")?.restore(a, b),
+            Backend::Container(c) => c.link_set("restore")?.restore(a, b),
             _ => Err(self.cannot("restore")),
         }
     }
@@ -296,7 +296,7 @@ impl Backend {
         match self {
             Backend::Process(p) => p.slow(a, b, latency, jitter),
             Backend::Netns(n) => n.slow(a, b, latency, jitter),
-            Backend::Container(c) if c.links.is_some() => c.link_set("slow")?.slow(a, b, latency, jitter),
+            Backend::Container(c) => c.link_set("slow")?.slow(a, b, latency, jitter),
             _ => Err(self.cannot("slow")),
         }
     }
@@ -305,7 +305,7 @@ impl Backend {
         match self {
             Backend::Process(p) => p.cap(a, b, bytes_per_s),
             Backend::Netns(n) => n.cap(a, b, bytes_per_s).await,
-            Backend::Container(c) if c.links.is_some() => c.link_set("cap")?.cap(a, b, bytes_per_s),
+            Backend::Container(c) => c.link_set("cap")?.cap(a, b, bytes_per_s),
             _ => Err(self.cannot("cap")),
         }
     }
@@ -314,7 +314,7 @@ impl Backend {
         match self {
             Backend::Process(p) => p.fast(a, b),
             Backend::Netns(n) => n.fast(a, b).await,
-            Backend::Container(c) if c.links.is_some() => c.link_set("fast")?.fast(a, b),
+            Backend::Container(c) => c.link_set("fast")?.fast(a, b),
             _ => Err(self.cannot("fast")),
         }
     }
