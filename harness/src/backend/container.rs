@@ -386,8 +386,8 @@ impl ContainerBackend {
         if !self.can_proxy() {
             return BTreeMap::new();
         }
-        let names: Vec<&String> = t.hub.nodes.iter().map(|n| &n.name).chain(t.leaves.iter().map(|l| &l.name)).collect();
-        links::addrs(t, |i| names.get(i).map(|n| n.to_string()).unwrap_or_default())
+        // Peers reach a container by its node name.
+        links::addrs(t, |_, name| name.to_string())
     }
 
     /// Places (again) the proxies in front of `node`, inside its network namespace, forwarding to its address

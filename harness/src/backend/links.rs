@@ -2,7 +2,7 @@
 //! can still partition, blackhole, slow down and cap the network: one proxy per (dialer, dialed) pair —
 //! a leaf's remote to each hub it lists, each hub's route to every other hub.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,15 +36,16 @@ pub fn pairs(t: &Topology) -> Vec<(String, String)> {
 
 /// Where each link's proxy listens: (dialer, dialed) → `<dialed's address>:<LINK_PORT_BASE + dialer index>`,
 /// so a dialer reaches the proxy at the dialed node's own address (its certificate still matches) and two
-/// dialers of one node never share a port. `ip(i)` is the address of node `i` (hubs first, then leaves).
-pub fn addrs(t: &Topology, ip: impl Fn(usize) -> String) -> BTreeMap<(String, String), String> {
+/// dialers of one node never share a port. `host(i, name)` is where dialers reach node `i` (hubs first, then
+/// leaves) called `name`.
+pub fn addrs(t: &Topology, host: impl Fn(usize, &str) -> String) -> BTreeMap<(String, String), String> {
     let index = |name: &str| -> usize {
         t.hub.nodes.iter().map(|n| &n.name).chain(t.leaves.iter().map(|l| &l.name)).position(|n| n == name).unwrap_or(0)
     };
     pairs(t)
         .into_iter()
         .map(|(from, to)| {
-            let addr = format!("{}:{}", ip(index(&to)), LINK_PORT_BASE + index(&from) as u16);
+            let addr = format!("{}:{}", host(index(&to), &to), LINK_PORT_BASE + index(&from) as u16);
             ((from, to), addr)
         })
         .collect()
@@ -97,7 +98,7 @@ pub fn no_links(op: &'static str) -> Error {
 pub struct LinkSet {
     proxies: BTreeMap<(String, String), LinkProxy>,
     /// Pairs the current partition cuts: a proxy placed anew (its node restarted) starts cut too.
-    cut: Vec<(String, String)>,
+    cut: BTreeSet<(String, String)>,
 }
 
 fn parse(addr: &str, what: &str) -> Result<SocketAddr> {
@@ -133,7 +134,7 @@ impl LinkSet {
             .and_then(|l| LinkProxy::from_std(&name, l, upstream))
             .map_err(|e| Error::Run(format!("start link proxy {name} on {}: {e}", spec.listen)))?;
         let key = (spec.from.clone(), spec.to.clone());
-        if self.cut.iter().any(|(a, b)| (a, b) == (&key.0, &key.1) || (b, a) == (&key.0, &key.1)) {
+        if self.cut.contains(&key) || self.cut.contains(&(key.1.clone(), key.0.clone())) {
             proxy.cut();
         }
         self.proxies.insert(key, proxy);
@@ -159,7 +160,7 @@ impl LinkSet {
 
     /// Cuts every link the grudge names (both directions: a TCP link carries both).
     pub fn partition(&mut self, g: &Grudge) {
-        self.cut = cut_pairs(g).into_iter().collect();
+        self.cut = cut_pairs(g);
         for (a, b) in &self.cut {
             for p in self.between(a, b) {
                 p.cut();

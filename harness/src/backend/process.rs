@@ -161,7 +161,7 @@ impl ProcessBackend {
 
     /// Where each link's proxy listens (see `links::addrs`).
     pub fn link_addrs(&self, t: &crate::topology::Topology) -> BTreeMap<(String, String), String> {
-        super::links::addrs(t, |i| self.slot.ip(i))
+        super::links::addrs(t, |i, _| self.slot.ip(i))
     }
 
     pub async fn start_links(&mut self, plan: &Plan) -> Result<()> {

@@ -131,7 +131,7 @@ impl NetnsBackend {
 
     /// Where each link's proxy listens, on the dialed node's address (see `links::addrs`).
     pub fn link_addrs(&self, t: &crate::topology::Topology) -> BTreeMap<Pair, String> {
-        links::addrs(t, |i| names::node_ip(self.slot, i))
+        links::addrs(t, |i, _| names::node_ip(self.slot, i))
     }
 
     pub fn link_counters(&self) -> BTreeMap<Pair, crate::net::Counters> {
