@@ -8,34 +8,21 @@ use std::time::{Duration, Instant};
 
 use crate::backend::container::{self, ContainerBackend};
 use crate::backend::process::ProcessBackend;
-use crate::backend::BackendKind;
 use crate::backend::spawn::spawn_guarded;
+use crate::backend::BackendKind;
 use crate::errors::{Error, Result};
-use crate::lab::{Lab, Quiet, UpOptions};
+use crate::lab::{Lab, Progress, Quiet, UpOptions};
 use crate::probe::monitor::Monitor;
+use crate::report::{stats, Stats};
 use crate::server;
 use crate::topology;
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Stats {
-    pub n: usize,
-    pub min_ms: f64,
-    pub median_ms: f64,
-    pub max_ms: f64,
-}
-
-pub fn stats(samples: &[Duration]) -> Stats {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    ms.sort_by(f64::total_cmp);
-    let n = ms.len();
-    let median = if n == 0 { 0.0 } else if n % 2 == 1 { ms[n / 2] } else { (ms[n / 2 - 1] + ms[n / 2]) / 2.0 };
-    Stats { n, min_ms: ms.first().copied().unwrap_or(0.0), median_ms: median, max_ms: ms.last().copied().unwrap_or(0.0) }
-}
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchReport {
     pub topology: String,
     pub nodes: usize,
+    pub server_version: String,
+    pub runs: usize,
     pub harness_ready: Stats,
     /// The whole `Lab::up` (rendering, `nats-server -t`, backend preparation, then ready).
     pub harness_up: Stats,
@@ -60,8 +47,8 @@ pub struct SuiteBench {
 
 /// One run of every scenario family: the wall time people wait for, and the failover times it measured.
 async fn suite_once(t: &topology::Topology, path: &Path, server: &server::NatsServer) -> SuiteBench {
-    let families = crate::scenario::Family::ALL;
-    let run = crate::runner::run_topology(t, t.clone(), &path.display().to_string(), &families, &UpOptions::default(), &Quiet, &crate::scenario::Silent).await;
+    let selection = crate::runner::Selection::families(&crate::scenario::Family::ALL);
+    let run = crate::runner::run_topology(t, t.clone(), &path.display().to_string(), &selection, &UpOptions::default(), &Quiet, &crate::scenario::Silent).await;
     let report = crate::report::RunReport {
         natslab_version: env!("CARGO_PKG_VERSION").into(),
         nats_server_version: server.version.to_string(),
@@ -94,7 +81,7 @@ async fn lab_once(t: &topology::Topology, backend: BackendKind) -> Result<(Durat
 /// The container backend's image, built now if needed (so no sample pays for the build), or why not.
 async fn container_image(server: &server::NatsServer) -> std::result::Result<String, String> {
     container::engine_available().await.map_err(|e| format!("no Docker engine ({e})"))?;
-    let backend = ContainerBackend::from_env(server).await.map_err(|e| e.to_string())?;
+    let backend = ContainerBackend::new(server, None).await.map_err(|e| e.to_string())?;
     Ok(backend.image().to_string())
 }
 
@@ -102,7 +89,7 @@ async fn container_image(server: &server::NatsServer) -> std::result::Result<Str
 async fn floor_once(t: &topology::Topology, server: &server::NatsServer) -> Result<Duration> {
     let backend = ProcessBackend::new(server.clone())?;
     let dir = tempfile::tempdir().map_err(Error::io("create a temporary directory"))?;
-    let plan = crate::lab::prepare(t.clone(), server, |i, _| backend.addr(i), &dir.path().join("floor"))?;
+    let plan = crate::lab::prepare(t.clone(), server, |i, _| backend.node_addr(i), &dir.path().join("floor"))?;
     let monitor = Monitor::new();
     let started = Instant::now();
     let mut children = Vec::new();
@@ -113,10 +100,10 @@ async fn floor_once(t: &topology::Topology, server: &server::NatsServer) -> Resu
     }
     let deadline = started + Duration::from_secs(60);
     for n in &plan.nodes {
-        let base = ProcessBackend::endpoint(n).monitor_url;
+        let base = ProcessBackend::endpoint_of(n).monitor_url;
         while monitor.healthy(&base).await.is_err() {
             if Instant::now() > deadline {
-                return Err(Error::Run(format!("bench: floor: {} never became healthy", n.name)));
+                return Err(Error::Measure { what: "bench", reason: format!("floor: {} never became healthy", n.name) });
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -130,9 +117,10 @@ async fn floor_once(t: &topology::Topology, server: &server::NatsServer) -> Resu
     Ok(took)
 }
 
-pub async fn run(path: &Path, runs: usize, suite: bool, json: Option<&Path>) -> Result<BenchReport> {
+/// Measures; `progress` hears a line per run. The CLI prints the report.
+pub async fn run(path: &Path, runs: usize, suite: bool, progress: &dyn Progress) -> Result<BenchReport> {
     let t = topology::load_file(path)?;
-    let mut say = |m: &str| eprintln!("{m}");
+    let mut say = |m: &str| progress.message(m);
     let server = server::find_or_install(&mut say)?;
     let image = container_image(&server).await;
     let (mut harness, mut harness_up, mut floor, mut ready_c, mut up_c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -156,48 +144,27 @@ pub async fn run(path: &Path, runs: usize, suite: bool, json: Option<&Path>) -> 
             up_c.push(u);
             line.push_str(&format!(", container {r:?} (up {u:?})"));
         }
-        eprintln!("{line}");
+        progress.message(&line);
     }
     let h = stats(&harness);
     let f = stats(&floor);
-    let report = BenchReport {
+    let suite = if suite {
+        progress.message("running every scenario family once ...");
+        Some(suite_once(&t, path, &server).await)
+    } else {
+        None
+    };
+    Ok(BenchReport {
         topology: t.name.clone(),
         nodes: t.hub.nodes.len() + t.leaves.len(),
+        server_version: server.version.to_string(),
+        runs,
         ratio: if f.median_ms > 0.0 { h.median_ms / f.median_ms } else { 0.0 },
         harness_ready: h,
         harness_up: stats(&harness_up),
         floor_healthz: f,
         container: image.as_ref().ok().map(|i| ContainerBench { image: i.clone(), ready: stats(&ready_c), up: stats(&up_c) }),
         container_skipped: image.err(),
-        suite: if suite { eprintln!("running every scenario family once ..."); Some(suite_once(&t, path, &server).await) } else { None },
-    };
-    println!("time-to-ready of {} ({} nodes, {} runs, nats-server {})", report.topology, report.nodes, runs, server.version);
-    println!("  natslab up (healthz + full route mesh + leaves attached + JetStream meta leader + streams provisioned):");
-    println!("    min {:.0} ms  median {:.0} ms  max {:.0} ms", report.harness_ready.min_ms, report.harness_ready.median_ms, report.harness_ready.max_ms);
-    println!("  floor (same configs started by hand, all /healthz ok):");
-    println!("    min {:.0} ms  median {:.0} ms  max {:.0} ms", report.floor_healthz.min_ms, report.floor_healthz.median_ms, report.floor_healthz.max_ms);
-    println!("  ratio (median/median): {:.2}x", report.ratio);
-    let line = |s: &Stats| format!("min {:.0} ms  median {:.0} ms  max {:.0} ms", s.min_ms, s.median_ms, s.max_ms);
-    println!("  whole natslab up, process backend (render, nats-server -t, then the above):");
-    println!("    {}", line(&report.harness_up));
-    match (&report.container, &report.container_skipped) {
-        (Some(c), _) => {
-            println!("  container backend ({}), same readiness conditions, from the first container start:", c.image);
-            println!("    {}", line(&c.ready));
-            println!("  whole natslab up, container backend (also: networks, containers created with their files):");
-            println!("    {}", line(&c.up));
-        }
-        (None, why) => println!("  container backend: not measured: {}", why.as_deref().unwrap_or("unknown")),
-    }
-    if let Some(s) = &report.suite {
-        println!("scenario suite (every family, process backend): {:.1} s wall, {} checks passed, {} not passed", s.wall_ms / 1000.0, s.passed, s.not_passed);
-        for (k, v) in &s.timings {
-            println!("    {:<24} n={:<3} {}", k.trim_end_matches("_ms"), v.n, line(v));
-        }
-    }
-    if let Some(p) = json {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        std::fs::write(p, text).map_err(Error::io(format!("write {}", p.display())))?;
-    }
-    Ok(report)
+        suite,
+    })
 }

@@ -1,27 +1,61 @@
 //! The command line: the only module that knows clap, terminals and exit codes.
+//!
+//! Exit codes mean one thing each: 0 every check passed (or the command did what it was asked); 1 a check
+//! was violated — NATS did not do what the topology declares; 2 bad input (a topology, an inventory, flags,
+//! a node or lab that does not exist), the same with and without `--detach`; 3 the harness or its
+//! environment broke; 130 interrupted.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 
 use crate::backend::BackendKind;
 use crate::errors::Error;
 use crate::lab::{Lab, LabInfo, Progress, UpOptions};
-use crate::plan::{Layout, NodeAddr, Plan};
+use crate::nemesis::{self, Fault};
+use crate::plan::{Layout, NodeAddr, Plan, Role};
 use crate::render::nixos;
-use crate::secrets::entropy::Entropy;
 use crate::report::{self, RunReport};
+use crate::runner::Selection;
 use crate::scenario::{Check, Family, Observer, Verdict};
+use crate::secrets::entropy::Entropy;
 use crate::{bench, contexts, files, render, runner, runs, server, topology};
 
-pub const EXIT_FAIL: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_VIOLATED: i32 = 1;
+pub const EXIT_INPUT: i32 = 2;
+pub const EXIT_HARNESS: i32 = 3;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+const EXIT_CODES: &str = "Exit codes: 0 every check passed (or the command did what it was asked); 1 a check was violated (NATS did \
+not do what the topology declares); 2 bad input (topology, inventory, flags, a node or lab that does not exist); 3 the harness or \
+its environment broke; 130 interrupted.";
+
+fn backends() -> impl TypedValueParser<Value = BackendKind> {
+    PossibleValuesParser::new(BackendKind::ALL.map(|k| PossibleValue::new(k.name()).help(k.about())))
+        .map(|s| s.parse::<BackendKind>().expect("one of the possible values"))
+}
+
+fn families() -> impl TypedValueParser<Value = Family> {
+    PossibleValuesParser::new(Family::ALL.map(|f| PossibleValue::new(f.name()).help(f.about())))
+        .map(|s| s.parse::<Family>().expect("one of the possible values"))
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 100ms, 1s)"))
+}
 
 #[derive(Parser, Debug)]
-#[command(name = "natslab", version, about = "Declare NATS hub/leaf topologies, bring them up for real, break them, prove what they promise.")]
+#[command(
+    name = "natslab",
+    version,
+    about = "Declare NATS hub/leaf topologies, bring them up for real, break them, prove what they promise.",
+    after_help = EXIT_CODES
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -31,6 +65,7 @@ pub struct Cli {
 pub enum Command {
     /// Validate topologies, render every node's config and run `nats-server -t` on each.
     Check {
+        /// Topology files (YAML) to check.
         #[arg(required = true)]
         topologies: Vec<PathBuf>,
     },
@@ -38,9 +73,12 @@ pub enum Command {
     /// node, process-backend addresses) or `nixos` (services.nats settings per node for VMs named after the
     /// nodes, a nodes.json manifest, secrets for /etc/natslab).
     Render {
+        /// The topology file (YAML).
         topology: PathBuf,
+        /// Directory to write into (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// `conf`: configs as the process backend runs them; `nixos`: settings for the NixOS module.
         #[arg(long, value_enum, default_value = "conf")]
         format: RenderFormat,
         /// Derive every secret from this seed: the same seed renders the same files byte for byte.
@@ -50,8 +88,10 @@ pub enum Command {
     },
     /// Bring a topology up, print how to reach it, write `nats` contexts; Ctrl-C tears it down.
     Up {
+        /// The topology file (YAML).
         topology: PathBuf,
-        #[arg(long, value_enum, default_value = "process")]
+        /// Where the nodes run.
+        #[arg(long, value_parser = backends(), default_value = "process")]
         backend: BackendKind,
         /// Return once ready and leave the lab running (stop it with `natslab down`).
         #[arg(long)]
@@ -77,6 +117,28 @@ pub enum Command {
         /// slow down and cap links (process backend; netns and containers too, for latency and more).
         #[arg(long)]
         link_proxies: bool,
+        /// Do not create the declared streams and consumers (`natslab provision` does it later).
+        #[arg(long)]
+        no_provision: bool,
+    },
+    /// Create the declared JetStream streams and consumers on a running lab, idempotently: what exists as
+    /// declared is left alone, what exists otherwise is reported (and replaced with --update).
+    Provision {
+        /// The lab's inventory (its inventory.json); default: the only running lab's.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// A running lab by run id, instead of --inventory.
+        #[arg(long, conflicts_with = "inventory")]
+        run: Option<String>,
+        /// Only this node's streams (a leaf, or a hub: the hub cluster's); default: every node's.
+        #[arg(long)]
+        node: Option<String>,
+        /// Apply the declared configuration to streams and consumers that differ from it.
+        #[arg(long)]
+        update: bool,
+        /// Seconds to wait for the lab to be ready and the streams to be created.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
     /// Do a fault on a running lab (`natslab up`, foreground or detached), e.g. `natslab fault kill hub-1`.
     Fault {
@@ -84,32 +146,44 @@ pub enum Command {
         #[arg(long)]
         run: Option<String>,
         #[command(subcommand)]
-        fault: crate::control::FaultCmd,
+        fault: FaultArgs,
     },
     /// Tear down a detached lab (by run id), or every lab and leftover with --all.
     Down {
+        /// The run id (see `natslab status`); default: the only one running.
         run: Option<String>,
+        /// Every lab, and whatever crashed runs left (servers, namespaces, containers, logs).
         #[arg(long)]
         all: bool,
     },
     /// List running labs.
     Status {
+        /// Print the labs as JSON (their `lab.json` records).
         #[arg(long)]
         json: bool,
     },
     /// Bring each topology up, run the scenario families against it, tear down, report. Without
     /// topologies: the reference topology on the process backend.
+    #[command(after_help = EXIT_CODES)]
     Run {
+        /// Topology files (YAML); default: the reference topology.
         topologies: Vec<PathBuf>,
         /// Families to run (comma-separated); default all.
-        #[arg(long, value_enum, value_delimiter = ',')]
+        #[arg(long, value_parser = families(), value_delimiter = ',')]
         scenario: Vec<Family>,
-        #[arg(long, value_enum, default_value = "process")]
+        /// Only the checks whose id starts with one of these (comma-separated), e.g. `mapping/export`.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Where the nodes run.
+        #[arg(long, value_parser = backends(), default_value = "process")]
         backend: BackendKind,
+        /// Write a JUnit XML report here (a testsuite per topology and family, a testcase per check).
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Write the JSON report here (every check with its id, expected, observed, verdict, timings).
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Write the Markdown report here (summary, timings, every check not passed).
         #[arg(long)]
         markdown: Option<PathBuf>,
         /// Seconds each lab may take to become ready.
@@ -146,21 +220,25 @@ pub enum Command {
         /// Bandwidth cap on the leaf link, bytes per second.
         #[arg(long, default_value_t = 512 * 1024)]
         bandwidth: u64,
+        /// How many messages the workload sends.
         #[arg(long, default_value_t = 2000)]
         messages: usize,
         /// Payload size in bytes.
         #[arg(long, default_value_t = 1024)]
         size: usize,
         /// process, container (root, local engine), or netns (root: the cap then comes from the kernel's htb).
-        #[arg(long, value_enum, default_value_t = BackendKind::Process)]
+        #[arg(long, value_parser = backends(), default_value = "process")]
         backend: BackendKind,
+        /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
     },
     /// Measure time-to-ready of a topology against the floor (the same configs started by hand).
     Bench {
+        /// The topology file (YAML).
         #[arg(default_value = "topologies/cim-reference.yaml")]
         topology: PathBuf,
+        /// How many bring-ups to measure.
         #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Skip the one full scenario run (wall time and failover times).
@@ -172,43 +250,183 @@ pub enum Command {
     },
 }
 
+/// A fault as `natslab fault` takes it; becomes a `nemesis::Fault` (the supervisor's wire format).
+#[derive(Subcommand, Debug, Clone)]
+pub enum FaultArgs {
+    /// kill -9 a node (its store survives; `start` brings it back).
+    Kill {
+        /// The node, as the topology names it.
+        node: String,
+    },
+    /// Start a killed node again, and wait until it is ready.
+    Start {
+        /// The node, as the topology names it.
+        node: String,
+    },
+    /// Freeze a node (SIGSTOP, docker pause): its connections stay open, only pings notice.
+    Pause {
+        /// The node, as the topology names it.
+        node: String,
+    },
+    /// Thaw a paused node.
+    Resume {
+        /// The node, as the topology names it.
+        node: String,
+    },
+    /// Cut a node off from every other node.
+    Isolate {
+        /// The node, as the topology names it.
+        node: String,
+    },
+    /// Undo `isolate` of one node.
+    Rejoin {
+        /// The node, as the topology names it.
+        node: String,
+    },
+    /// Cut a leaf off from every hub (its local clients keep working).
+    CutLeaf {
+        /// The leaf, as the topology names it.
+        leaf: String,
+    },
+    /// Undo every partition and isolation.
+    Heal,
+    /// Keep the links between two nodes open but drop every byte (only pings notice).
+    Blackhole {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Undo `blackhole` between two nodes.
+    Restore {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Add latency (each way) to the links between two nodes.
+    Slow {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+        /// Added each way, e.g. 80ms.
+        #[arg(value_parser = duration)]
+        latency: Duration,
+        /// Random spread around the latency, e.g. 10ms.
+        #[arg(long, value_parser = duration, default_value = "0ms")]
+        jitter: Duration,
+    },
+    /// Cap the links between two nodes, bytes per second each way.
+    Cap {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+        /// Bytes per second, each way.
+        bytes_per_s: u64,
+    },
+    /// Remove latency and caps between two nodes.
+    Fast {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Undo every fault still in force (start what was killed, resume, heal, restore, fast), and wait
+    /// until the lab is ready.
+    Undo,
+}
+
+impl FaultArgs {
+    /// The fault, given the lab's nodes (`cut-leaf` needs its hubs); `None` for `undo`.
+    fn to_fault(&self, info: &LabInfo) -> Result<Option<Fault>, Error> {
+        let n = |s: &String| s.clone();
+        Ok(Some(match self {
+            FaultArgs::Kill { node } => Fault::Kill { node: n(node) },
+            FaultArgs::Start { node } => Fault::Start { node: n(node) },
+            FaultArgs::Pause { node } => Fault::Pause { node: n(node) },
+            FaultArgs::Resume { node } => Fault::Resume { node: n(node) },
+            FaultArgs::Isolate { node } => Fault::Isolate { node: n(node) },
+            FaultArgs::Rejoin { node } => Fault::Rejoin { node: n(node) },
+            FaultArgs::CutLeaf { leaf } => {
+                let hubs: Vec<&str> = info.nodes.iter().filter(|x| x.role == Role::Hub).map(|x| x.name.as_str()).collect();
+                match info.nodes.iter().find(|x| &x.name == leaf) {
+                    Some(x) if x.role == Role::Leaf => {}
+                    Some(_) => {
+                        return Err(Error::Usage { what: format!("{leaf} is a hub"), hint: "cut-leaf takes a leaf (isolate takes any node)".into() })
+                    }
+                    None => {
+                        let names: Vec<&str> = info.nodes.iter().map(|x| x.name.as_str()).collect();
+                        return Err(Error::NoSuchNode { node: leaf.clone(), run: info.run_id.clone(), nodes: names.join(", ") });
+                    }
+                }
+                Fault::Partition { grudge: nemesis::cut_leaf(leaf, &hubs) }
+            }
+            FaultArgs::Heal => Fault::Heal,
+            FaultArgs::Blackhole { a, b } => Fault::Blackhole { a: n(a), b: n(b) },
+            FaultArgs::Restore { a, b } => Fault::Restore { a: n(a), b: n(b) },
+            FaultArgs::Slow { a, b, latency, jitter } => Fault::Slow { a: n(a), b: n(b), latency: *latency, jitter: *jitter },
+            FaultArgs::Cap { a, b, bytes_per_s } => Fault::Cap { a: n(a), b: n(b), bytes_per_s: *bytes_per_s },
+            FaultArgs::Fast { a, b } => Fault::Fast { a: n(a), b: n(b) },
+            FaultArgs::Undo => return Ok(None),
+        }))
+    }
+}
+
+/// The exit code of an error: bad input, or the harness broke.
+pub fn exit_code(e: &Error) -> i32 {
+    if e.is_input() {
+        EXIT_INPUT
+    } else {
+        EXIT_HARNESS
+    }
+}
+
 /// Runs the CLI; returns the process exit code.
 pub async fn main(cli: Cli) -> i32 {
     install_stop_handlers();
     let result = match cli.command {
         Command::Check { topologies } => check(&topologies),
         Command::Render { topology, out, format, seed } => render_cmd(&topology, &out, format, seed),
-        Command::Up { topology, backend, detach, json, timeout, keep, ready_file, seed, image, link_proxies } => {
-            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, seed, image, proxied: link_proxies, ..UpOptions::default() };
+        Command::Up { topology, backend, detach, json, timeout, keep, ready_file, seed, image, link_proxies, no_provision } => {
+            let opts = UpOptions {
+                backend,
+                timeout: Duration::from_secs(timeout),
+                keep,
+                seed,
+                image,
+                proxied: link_proxies,
+                provision: !no_provision,
+                ..UpOptions::default()
+            };
             if detach {
                 detach_up(&topology, &opts, json).await
             } else {
                 up(&topology, &opts, json, ready_file.as_deref()).await
             }
         }
+        Command::Provision { inventory, run, node, update, timeout } => provision_cmd(inventory, run, node.as_deref(), update, timeout).await,
         Command::Down { run, all } => down(run.as_deref(), all).await,
         Command::Fault { run, fault } => fault_cmd(run.as_deref(), fault).await,
         Command::Status { json } => status(json).await,
-        Command::Run { topologies, scenario, backend, junit, json, markdown, timeout, keep, inventory, image } => {
+        Command::Run { topologies, scenario, only, backend, junit, json, markdown, timeout, keep, inventory, image } => {
             let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, inventory, image, ..UpOptions::default() };
             let families = if scenario.is_empty() { Family::ALL.to_vec() } else { scenario };
-            run_cmd(&topologies, &families, &opts, Outputs { junit, json, markdown }).await
+            run_cmd(&topologies, &Selection { families, only }, &opts, Outputs { junit, json, markdown }).await
         }
         Command::Health { monitor, leaf, window } => health_cmd(&monitor, leaf, window).await,
         Command::Wan { latency, bandwidth, messages, size, backend, json } => {
             let profile = crate::wan::Profile { latency: latency.into(), bandwidth_bytes_per_s: bandwidth, messages, size, backend };
-            crate::wan::run(&profile, json.as_deref()).await.map(|_| 0)
+            wan_cmd(&profile, json.as_deref()).await
         }
-        Command::Bench { topology, runs, no_suite, json } => bench::run(&topology, runs, !no_suite, json.as_deref()).await.map(|_| 0),
+        Command::Bench { topology, runs, no_suite, json } => bench_cmd(&topology, runs, !no_suite, json.as_deref()).await,
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            match e {
-                Error::Topology(_) => EXIT_USAGE,
-                _ => EXIT_FAIL,
-            }
+            exit_code(&e)
         }
     }
 }
@@ -227,7 +445,7 @@ fn nominal_addr(i: usize) -> NodeAddr {
 fn check(paths: &[PathBuf]) -> Result<i32, Error> {
     let mut say = |m: &str| eprintln!("{m}");
     let server = server::find_or_install(&mut say)?;
-    let mut failed = 0;
+    let mut worst = EXIT_OK;
     for p in paths {
         let result = (|| -> Result<usize, Error> {
             let t = load(p)?;
@@ -238,17 +456,19 @@ fn check(paths: &[PathBuf]) -> Result<i32, Error> {
         match result {
             Ok(n) => println!("ok    {} ({n} nodes; every config passes nats-server {} -t)", p.display(), server.version),
             Err(e) => {
-                failed += 1;
+                worst = worst.max(exit_code(&e));
                 println!("FAIL  {}\n{e}", p.display());
             }
         }
     }
-    Ok(if failed == 0 { 0 } else { EXIT_USAGE })
+    Ok(worst)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RenderFormat {
+    /// nats.conf and settings.json per node, as the process backend runs them.
     Conf,
+    /// services.nats settings per node for the NixOS module, a manifest and an inventory.
     Nixos,
 }
 
@@ -263,7 +483,7 @@ fn render_cmd(path: &Path, out: &Path, format: RenderFormat, seed: Option<String
             };
             let plan = Plan::new_with(t, "render".into(), Layout::same(out), |i, _| nominal_addr(i), &mut entropy)?;
             let configs = render::render(&plan);
-            files::write_plan(&plan, &configs)?;
+            crate::rendered::write_plan(&plan, &configs)?;
             println!("wrote {} node configs and their secrets to {}", configs.len(), out.display());
             for c in &configs {
                 println!("  {}", plan.layout.host_config(&c.name).display());
@@ -272,7 +492,7 @@ fn render_cmd(path: &Path, out: &Path, format: RenderFormat, seed: Option<String
         RenderFormat::Nixos => {
             let seed = seed.unwrap_or_else(|| t.name.clone());
             let plan = nixos::plan(t, &seed, out)?;
-            let written = nixos::write(&plan)?;
+            let written = crate::rendered::write_nixos(&plan)?;
             println!("wrote NixOS settings for {written} nodes, nodes.json and secrets to {} (seed {seed:?})", out.display());
         }
     }
@@ -369,47 +589,39 @@ pub async fn stop_requested() {
     }
 }
 
+
 async fn up(path: &Path, opts: &UpOptions, json: bool, ready_file: Option<&Path>) -> Result<i32, Error> {
-    let t = match load(path) {
-        Ok(t) => t,
-        Err(e) => {
-            if let Some(f) = ready_file {
-                let _ = std::fs::write(f, format!("error: {e}"));
-            }
-            return Err(e);
+    // A detached supervisor reports how it ended through the ready file, typed, so the asker exits alike.
+    let report_failure = |e: &Error| {
+        if let Some(f) = ready_file {
+            let text = serde_json::json!({ "error": e.to_string(), "input": e.is_input() }).to_string();
+            let _ = std::fs::write(f, text);
         }
     };
+    let t = load(path).inspect_err(report_failure)?;
     let progress = TermProgress::new();
     let started = Instant::now();
     let lab = tokio::select! {
         r = Lab::up(t, opts, &progress) => r,
-        _ = stop_requested() => { progress.finish(); eprintln!("interrupted while starting; everything started was stopped"); return Ok(130); }
+        _ = stop_requested() => { progress.finish(); eprintln!("interrupted while starting; everything started was stopped"); return Ok(EXIT_INTERRUPTED); }
     };
     progress.finish();
-    let mut lab = match lab {
-        Ok(l) => l,
-        Err(e) => {
-            if let Some(f) = ready_file {
-                let _ = std::fs::write(f, format!("error: {e}"));
-            }
-            return Err(e);
-        }
-    };
+    let mut lab = lab.inspect_err(report_failure)?;
+    let control = crate::control::dir_of(&lab.dir);
+    files::mkdir(&control)?;
+    // Another natslab can now run attached to this lab, faults included: this process serves them.
+    lab.write_inventory(Some(lab.fault_channel(control.clone())))?;
     let info = lab.describe_live().await;
     contexts::write(&info)?;
-    let control = crate::control::dir_of(&info.dir);
-    files::mkdir(&control)?;
     if let Some(f) = ready_file {
-        let text = serde_json::to_string(&info).unwrap_or_default();
+        let text = serde_json::to_string(&info).map_err(|source| Error::Serialise { what: "the lab", source })?;
         files::write_secret(f, &text)?;
+    } else if json {
+        println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
     } else {
-        if json {
-            println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
-        } else {
-            print_lab(&info, started.elapsed());
-            println!("\nFaults from another terminal: natslab fault --run {} kill|start|pause|resume|isolate|... (natslab fault --help)", info.run_id);
-            println!("Ctrl-C to tear down.");
-        }
+        print_lab(&info, started.elapsed());
+        println!("\nFaults from another terminal: natslab fault --run {} kill|start|pause|resume|isolate|... (natslab fault --help)", info.run_id);
+        println!("Ctrl-C to tear down.");
     }
     // Serves `natslab fault` until asked to stop.
     tokio::select! {
@@ -419,11 +631,20 @@ async fn up(path: &Path, opts: &UpOptions, json: bool, ready_file: Option<&Path>
     eprintln!("tearing down {}", info.run_id);
     contexts::remove(&info);
     lab.shutdown().await;
-    Ok(0)
+    Ok(EXIT_OK)
+}
+
+/// What a detached supervisor wrote in the ready file when it failed.
+#[derive(serde::Deserialize)]
+struct Failed {
+    error: String,
+    input: bool,
 }
 
 /// Starts `natslab up` as a background supervisor and returns once its lab is ready.
 async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Error> {
+    // Bad input fails here, before anything is started, exactly as without --detach.
+    load(path)?;
     let exe = std::env::current_exe().map_err(Error::io("find the natslab executable"))?;
     let ready = tempfile::Builder::new().prefix("natslab-ready").tempdir().map_err(Error::io("create a temporary directory"))?;
     let ready_file = ready.path().join("ready.json");
@@ -444,27 +665,30 @@ async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Err
     if opts.proxied {
         cmd.arg("--link-proxies");
     }
-    // The supervisor must bring up the same kind of lab the user asked for.
-    if let Some(kind) = clap::ValueEnum::to_possible_value(&opts.backend) {
-        cmd.arg("--backend").arg(kind.get_name());
+    if !opts.provision {
+        cmd.arg("--no-provision");
     }
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().map_err(Error::io("dup"))?)
-        .stderr(out);
+    // The supervisor must bring up the same kind of lab the user asked for.
+    cmd.arg("--backend").arg(opts.backend.name());
+    cmd.stdin(std::process::Stdio::null()).stdout(out.try_clone().map_err(Error::io("dup"))?).stderr(out);
     // Its own session: the supervisor must outlive this terminal's Ctrl-C.
     use std::os::unix::process::CommandExt;
     unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
-        });
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }
     let mut child = cmd.spawn().map_err(Error::io("start the supervisor"))?;
     let deadline = Instant::now() + opts.timeout + Duration::from_secs(30);
+    // A supervisor that failed leaves no log behind: its error is reported here.
+    let failed = |log: &Path| {
+        let _ = std::fs::remove_file(log);
+    };
     loop {
         if let Ok(text) = std::fs::read_to_string(&ready_file) {
-            if let Some(err) = text.strip_prefix("error: ") {
+            if let Ok(f) = serde_json::from_str::<Failed>(&text) {
                 let _ = child.wait();
-                return Err(Error::Run(format!("the lab did not come up: {err}")));
+                failed(&log);
+                eprintln!("error: the lab did not come up: {}", f.error);
+                return Ok(if f.input { EXIT_INPUT } else { EXIT_HARNESS });
             }
             if let Ok(info) = serde_json::from_str::<LabInfo>(&text) {
                 if json {
@@ -473,16 +697,19 @@ async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Err
                     print_lab(&info, Duration::from_millis(info.ready_ms as u64));
                     println!("\nrunning in the background (supervisor pid {}); stop it with: natslab down {}", info.supervisor_pid, info.run_id);
                 }
-                return Ok(0);
+                return Ok(EXIT_OK);
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(Error::Run(format!("the supervisor exited ({status}) before the lab was ready:\n{tail}")));
+            failed(&log);
+            return Err(Error::Supervisor(format!("the supervisor exited ({status}) before the lab was ready:\n{tail}")));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            return Err(Error::Run("the supervisor did not report readiness in time".into()));
+            let _ = child.wait();
+            failed(&log);
+            return Err(Error::Supervisor("the supervisor did not report readiness in time".into()));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -507,11 +734,12 @@ fn print_lab(info: &LabInfo, took: Duration) {
     }
 }
 
+
 async fn status(json: bool) -> Result<i32, Error> {
     let labs = runs::running(&runs::root());
     if json {
         println!("{}", serde_json::to_string_pretty(&labs).unwrap_or_default());
-        return Ok(0);
+        return Ok(EXIT_OK);
     }
     if labs.is_empty() {
         println!("no labs running");
@@ -519,19 +747,66 @@ async fn status(json: bool) -> Result<i32, Error> {
     for l in &labs {
         println!("{}  {} nodes  supervisor pid {}  {}", l.run_id, l.nodes.len(), l.supervisor_pid, l.dir.display());
     }
-    Ok(0)
+    Ok(EXIT_OK)
 }
 
-async fn fault_cmd(run: Option<&str>, fault: crate::control::FaultCmd) -> Result<i32, Error> {
+/// The running lab a command acts on: the one named, else the only one running.
+fn pick_live_run(run: Option<&str>, what: &str) -> Result<LabInfo, Error> {
     let live: Vec<LabInfo> = runs::running(&runs::root());
-    let info = match run {
-        Some(id) => live.into_iter().find(|i| i.run_id == id).ok_or_else(|| Error::Run(format!("fault: no running lab '{id}' (see `natslab status`)")))?,
-        None if live.len() == 1 => live.into_iter().next().expect("one"),
-        None => return Err(Error::Run(format!("fault: {} labs are running; name one with --run (see `natslab status`)", live.len()))),
+    match run {
+        Some(id) => live.into_iter().find(|i| i.run_id == id).ok_or_else(|| Error::NoLab(format!("{what}: no running lab '{id}' (see `natslab status`)"))),
+        None if live.len() == 1 => Ok(live.into_iter().next().expect("one")),
+        None if live.is_empty() => Err(Error::NoLab(format!("{what}: no lab is running, nothing to act on (start one with `natslab up --detach`)"))),
+        None => Err(Error::NoLab(format!("{what}: {} labs are running; name one with --run (see `natslab status`)", live.len()))),
+    }
+}
+
+async fn fault_cmd(run: Option<&str>, args: FaultArgs) -> Result<i32, Error> {
+    let info = pick_live_run(run, "fault")?;
+    let fault = args.to_fault(&info)?;
+    match crate::control::ask(&info.dir, info.supervisor_pid, fault).await {
+        Ok(message) => {
+            println!("{}: {message}", info.run_id);
+            Ok(EXIT_OK)
+        }
+        Err(crate::control::Refused::No(message)) => {
+            eprintln!("error: {}: {message}", info.run_id);
+            // What it refuses is what was asked: a node it lacks, a fault its backend cannot do.
+            Ok(EXIT_INPUT)
+        }
+        Err(crate::control::Refused::Gone(why)) => Err(Error::Supervisor(why)),
+    }
+}
+
+async fn provision_cmd(inventory: Option<PathBuf>, run: Option<String>, node: Option<&str>, update: bool, timeout: u64) -> Result<i32, Error> {
+    let inventory = match inventory {
+        Some(p) => p,
+        None => pick_live_run(run.as_deref(), "provision")?.dir.join("inventory.json"),
     };
-    let message = crate::control::ask(&info.dir, info.supervisor_pid, fault).await?;
-    println!("{}: {message}", info.run_id);
-    Ok(0)
+    let opts = UpOptions { backend: BackendKind::Attached, inventory: Some(inventory), timeout: Duration::from_secs(timeout), ..UpOptions::default() };
+    let lab = Lab::up(topology_of_inventory(&opts)?, &opts, &crate::lab::Quiet).await?;
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let done = match node {
+        Some(n) if lab.plan.node(n).is_none() => {
+            let names: Vec<&str> = lab.plan.nodes.iter().map(|x| x.name.as_str()).collect();
+            return Err(Error::NoSuchNode { node: n.into(), run: lab.plan.run_id.clone(), nodes: names.join(", ") });
+        }
+        Some(n) => lab.provision_node_with(n, deadline, update).await?.into_iter().map(|p| (n.to_string(), p)).collect(),
+        None => lab.provision_all_with(deadline, update).await?,
+    };
+    if done.is_empty() {
+        println!("the topology declares no streams there: nothing to provision");
+    }
+    for (where_, p) in &done {
+        let consumers: Vec<String> = p.consumers.iter().map(|(c, a)| format!("{c} {a}")).collect();
+        println!("{where_}: stream {} {}{}", p.stream, p.stream_action, if consumers.is_empty() { String::new() } else { format!("; consumers: {}", consumers.join(", ")) });
+    }
+    Ok(EXIT_OK)
+}
+
+fn topology_of_inventory(opts: &UpOptions) -> Result<topology::Topology, Error> {
+    let path = opts.inventory.as_ref().expect("set by the caller");
+    Ok(crate::inventory::Inventory::load(path)?.topology)
 }
 
 async fn down(run: Option<&str>, all: bool) -> Result<i32, Error> {
@@ -542,14 +817,18 @@ async fn down(run: Option<&str>, all: bool) -> Result<i32, Error> {
         (Some(id), false) => {
             let v: Vec<_> = entries.into_iter().filter(|(p, _)| p.file_name().is_some_and(|n| n == id)).collect();
             if v.is_empty() {
-                return Err(Error::Run(format!("down: no run '{id}' under {} (see `natslab status`)", root.display())));
+                return Err(Error::NoLab(format!("down: no run '{id}' under {} (see `natslab status`)", root.display())));
             }
             v
         }
         (None, false) => {
             let live: Vec<_> = entries.into_iter().filter(|(_, i)| i.as_ref().is_some_and(|i| runs::alive(i.supervisor_pid))).collect();
-            if live.len() != 1 {
-                return Err(Error::Run(format!("down: {} labs are running; name one (see `natslab status`) or use --all", live.len())));
+            if live.is_empty() {
+                println!("no lab is running: nothing to tear down");
+                return Ok(EXIT_OK);
+            }
+            if live.len() > 1 {
+                return Err(Error::NoLab(format!("down: {} labs are running; name one (see `natslab status`) or use --all", live.len())));
             }
             live
         }
@@ -585,7 +864,7 @@ async fn down(run: Option<&str>, all: bool) -> Result<i32, Error> {
             }
         }
     }
-    Ok(0)
+    Ok(EXIT_OK)
 }
 
 /// Namespaces, links and processes of netns labs whose owner is gone (a run killed with SIGKILL).
@@ -631,19 +910,31 @@ struct CheckLines;
 impl Observer for CheckLines {
     fn finished(&self, c: &Check, elapsed: Duration) {
         let verdict = match c.verdict {
-            Verdict::Passed => "passed",
-            Verdict::Violated => "VIOLATED",
-            Verdict::Skipped => "skipped",
-            Verdict::HarnessError => "HARNESS ERROR",
+            Verdict::Passed => "passed".to_string(),
+            v => v.name().to_uppercase(),
         };
         eprintln!("[{:>6.1}s] {:<9} {} ... {verdict} ({} ms)", elapsed.as_secs_f64(), c.family.name(), c.name, c.duration.as_millis());
         if !matches!(c.verdict, Verdict::Passed) {
-            eprintln!("           expected: {}\n           observed: {}", c.expected, c.observed);
+            eprintln!("           id: {}\n           expected: {}\n           observed: {}", c.id, c.expected, c.observed);
         }
     }
 }
 
-async fn run_cmd(paths: &[PathBuf], families: &[Family], opts: &UpOptions, out: Outputs) -> Result<i32, Error> {
+/// The exit code of a finished run: violated (1) outranks broken (3): NATS misbehaving is the news.
+pub fn run_exit_code(report: &RunReport) -> i32 {
+    let c = report.counts();
+    if c.violated > 0 {
+        EXIT_VIOLATED
+    } else if report.runs.iter().any(|r| r.error.is_some() && r.error_is_input) && c.harness_error == report.runs.iter().filter(|r| r.error.is_some()).count() {
+        EXIT_INPUT
+    } else if c.harness_error > 0 {
+        EXIT_HARNESS
+    } else {
+        EXIT_OK
+    }
+}
+
+async fn run_cmd(paths: &[PathBuf], selection: &Selection, opts: &UpOptions, out: Outputs) -> Result<i32, Error> {
     let targets = match (&opts.inventory, paths.is_empty()) {
         (Some(inv), true) if opts.backend == BackendKind::Attached => {
             let inventory = crate::inventory::Inventory::load(inv)?;
@@ -651,33 +942,36 @@ async fn run_cmd(paths: &[PathBuf], families: &[Family], opts: &UpOptions, out: 
         }
         _ => runner::load_targets(paths)?,
     };
+    if opts.backend == BackendKind::Attached && opts.inventory.is_none() {
+        return Err(Error::Usage { what: "the attached backend needs an inventory".into(), hint: "pass --inventory FILE (a lab's inventory.json)".into() });
+    }
     let mut say = |m: &str| eprintln!("{m}");
     let server = server::find_or_install(&mut say)?;
     let progress = TermProgress::new();
-    let work = runner::run_all(&targets, families, opts, &progress, &CheckLines, server.version.to_string());
+    let work = runner::run_all(&targets, selection, opts, &progress, &CheckLines, server.version.to_string());
     let report = tokio::select! {
         r = work => r,
-        _ = stop_requested() => { progress.finish(); eprintln!("interrupted; every lab was torn down"); return Ok(130); }
+        _ = stop_requested() => { progress.finish(); eprintln!("interrupted; every lab was torn down"); return Ok(EXIT_INTERRUPTED); }
     };
     progress.finish();
     write_reports(&report, &out)?;
     print_summary(&report);
-    Ok(if report.ok() { 0 } else { EXIT_FAIL })
+    Ok(run_exit_code(&report))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    }
+    std::fs::write(path, text).map_err(Error::io(format!("write {}", path.display())))
 }
 
 fn write_reports(report: &RunReport, out: &Outputs) -> Result<(), Error> {
-    let write = |path: &Option<PathBuf>, text: String| -> Result<(), Error> {
+    for (path, text) in [(&out.junit, report::to_junit(report)), (&out.json, report.to_json()), (&out.markdown, report::to_markdown(report))] {
         if let Some(p) = path {
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
-            }
-            std::fs::write(p, text).map_err(Error::io(format!("write {}", p.display())))?;
+            write_file(p, &text)?;
         }
-        Ok(())
-    };
-    write(&out.junit, report::to_junit(report))?;
-    write(&out.json, report.to_json())?;
-    write(&out.markdown, report::to_markdown(report))?;
+    }
     Ok(())
 }
 
@@ -701,7 +995,7 @@ fn print_summary(report: &RunReport) {
             println!("{:<24} {:>4} {:>7.0}ms {:>7.0}ms {:>7.0}ms", k.trim_end_matches("_ms"), s.n, s.min_ms, s.median_ms, s.max_ms);
         }
     }
-    let j = report.jepsen();
+    let j = report.acked_writes();
     if !j.is_empty() {
         let parts: Vec<String> = j.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
         println!("\nJetStream checker: {}", parts.join(", "));
@@ -719,16 +1013,124 @@ fn print_summary(report: &RunReport) {
 }
 
 async fn health_cmd(urls: &[String], leaf: bool, window: f64) -> Result<i32, Error> {
+    for url in urls {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::Usage { what: format!("--monitor {url} is not a URL"), hint: format!("give the scheme, e.g. --monitor http://{url}") });
+        }
+    }
     let monitor = crate::probe::monitor::Monitor::new();
     let mut all_ok = true;
     for url in urls {
         match crate::scenario::health::assess(&monitor, url, Duration::from_secs_f64(window.max(0.05))).await {
-            Ok(h) => all_ok &= crate::scenario::health::print(&h, leaf),
+            Ok(h) => all_ok &= print_health(&h, leaf),
             Err(e) => {
                 all_ok = false;
                 println!("=== NATS health: {url} ===\n✗ monitoring endpoint: {e}\n=== NOT healthy ===");
             }
         }
     }
-    Ok(if all_ok { 0 } else { EXIT_FAIL })
+    Ok(if all_ok { EXIT_OK } else { EXIT_VIOLATED })
+}
+
+/// The guide's output, with the real answers. Returns whether the server is healthy, as a leaf if
+/// `expect_leaf` (at least one hub connection).
+fn print_health(h: &crate::scenario::health::Health, expect_leaf: bool) -> bool {
+    let mut ok = true;
+    println!("=== NATS health: {} ({}) ===", h.server_name, h.url);
+    match &h.healthy {
+        Ok(()) => println!("✓ server: healthy (/healthz ok)"),
+        Err(e) => {
+            ok = false;
+            println!("✗ server: {e}");
+        }
+    }
+    if h.leafs.is_empty() {
+        if expect_leaf {
+            ok = false;
+            println!("✗ leaf connection: none to a hub (no `is_spoke` entry in /leafz .leafs)");
+        } else {
+            println!("- leaf connections: none");
+        }
+    } else {
+        for (hub, account) in &h.leafs {
+            println!("✓ leaf connection: {hub} (account {account})");
+        }
+    }
+    if h.accepted_leafs > 0 {
+        println!("✓ leaf nodes attached here: {}", h.accepted_leafs);
+    }
+    match &h.jetstream {
+        Some(js) => println!(
+            "✓ JetStream: enabled{}; {} streams, {} consumers, {} messages",
+            js.domain.as_deref().map(|d| format!(" (domain {d})")).unwrap_or_default(),
+            js.streams,
+            js.consumers,
+            js.messages
+        ),
+        None => println!("- JetStream: not enabled"),
+    }
+    println!("✓ message rate: {:.1} msg/s in, {:.1} msg/s out (from /varz counters)", h.in_msgs_per_s, h.out_msgs_per_s);
+    println!("=== {} ===", if ok { "healthy" } else { "NOT healthy" });
+    ok
+}
+
+async fn wan_cmd(profile: &crate::wan::Profile, json: Option<&Path>) -> Result<i32, Error> {
+    let results = crate::wan::run(profile, &TermProgress::new()).await?;
+    println!(
+        "leaf link ({} backend) with {} ms latency each way and a {} KiB/s cap; {} messages of {} bytes (JSON domain events) leaf → hub",
+        profile.backend,
+        profile.latency.as_millis(),
+        profile.bandwidth_bytes_per_s / 1024,
+        profile.messages,
+        profile.size
+    );
+    println!("| compression | on the link | bytes on the wire | vs payload | time | msg/s |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for r in &results {
+        println!(
+            "| {} | {} | {} | {:.2} | {:.2} s | {:.0} |",
+            r.mode,
+            r.negotiated,
+            r.wire_bytes,
+            r.wire_bytes as f64 / r.payload_bytes as f64,
+            r.seconds,
+            r.msgs_per_s
+        );
+    }
+    if let Some(p) = json {
+        write_file(p, &serde_json::to_string_pretty(&results).unwrap_or_default())?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn bench_cmd(path: &Path, runs: usize, suite: bool, json: Option<&Path>) -> Result<i32, Error> {
+    let report = bench::run(path, runs, suite, &TermProgress::new()).await?;
+    let line = |s: &report::Stats| format!("min {:.0} ms  median {:.0} ms  max {:.0} ms", s.min_ms, s.median_ms, s.max_ms);
+    println!("time-to-ready of {} ({} nodes, {} runs, nats-server {})", report.topology, report.nodes, report.runs, report.server_version);
+    println!("  natslab up (healthz + full route mesh + leaves attached + JetStream meta leader + streams provisioned):");
+    println!("    {}", line(&report.harness_ready));
+    println!("  floor (same configs started by hand, all /healthz ok):");
+    println!("    {}", line(&report.floor_healthz));
+    println!("  ratio (median/median): {:.2}x", report.ratio);
+    println!("  whole natslab up, process backend (render, nats-server -t, then the above):");
+    println!("    {}", line(&report.harness_up));
+    match (&report.container, &report.container_skipped) {
+        (Some(c), _) => {
+            println!("  container backend ({}), same readiness conditions, from the first container start:", c.image);
+            println!("    {}", line(&c.ready));
+            println!("  whole natslab up, container backend (also: networks, containers created with their files):");
+            println!("    {}", line(&c.up));
+        }
+        (None, why) => println!("  container backend: not measured: {}", why.as_deref().unwrap_or("unknown")),
+    }
+    if let Some(s) = &report.suite {
+        println!("scenario suite (every family, process backend): {:.1} s wall, {} checks passed, {} not passed", s.wall_ms / 1000.0, s.passed, s.not_passed);
+        for (k, v) in &s.timings {
+            println!("    {:<24} n={:<3} {}", k.trim_end_matches("_ms"), v.n, line(v));
+        }
+    }
+    if let Some(p) = json {
+        write_file(p, &serde_json::to_string_pretty(&report).unwrap_or_default())?;
+    }
+    Ok(EXIT_OK)
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::errors::Result;
 use crate::files::write_secret;
-use crate::lab::LabInfo;
+use crate::runs::LabInfo;
 
 /// `$NATSLAB_CONTEXT_DIR`, else the CLI's own: `$XDG_CONFIG_HOME/nats/context` or `~/.config/nats/context`.
 pub fn dir() -> PathBuf {

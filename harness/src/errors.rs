@@ -1,5 +1,7 @@
 //! The library's errors: one variant per operation, each carrying what it was doing and where.
-//! Messages are lower-case fragments that read well after "failed to"; only the CLI decorates them.
+//! Messages are lower-case fragments that read well after "failed to"; only the CLI decorates them and maps
+//! them to exit codes: `is_input()` errors are bad input (exit 2), every other one means the harness or its
+//! environment broke (exit 3) — never that NATS misbehaved, which is a violated check.
 
 use std::path::PathBuf;
 
@@ -9,6 +11,21 @@ use crate::topology::TopologyError;
 pub enum Error {
     #[error("{0}")]
     Topology(#[from] TopologyError),
+
+    /// Bad flags or arguments.
+    #[error("{what}\n  hint: {hint}")]
+    Usage { what: String, hint: String },
+
+    #[error("inventory {}: {reason}", path.display())]
+    Inventory { path: PathBuf, reason: String },
+
+    /// A request names a node the lab does not have.
+    #[error("no node `{node}` in {run}; its nodes: {nodes}")]
+    NoSuchNode { node: String, run: String, nodes: String },
+
+    /// Nothing to act on: no lab running, or not the one named.
+    #[error("{0}")]
+    NoLab(String),
 
     #[error("generate secrets: {0}")]
     Secret(String),
@@ -35,23 +52,47 @@ pub enum Error {
     #[error("{}", fault_text(node, op, reason))]
     Fault { node: String, op: &'static str, reason: String },
 
+    /// What the backend needs and does not have here (root, an engine, a tool).
+    #[error("the {backend} backend: {reason}")]
+    Backend { backend: &'static str, reason: String },
+
+    #[error("link proxy {link}: {reason}")]
+    Link { link: String, reason: String },
+
     #[error("provision {what}: {reason}")]
     Provision { what: String, reason: String },
 
     #[error("connect to {target}: {reason}")]
     Connect { target: String, reason: String },
 
+    /// A detached lab's supervisor, or a lab's fault server.
     #[error("{0}")]
-    Run(String),
+    Supervisor(String),
+
+    #[error("{what}: {reason}")]
+    Measure { what: &'static str, reason: String },
 
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+
+    #[error("serialise {what}: {source}")]
+    Serialise { what: &'static str, source: serde_json::Error },
 }
 
 impl Error {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |source| Error::Io { context, source }
+    }
+
+    /// Bad input — a topology, an inventory, flags, a node or lab that does not exist — rather than a
+    /// harness or environment failure. `nats-server -t` refusing a rendered config counts as input: the
+    /// topology asks for something this server does not take.
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Topology(_) | Error::Usage { .. } | Error::Inventory { .. } | Error::NoSuchNode { .. } | Error::NoLab(_) | Error::ConfigRejected { .. }
+        )
     }
 }
 

@@ -52,12 +52,12 @@ fn default_timeout() -> u64 {
 
 impl Inventory {
     pub fn load(path: &Path) -> Result<Inventory> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(format!("read inventory {}", path.display())))?;
-        serde_json::from_str(&text).map_err(|e| Error::Run(format!("inventory {} is not valid: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Inventory { path: path.to_path_buf(), reason: format!("cannot read it: {e}") })?;
+        serde_json::from_str(&text).map_err(|e| Error::Inventory { path: path.to_path_buf(), reason: format!("not a valid inventory: {e}") })
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Run(format!("serialise inventory: {e}")))? + "\n";
+        let text = serde_json::to_string_pretty(self).map_err(|source| Error::Serialise { what: "the inventory", source })? + "\n";
         crate::files::write_secret(path, &text)
     }
 
@@ -79,7 +79,7 @@ impl Inventory {
         };
         for n in self.topology.hub.nodes.iter().map(|h| &h.name).chain(self.topology.leaves.iter().map(|l| &l.name)) {
             if !self.nodes.iter().any(|i| &i.name == n) {
-                return Err(Error::Run(format!("inventory has no entry for node {n} of topology {}", self.topology.name)));
+                return Err(Error::Inventory { path: PathBuf::from("-"), reason: format!("no entry for node {n} of topology {}", self.topology.name) });
             }
         }
         Plan::new_with(self.topology.clone(), run_id.to_string(), self.layout(), addr, &mut Entropy::seeded(&self.seed))
@@ -103,5 +103,15 @@ impl Inventory {
                 .collect(),
             faults: None,
         }
+    }
+
+    /// The inventory the `lab` VM hands to `natslab run --backend attached`: every node by its VM name, the
+    /// secrets where the VM gets them, faults served by the test script through the shared directory.
+    pub fn for_nixos(plan: &Plan) -> Inventory {
+        use crate::render::nixos::{CLIENT, FAULTS_DIR, HTTP, SECRETS_ROOT};
+        let mut inv = Inventory::of_plan(plan, &plan.run_id, |name| (format!("nats://{name}:{CLIENT}"), format!("http://{name}:{HTTP}")));
+        inv.secrets_root = SECRETS_ROOT.into();
+        inv.faults = Some(FaultChannel { dir: FAULTS_DIR.into(), supports: vec!["kill".into(), "pause".into(), "partition".into()], timeout_s: 600 });
+        inv
     }
 }

@@ -1,15 +1,20 @@
-//! A running lab: a plan brought up by a backend, ready, with its streams provisioned. The one handle that
-//! scenarios, the CLI and tests use; it owns the backend, so dropping it tears everything down.
+//! A running lab: a plan brought up by a backend, ready, with its streams provisioned (when asked). The one
+//! handle that scenarios, the CLI and tests use; it owns the backend, so dropping it tears everything down.
+//!
+//! Faults go through `apply`, which performs a `nemesis::Fault` with the backend's capabilities and journals
+//! its inverse; `undo_all` undoes whatever is still in force and waits until the lab is ready again — the one
+//! final heal of every check and of `natslab fault undo`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 
-use crate::backend::{Backend, BackendKind, Endpoint, FaultSet};
+use crate::backend::{self, Backend, BackendKind, Endpoint};
 use crate::errors::{Error, Result};
 use crate::files;
+use crate::inventory::{FaultChannel, Inventory};
+use crate::nemesis::{self, Capabilities, Capability, Fault, Grudge};
 use crate::plan::{CredKind, Layout, Plan, Role, Scope};
 use crate::probe::client::Access;
 use crate::probe::monitor::Monitor;
@@ -17,8 +22,12 @@ use crate::provision;
 use crate::ready;
 use crate::render;
 use crate::runs;
+pub use crate::runs::{LabInfo, NodeInfo, UserInfo};
 use crate::server::{self, NatsServer};
 use crate::topology::Topology;
+
+/// How long a lab may take to be ready again after its faults are undone.
+pub const READY_AGAIN: Duration = Duration::from_secs(30);
 
 /// What bringing a lab up reports as it goes.
 pub trait Progress: Send + Sync {
@@ -43,29 +52,63 @@ pub struct UpOptions {
     pub inventory: Option<PathBuf>,
     /// Seed for the lab's secrets (default: a fresh random one, recorded in the run's inventory).
     pub seed: Option<String>,
-    /// Route inter-node links through link proxies (process backend), so the network can be faulted.
+    /// Route inter-node links through link proxies, so the network can be faulted.
     pub proxied: bool,
-    /// Container backend: run this image (e.g. `nats:2.12-alpine`, where a registry is reachable) instead of
-    /// the one built locally from natslab's nats-server binary.
+    /// Container backend: run this image instead of the one built locally from natslab's nats-server binary.
     pub image: Option<String>,
+    /// Create the declared streams and consumers once the lab is ready. Never done on an attached lab: an
+    /// attached run checks what is there (`natslab provision` creates them).
+    pub provision: bool,
+    /// Edits each node's rendered settings before they are written (tests plant operator mistakes with it).
+    pub patch: Option<Patch>,
+}
+
+/// A change to one node's rendered settings: `(node, settings)`.
+#[derive(Clone)]
+pub struct Patch(pub std::sync::Arc<dyn Fn(&str, &mut serde_json::Value) + Send + Sync>);
+
+impl std::fmt::Debug for Patch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Patch(..)")
+    }
 }
 
 impl Default for UpOptions {
     fn default() -> Self {
-        UpOptions { backend: BackendKind::Process, timeout: Duration::from_secs(60), keep: false, runs_root: None, inventory: None, seed: None, proxied: false, image: None }
+        UpOptions {
+            backend: BackendKind::Process,
+            timeout: Duration::from_secs(60),
+            keep: false,
+            runs_root: None,
+            inventory: None,
+            seed: None,
+            proxied: false,
+            image: None,
+            provision: true,
+            patch: None,
+        }
     }
 }
 
 pub struct Lab {
     pub plan: Plan,
     pub server: NatsServer,
-    pub backend: Backend,
-    pub endpoints: BTreeMap<String, Endpoint>,
+    backend: Box<dyn Backend>,
+    caps: Capabilities,
+    endpoints: BTreeMap<String, Endpoint>,
     pub monitor: Monitor,
     pub dir: PathBuf,
     pub keep: bool,
     /// Time from the first spawn until ready (streams provisioned).
     pub ready_in: Duration,
+    /// The seed the lab's secrets come from.
+    pub seed: String,
+    /// Inverses of the faults in force, oldest first.
+    journal: Vec<Fault>,
+    /// The partition in force (isolations included).
+    grudge: Grudge,
+    /// Nodes isolated whole, on backends that can only do that.
+    isolated: BTreeSet<String>,
 }
 
 /// Run directory name, unique per run: `<topology>-<nuid tail>`.
@@ -81,7 +124,7 @@ pub fn prepare(
     addr: impl FnMut(usize, &str) -> crate::plan::NodeAddr,
     dir: &std::path::Path,
 ) -> Result<Plan> {
-    prepare_with_layout(topology, server, addr, Layout::same(dir), &nuid::next().to_string(), Default::default())
+    prepare_with_layout(topology, server, addr, Layout::same(dir), &nuid::next().to_string(), Default::default(), None)
 }
 
 /// As `prepare`, for servers that see the run directory elsewhere (a container's mount point).
@@ -92,6 +135,7 @@ pub fn prepare_with_layout(
     layout: Layout,
     seed: &str,
     links: BTreeMap<(String, String), String>,
+    patch: Option<&Patch>,
 ) -> Result<Plan> {
     server::check_version(server, &topology)?;
     let dir = layout.host_root.clone();
@@ -99,8 +143,13 @@ pub fn prepare_with_layout(
     let id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| run_id(&topology));
     let mut plan = Plan::new_with(topology, id, layout, addr, &mut crate::secrets::entropy::Entropy::seeded(seed))?;
     plan.links = links;
-    let configs = render::render(&plan);
-    files::write_plan(&plan, &configs)?;
+    let mut configs = render::render(&plan);
+    if let Some(p) = patch {
+        for c in &mut configs {
+            (p.0)(&c.name, &mut c.settings);
+        }
+    }
+    crate::rendered::write_plan(&plan, &configs)?;
     for n in &plan.nodes {
         server::test_config(server, &n.name, &plan.layout.host_config(&n.name))?;
     }
@@ -112,61 +161,80 @@ impl Lab {
         let mut say = |m: &str| progress.message(m);
         let server = server::find_or_install(&mut say)?;
         if opts.backend == BackendKind::Attached {
-            return Lab::attach(topology, opts, server).await;
+            return Lab::attach(opts, server).await;
         }
-        let mut backend = Backend::new(opts.backend, &server, None, opts.image.clone()).await?;
+        let mut backend = backend::open(opts.backend, &server, None, opts.image.clone()).await?;
         let dir = opts.runs_root.clone().unwrap_or_else(runs::root).join(run_id(&topology));
         let seed = opts.seed.clone().unwrap_or_else(|| nuid::next().to_string());
+        let links = match (opts.proxied, backend.link_addrs(&topology)) {
+            (true, Some(l)) => l,
+            (true, None) => {
+                progress.message(&format!(
+                    "no link proxies on the {} backend here (containers need root and a local engine): network faults other than isolating whole nodes are unavailable",
+                    opts.backend
+                ));
+                BTreeMap::new()
+            }
+            (false, _) => BTreeMap::new(),
+        };
         // On failure the run directory stays: the error names its logs.
-        let links = backend.links(&topology, opts.proxied);
-        if opts.proxied && links.is_empty() {
-            progress.message(&format!(
-                "no link proxies on the {:?} backend here (containers need root and a local engine): network faults other than partitions of whole nodes are unavailable",
-                opts.backend
-            ).to_lowercase());
-        }
-        let plan = prepare_with_layout(topology, &server, |i, name| backend.addr(i, name), backend.layout(&dir), &seed, links)?;
+        let plan = prepare_with_layout(topology, &server, |i, name| backend.addr(i, name), backend.layout(&dir), &seed, links, opts.patch.as_ref())?;
         backend.prepare(&plan).await?;
-        let monitor = Monitor::new();
+        let caps = backend::capabilities(backend.as_mut());
         let started = Instant::now();
         let deadline = started + opts.timeout;
-        let mut lab = Lab { plan, server, backend, endpoints: BTreeMap::new(), monitor, dir, keep: opts.keep, ready_in: Duration::ZERO };
-        lab.start_all(deadline, progress).await?;
-        lab.provision(deadline).await?;
+        let mut lab = Lab::new(plan, server, backend, caps, dir, opts.keep, seed);
+        lab.start_all(deadline, opts.provision, progress).await?;
+        if opts.provision {
+            lab.provision_hub(deadline).await?;
+        }
         lab.ready_in = started.elapsed();
-        runs::write_record(&lab)?;
-        let inventory = crate::inventory::Inventory::of_plan(&lab.plan, &seed, |n| {
-            let e = &lab.endpoints[n];
-            (e.client_url.clone(), e.monitor_url.clone())
-        });
-        inventory.write(&lab.dir.join("inventory.json"))?;
+        runs::write_info(&lab.describe())?;
+        lab.write_inventory(None)?;
         Ok(lab)
     }
 
-    /// A lab someone else runs: re-derive its plan from the inventory, wait until it is ready, provision the
-    /// declared streams (idempotent). Checks still derive from `topology`, the declared one.
-    async fn attach(_declared: Topology, opts: &UpOptions, server: NatsServer) -> Result<Lab> {
-        let path = opts.inventory.as_ref().ok_or_else(|| Error::Run("the attached backend needs --inventory FILE".into()))?;
-        let inventory = crate::inventory::Inventory::load(path)?;
-        let backend = Backend::new(BackendKind::Attached, &server, Some(&inventory), None).await?;
+    fn new(plan: Plan, server: NatsServer, backend: Box<dyn Backend>, caps: Capabilities, dir: PathBuf, keep: bool, seed: String) -> Lab {
+        Lab {
+            plan,
+            server,
+            backend,
+            caps,
+            endpoints: BTreeMap::new(),
+            monitor: Monitor::new(),
+            dir,
+            keep,
+            ready_in: Duration::ZERO,
+            seed,
+            journal: Vec::new(),
+            grudge: Grudge::new(),
+            isolated: BTreeSet::new(),
+        }
+    }
+
+    /// A lab someone else runs: re-derive its plan from the inventory and wait until it is ready. Nothing is
+    /// written to it: checks read what is there.
+    async fn attach(opts: &UpOptions, server: NatsServer) -> Result<Lab> {
+        let path = opts.inventory.as_ref().ok_or_else(|| Error::Usage {
+            what: "the attached backend needs an inventory".into(),
+            hint: "pass --inventory FILE (a lab's inventory.json)".into(),
+        })?;
+        let inventory = Inventory::load(path)?;
+        let mut backend = backend::open(BackendKind::Attached, &server, Some(&inventory), None).await?;
         let plan = inventory.plan(&format!("attached-{}", inventory.topology.name))?;
-        let endpoints = plan.nodes.iter().map(|n| (n.name.clone(), backend.endpoint(n))).collect();
+        let caps = backend::capabilities(backend.as_mut());
         let started = Instant::now();
-        let deadline = started + opts.timeout;
         let dir = inventory.secrets_root.clone();
-        let mut lab = Lab { plan, server, backend, endpoints, monitor: Monitor::new(), dir, keep: true, ready_in: Duration::ZERO };
-        let names: Vec<String> = lab.plan.nodes.iter().map(|n| n.name.clone()).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        lab.wait_ready(&refs, opts.timeout).await?;
-        lab.provision_leaves(deadline).await?;
-        lab.provision(deadline).await?;
+        let mut lab = Lab::new(plan, server, backend, caps, dir, true, inventory.seed.clone());
+        lab.endpoints = lab.plan.nodes.iter().map(|n| (n.name.clone(), lab.backend.endpoint(n))).collect();
+        lab.wait_ready_all(opts.timeout).await?;
         lab.ready_in = started.elapsed();
         Ok(lab)
     }
 
     /// Hubs first (a leaf that dials a hub not yet listening waits a whole reconnect interval), then leaves,
     /// each group all at once.
-    async fn start_all(&mut self, deadline: Instant, progress: &dyn Progress) -> Result<()> {
+    async fn start_all(&mut self, deadline: Instant, provision: bool, progress: &dyn Progress) -> Result<()> {
         let hubs: Vec<String> = self.plan.hubs().map(|n| n.name.clone()).collect();
         let leaves: Vec<String> = self.plan.leaves().map(|n| n.name.clone()).collect();
         self.backend.start_group(&hubs).await?;
@@ -174,7 +242,7 @@ impl Lab {
             self.learn_endpoint(h);
         }
         for h in &hubs {
-            let addr = self.endpoint(h).leaf_addr.clone();
+            let addr = self.endpoints[h].leaf_addr.clone();
             if !ready::wait_listening(&addr, deadline).await {
                 return Err(self.start_failure(h, "its leafnode port never opened"));
             }
@@ -183,17 +251,22 @@ impl Lab {
         for l in &leaves {
             self.learn_endpoint(l);
         }
-        let bases: BTreeMap<String, String> = self.endpoints.iter().map(|(k, e)| (k.clone(), e.monitor_url.clone())).collect();
+        let bases = self.monitor_bases();
         let total = self.plan.nodes.len();
         let nodes: Vec<&crate::plan::NodePlan> = self.plan.nodes.iter().collect();
         let mut on_change = |w: &BTreeMap<String, String>| progress.waiting(total, w);
         // A leaf's own streams need only its own JetStream: provision them while the hubs still elect. (The
         // hub's wait for the whole lab: created while leaves attach, the R3 stream's replicas are still
         // catching up when the lab is otherwise ready, and /healthz says so — on containers for seconds.)
-        let (result, early) = futures::join!(
-            ready::wait_nodes(&self.monitor, &self.plan, &bases, &nodes, deadline, &mut on_change),
-            self.provision_leaves(deadline)
-        );
+        let leaves_provisioned = async {
+            if provision {
+                self.provision_leaves(deadline).await
+            } else {
+                Ok(())
+            }
+        };
+        let (result, early) =
+            futures::join!(ready::wait_nodes(&self.monitor, &self.plan, &bases, &nodes, deadline, &mut on_change), leaves_provisioned);
         early?;
         if let Err(waiting) = result {
             for name in waiting.keys() {
@@ -206,6 +279,10 @@ impl Lab {
             return Err(Error::NotReady { waited_ms: deadline.elapsed().as_millis(), waiting_for, logs });
         }
         Ok(())
+    }
+
+    fn monitor_bases(&self) -> BTreeMap<String, String> {
+        self.endpoints.iter().map(|(k, e)| (k.clone(), e.monitor_url.clone())).collect()
     }
 
     fn learn_endpoint(&mut self, node: &str) {
@@ -232,7 +309,7 @@ impl Lab {
     /// at once.
     async fn provision_leaves(&self, deadline: Instant) -> Result<()> {
         let jobs = self.plan.topology.leaves.iter().filter(|l| !l.streams.is_empty()).map(|l| async move {
-            let base = self.endpoint(&l.name).monitor_url.clone();
+            let base = self.endpoints[&l.name].monitor_url.clone();
             while self.monitor.healthy(&base).await.is_err() {
                 if Instant::now() >= deadline {
                     // The overall readiness wait reports what is missing.
@@ -240,12 +317,7 @@ impl Lab {
                 }
                 tokio::time::sleep(ready::POLL).await;
             }
-            for s in &l.streams {
-                let account = s.account.as_deref().unwrap_or(&l.accounts[0].name);
-                let client = self.probe(&l.name, account).await?;
-                provision::create_stream(&client, "$JS.API", s, deadline).await?;
-            }
-            Ok::<(), Error>(())
+            self.provision_node(&l.name, deadline).await.map(|_| ())
         });
         for r in futures::future::join_all(jobs).await {
             r?;
@@ -253,55 +325,117 @@ impl Lab {
         Ok(())
     }
 
-    /// The hub's declared streams, once the cluster is ready (R3 streams need their peers); idempotent, so
-    /// an attached lab provisions leaves here too.
-    async fn provision(&self, deadline: Instant) -> Result<()> {
-        let t = &self.plan.topology;
+    /// The hub's declared streams, once the cluster is ready (R3 streams need their peers).
+    async fn provision_hub(&self, deadline: Instant) -> Result<()> {
         if let Some(first_hub) = self.plan.hubs().next() {
-            for s in &t.hub.streams {
-                let account = s.account.as_deref().unwrap_or(&t.hub.accounts[0].name);
-                let client = self.probe(&first_hub.name, account).await?;
-                provision::create_stream(&client, "$JS.API", s, deadline).await?;
-            }
+            self.provision_node(&first_hub.name.clone(), deadline).await?;
         }
         Ok(())
+    }
+
+    /// Creates the declared streams and consumers that live on `node` (a hub: the hub cluster's), through
+    /// the harness's own user of each stream's account; idempotent. What it created or found.
+    pub async fn provision_node(&self, node: &str, deadline: Instant) -> Result<Vec<provision::Provisioned>> {
+        self.provision_node_with(node, deadline, false).await
+    }
+
+    /// As `provision_node`; with `update`, streams and consumers that differ from the declaration are
+    /// given the declared configuration instead of being reported.
+    pub async fn provision_node_with(&self, node: &str, deadline: Instant, update: bool) -> Result<Vec<provision::Provisioned>> {
+        let t = &self.plan.topology;
+        let (streams, default_account) = match t.leaf(node) {
+            Some(l) => (&l.streams, l.accounts[0].name.as_str()),
+            None => (&t.hub.streams, t.hub.accounts[0].name.as_str()),
+        };
+        let mut out = Vec::new();
+        for s in streams {
+            let account = s.account.as_deref().unwrap_or(default_account);
+            let client = self.probe(node, account).await?;
+            out.push(provision::ensure_stream(&client, "$JS.API", s, deadline, update).await?);
+        }
+        Ok(out)
+    }
+
+    /// `provision_node_with` for the hub cluster (once) and every leaf, labelled `hub` or by leaf.
+    pub async fn provision_all_with(&self, deadline: Instant, update: bool) -> Result<Vec<(String, provision::Provisioned)>> {
+        let mut out = Vec::new();
+        let nodes: Vec<String> = self.plan.hubs().take(1).chain(self.plan.leaves()).map(|n| n.name.clone()).collect();
+        for n in nodes {
+            let label = if self.plan.topology.leaf(&n).is_some() { n.clone() } else { "hub".into() };
+            for p in self.provision_node_with(&n, deadline, update).await? {
+                out.push((label.clone(), p));
+            }
+        }
+        Ok(out)
     }
 
     pub fn kind(&self) -> BackendKind {
         self.backend.kind()
     }
 
-    pub fn faults(&self) -> FaultSet {
-        self.backend.faults()
+    /// What this lab's backend can do to it.
+    pub fn faults(&self) -> &Capabilities {
+        &self.caps
     }
 
-    pub fn endpoint(&self, node: &str) -> &Endpoint {
-        &self.endpoints[node]
+    pub fn can(&self, c: Capability) -> bool {
+        self.caps.contains(&c)
+    }
+
+    /// Where the harness reaches a node of this lab; `None` for a node the lab does not have.
+    pub fn endpoint(&self, node: &str) -> Option<&Endpoint> {
+        self.endpoints.get(node)
+    }
+
+    /// A node's monitoring URL, or why there is none (a declared node this lab does not run).
+    pub fn monitor_url(&self, node: &str) -> std::result::Result<&str, String> {
+        self.endpoint(node).map(|e| e.monitor_url.as_str()).ok_or_else(|| format!("node {node} is not part of this lab"))
+    }
+
+    /// The backend, for tests and tools that need one backend's own handles.
+    pub fn backend<T: 'static>(&self) -> Option<&T> {
+        self.backend.as_any().downcast_ref()
+    }
+
+    pub fn backend_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.backend.as_any_mut().downcast_mut()
+    }
+
+    pub fn pid(&self, node: &str) -> Option<u32> {
+        self.backend.pid(node)
+    }
+
+    /// Byte counters of the link proxies, (dialer, dialed) → counters; empty without proxies.
+    pub fn link_counters(&self) -> BTreeMap<(String, String), crate::net::Counters> {
+        self.backend.net_ref().map(|n| n.counters()).unwrap_or_default()
     }
 
     /// The node's client URL as a client must dial it (`tls://` where the lab requires TLS).
     pub fn client_url(&self, node: &str) -> String {
-        let url = &self.endpoint(node).client_url;
+        let url = self.endpoint(node).map(|e| e.client_url.clone()).unwrap_or_default();
         if self.plan.tls() {
             url.replacen("nats://", "tls://", 1)
         } else {
-            url.clone()
+            url
         }
     }
 
     /// How to connect to `node` as `user` of `account`. Hub users may connect to any hub.
     pub fn access(&self, node: &str, account: &str, user: &str) -> Option<Access> {
+        self.endpoint(node)?;
         let scope = self.plan.scope_of(node);
         let cred = self.plan.secrets.find(&scope, account, user)?;
         let l = &self.plan.layout;
         let tls = self.plan.tls();
         let verify = self.plan.topology.security.verify_clients;
+        let operator = cred.creds.is_some();
         Some(Access {
             url: self.client_url(node),
             user: Some(cred.user.clone()),
-            password: Some(cred.password.clone()),
-            password_file: Some(l.host_secret(&format!("{}.password", cred.stem()))),
-            creds: cred.creds.as_ref().map(|_| l.host_secret(&format!("{}.creds", cred.stem()))),
+            // In operator mode the server takes the creds, not a password: none is offered.
+            password: (!operator).then(|| cred.password.clone()),
+            password_file: (!operator).then(|| l.host_secret(&format!("{}.password", cred.stem()))),
+            creds: operator.then(|| l.host_secret(&format!("{}.creds", cred.stem()))),
             ca: tls.then(|| l.host_secret("ca.pem")),
             cert: (tls && verify).then(|| l.host_secret("probe-cert.pem")),
             key: (tls && verify).then(|| l.host_secret("probe-key.pem")),
@@ -310,68 +444,145 @@ impl Lab {
 
     /// A full-access client of `account` on `node` (the harness's own probe user).
     pub async fn probe(&self, node: &str, account: &str) -> Result<async_nats::Client> {
-        let access = self
-            .access(node, account, &crate::plan::probe_user(account))
-            .ok_or_else(|| Error::Connect { target: format!("{node}/{account}"), reason: "no such account on that node".into() })?;
+        let access = self.access(node, account, &crate::plan::probe_user(account)).ok_or_else(|| Error::Connect {
+            target: format!("{node}/{account}"),
+            reason: if self.endpoint(node).is_none() { "no such node in this lab".into() } else { "no such account on that node".into() },
+        })?;
         access.connect(&format!("natslab-probe-{node}")).await
     }
 
     /// The hub a leaf is connected to right now, from the leaf's `/leafz`.
     pub async fn leaf_hub(&self, leaf: &str) -> Option<String> {
-        let ls = self.monitor.uplinks(&self.endpoint(leaf).monitor_url).await.ok()?;
+        let ls = self.monitor.uplinks(self.monitor_url(leaf).ok()?).await.ok()?;
         ls.into_iter().map(|(name, _)| name).find(|n| !n.is_empty())
     }
 
-    pub async fn kill(&mut self, node: &str) -> Result<()> {
-        self.backend.kill(node).await
-    }
+    // ------------------------------------------------------------------------------------------ faults
 
-    pub async fn start(&mut self, node: &str) -> Result<()> {
-        self.backend.start(node).await?;
-        self.learn_endpoint(node);
+    /// Performs a fault and journals its inverse (an undoing fault settles what it undoes instead).
+    pub async fn apply(&mut self, fault: &Fault) -> Result<()> {
+        let names: Vec<&str> = self.plan.nodes.iter().map(|n| n.name.as_str()).collect();
+        for n in fault.nodes() {
+            if !names.contains(&n) {
+                return Err(Error::NoSuchNode { node: n.to_string(), run: self.plan.run_id.clone(), nodes: names.join(", ") });
+            }
+        }
+        if let Some(c) = fault.needs().filter(|c| !self.caps.contains(c)) {
+            return Err(backend::cannot(self.kind(), c));
+        }
+        tracing::info!(%fault, "fault");
+        self.perform(fault).await?;
+        match fault.inverse() {
+            Some(inverse) => self.journal.push(inverse),
+            None => self.journal.retain(|owed| !fault.settles(owed)),
+        }
         Ok(())
     }
 
-    pub async fn pause(&mut self, node: &str) -> Result<()> {
-        self.backend.pause(node).await
+    /// The inverses still owed, oldest first.
+    pub fn in_force(&self) -> &[Fault] {
+        &self.journal
     }
 
-    pub async fn resume(&mut self, node: &str) -> Result<()> {
-        self.backend.resume(node).await
+    /// Undoes every fault still in force, newest first, then waits until the whole lab is ready again.
+    /// Returns what it undid.
+    pub async fn undo_all(&mut self) -> std::result::Result<Vec<Fault>, UndoError> {
+        let owed = std::mem::take(&mut self.journal);
+        if owed.is_empty() {
+            return Ok(owed);
+        }
+        let mut failed = Vec::new();
+        for f in owed.iter().rev() {
+            tracing::info!(fault = %f, "undo");
+            if let Err(e) = self.perform(f).await {
+                failed.push(format!("{f}: {e}"));
+            }
+        }
+        if !failed.is_empty() {
+            return Err(UndoError::Undo(failed.join("; ")));
+        }
+        self.wait_ready_all(READY_AGAIN).await.map_err(UndoError::NotReady)?;
+        Ok(owed)
     }
 
-    /// Cuts the links a grudge names (see `nemesis`).
-    pub async fn partition(&mut self, g: &crate::nemesis::Grudge) -> Result<()> {
-        self.backend.partition(g).await
+    async fn perform(&mut self, fault: &Fault) -> Result<()> {
+        let kind = self.kind();
+        match fault {
+            Fault::Start { node } => {
+                self.backend.start(node).await?;
+                self.learn_endpoint(node);
+                Ok(())
+            }
+            Fault::Kill { node } => self.backend.kill().ok_or_else(|| backend::cannot(kind, Capability::Kill))?.kill(node).await,
+            Fault::Pause { node } => self.backend.pause().ok_or_else(|| backend::cannot(kind, Capability::Pause))?.pause(node).await,
+            Fault::Resume { node } => self.backend.pause().ok_or_else(|| backend::cannot(kind, Capability::Pause))?.resume(node).await,
+            Fault::PowerLoss { node } => {
+                self.backend.power().ok_or_else(|| backend::cannot(kind, Capability::PowerLoss))?.power_loss(node).await
+            }
+            Fault::Isolate { node } => {
+                let names: Vec<&str> = self.plan.nodes.iter().map(|n| n.name.as_str()).collect();
+                let g = nemesis::union(&self.grudge, &nemesis::isolate(node, &names));
+                self.set_partition(g).await
+            }
+            Fault::Rejoin { node } => {
+                let g = nemesis::without(&self.grudge, node);
+                self.set_partition(g).await
+            }
+            Fault::Partition { grudge } => {
+                let g = nemesis::union(&self.grudge, grudge);
+                self.set_partition(g).await
+            }
+            Fault::Heal => self.set_partition(Grudge::new()).await,
+            Fault::Blackhole { a, b } => self.net(Capability::Blackhole)?.blackhole(a, b).await,
+            Fault::Restore { a, b } => self.net(Capability::Blackhole)?.restore(a, b).await,
+            Fault::Slow { a, b, latency, jitter } => self.net(Capability::Latency)?.slow(a, b, *latency, *jitter).await,
+            Fault::Cap { a, b, bytes_per_s } => self.net(Capability::Bandwidth)?.cap(a, b, *bytes_per_s).await,
+            Fault::Fast { a, b } => match self.backend.net() {
+                Some(n) => n.fast(a, b).await,
+                None => Ok(()),
+            },
+        }
     }
 
-    pub async fn heal(&mut self) -> Result<()> {
-        self.backend.heal().await
+    fn net(&mut self, c: Capability) -> Result<&mut dyn crate::backend::Net> {
+        let kind = self.kind();
+        match self.backend.net() {
+            Some(n) if n.kinds().contains(&c) => Ok(n),
+            _ => Err(backend::cannot(kind, c)),
+        }
     }
 
-    pub async fn blackhole(&mut self, a: &str, b: &str) -> Result<()> {
-        self.backend.blackhole(a, b).await
+    /// Makes `g` the partition in force: through the backend's network control where it has one, else by
+    /// isolating and rejoining whole nodes.
+    async fn set_partition(&mut self, g: Grudge) -> Result<()> {
+        let kind = self.kind();
+        let names: Vec<String> = self.plan.nodes.iter().map(|n| n.name.clone()).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let partitions = self.backend.net().is_some_and(|n| n.kinds().contains(&Capability::Partition));
+        if partitions {
+            self.backend.net().expect("checked").partition(&g).await?;
+        } else {
+            let want = nemesis::isolated_nodes(&g, &refs).ok_or_else(|| Error::Fault {
+                node: "-".into(),
+                op: "partition",
+                reason: format!("the {kind} backend isolates whole nodes only, and this partition cuts finer"),
+            })?;
+            let iso = self.backend.isolate().ok_or_else(|| backend::cannot(kind, Capability::Isolate))?;
+            for n in self.isolated.difference(&want) {
+                iso.rejoin(n).await?;
+            }
+            for n in want.difference(&self.isolated) {
+                iso.isolate(n).await?;
+            }
+            self.isolated = want;
+        }
+        self.grudge = g;
+        Ok(())
     }
 
-    pub async fn restore(&mut self, a: &str, b: &str) -> Result<()> {
-        self.backend.restore(a, b).await
-    }
-
-    pub async fn slow(&mut self, a: &str, b: &str, latency: Duration, jitter: Duration) -> Result<()> {
-        self.backend.slow(a, b, latency, jitter).await
-    }
-
-    pub async fn cap(&mut self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
-        self.backend.cap(a, b, bytes_per_s).await
-    }
-
-    pub async fn fast(&mut self, a: &str, b: &str) -> Result<()> {
-        self.backend.fast(a, b).await
-    }
-
-    /// Waits until the named node is ready again (after a restart), by the same conditions as `up`.
+    /// Waits until the named nodes are ready, by the same conditions as `up`.
     pub async fn wait_ready(&self, nodes: &[&str], timeout: Duration) -> Result<()> {
-        let bases: BTreeMap<String, String> = self.endpoints.iter().map(|(k, e)| (k.clone(), e.monitor_url.clone())).collect();
+        let bases = self.monitor_bases();
         let list: Vec<&crate::plan::NodePlan> = self.plan.nodes.iter().filter(|n| nodes.contains(&n.name.as_str())).collect();
         ready::wait_nodes(&self.monitor, &self.plan, &bases, &list, Instant::now() + timeout, &mut |_| {})
             .await
@@ -380,6 +591,30 @@ impl Lab {
                 waiting_for: w.iter().map(|(n, w)| format!("{n}: {w}")).collect::<Vec<_>>().join("; "),
                 logs: w.keys().map(|n| self.log_tail(n, 8)).collect::<Vec<_>>().join("\n"),
             })
+    }
+
+    /// Waits until every node of the lab is ready.
+    pub async fn wait_ready_all(&self, timeout: Duration) -> Result<()> {
+        let names: Vec<String> = self.plan.nodes.iter().map(|n| n.name.clone()).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.wait_ready(&refs, timeout).await
+    }
+
+    /// Throwaway servers beside the lab, where the backend can start them.
+    pub fn guests(&mut self) -> Option<&mut dyn crate::backend::Guests> {
+        self.backend.guests()
+    }
+
+    /// Starts an impostor leaf called `name` beside the lab (`render::guest::impostor_leaf`: the lab's CA,
+    /// an identity no account maps); its log and the identity it presents.
+    pub async fn start_impostor(&mut self, name: &str) -> Result<(PathBuf, String)> {
+        let kind = self.kind();
+        let hub = self.plan.hubs().next().cloned().ok_or_else(|| Error::Fault { node: name.into(), op: "guest", reason: "the lab has no hub".into() })?;
+        let (settings, files, identity) = render::guest::impostor_leaf(&self.plan, name, &hub)
+            .ok_or_else(|| Error::Fault { node: name.into(), op: "guest", reason: "the lab has no TLS material".into() })?;
+        let guests = self.backend.guests().ok_or_else(|| backend::cannot(kind, Capability::Guest))?;
+        let log = guests.start_guest(name, &settings, &files).await?;
+        Ok((log, identity))
     }
 
     /// Kills every node and removes the run directory (unless kept).
@@ -391,6 +626,22 @@ impl Lab {
         }
     }
 
+    /// Writes the lab's `inventory.json` (how another natslab reaches it), with the fault channel its
+    /// supervisor serves, if any.
+    pub fn write_inventory(&self, faults: Option<FaultChannel>) -> Result<()> {
+        let mut inventory = Inventory::of_plan(&self.plan, &self.seed, |n| {
+            let e = &self.endpoints[n];
+            (e.client_url.clone(), e.monitor_url.clone())
+        });
+        inventory.faults = faults;
+        inventory.write(&self.dir.join("inventory.json"))
+    }
+
+    /// The fault channel a supervisor serving `dir` offers: every capability of this lab.
+    pub fn fault_channel(&self, dir: PathBuf) -> FaultChannel {
+        FaultChannel { dir, supports: self.caps.iter().map(|c| c.name().to_string()).collect(), timeout_s: 120 }
+    }
+
     pub fn describe(&self) -> LabInfo {
         let nodes = self
             .plan
@@ -400,7 +651,7 @@ impl Lab {
                 name: n.name.clone(),
                 role: n.role,
                 client_url: self.client_url(&n.name),
-                monitor_url: self.endpoint(&n.name).monitor_url.clone(),
+                monitor_url: self.endpoint(&n.name).map(|e| e.monitor_url.clone()).unwrap_or_default(),
                 pid: self.backend.pid(&n.name),
                 log: self.plan.layout.host_log(&n.name),
                 config: self.plan.layout.host_config(&n.name),
@@ -457,38 +708,21 @@ impl Lab {
     }
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct LabInfo {
-    pub run_id: String,
-    pub topology: String,
-    pub backend: BackendKind,
-    pub dir: PathBuf,
-    pub supervisor_pid: u32,
-    pub ready_ms: u128,
-    pub nodes: Vec<NodeInfo>,
-    pub users: Vec<UserInfo>,
+/// Why `undo_all` did not leave a whole, ready lab.
+#[derive(Debug)]
+pub enum UndoError {
+    /// An inverse could not be performed: the harness or its backend broke.
+    Undo(String),
+    /// Everything was undone, but the lab did not become ready again.
+    NotReady(Error),
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct NodeInfo {
-    pub name: String,
-    pub role: Role,
-    pub client_url: String,
-    pub monitor_url: String,
-    pub pid: Option<u32>,
-    pub log: PathBuf,
-    pub config: PathBuf,
-    /// For a leaf: the hub it is attached to.
-    pub hub: Option<String>,
+impl std::fmt::Display for UndoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UndoError::Undo(e) => write!(f, "could not undo the faults in force: {e}"),
+            UndoError::NotReady(e) => write!(f, "the lab was not ready again after its faults were undone: {e}"),
+        }
+    }
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct UserInfo {
-    /// The `nats` CLI context written for this user.
-    pub context: String,
-    pub scope: String,
-    pub account: String,
-    pub user: String,
-    pub url: String,
-    pub access: Access,
-}

@@ -20,12 +20,14 @@ pub mod probe;
 pub mod provision;
 pub mod ready;
 pub mod render;
+pub mod rendered;
 pub mod report;
 pub mod runner;
 pub mod runs;
 pub mod scenario;
 pub mod secrets;
 pub mod server;
+pub mod tool;
 pub mod topology;
 pub mod wan;
 

@@ -185,6 +185,13 @@ impl Layout {
     pub fn host_log(&self, node: &str) -> PathBuf {
         self.host_node_dir(node).join("server.log")
     }
+    /// A throwaway server's file, as servers see it.
+    pub fn guest_file(&self, guest: &str, file: &str) -> String {
+        format!("{}/guests/{guest}/{file}", self.root)
+    }
+    pub fn host_guest_dir(&self, guest: &str) -> PathBuf {
+        self.host_root.join("guests").join(guest)
+    }
 }
 
 pub struct Plan {
@@ -247,6 +254,16 @@ impl Plan {
             .as_ref()
             .and_then(|op| op.accounts.get(name).map(|(key, _)| key.clone()))
             .unwrap_or_else(|| name.to_string())
+    }
+
+    /// The account name behind how monitoring output names it (a public key in operator mode); the id itself
+    /// when no declared account has it.
+    pub fn account_name(&self, id: &str) -> String {
+        self.secrets
+            .operator
+            .as_ref()
+            .and_then(|op| op.accounts.iter().find(|(_, (key, _))| key == id).map(|(name, _)| name.clone()))
+            .unwrap_or_else(|| id.to_string())
     }
 
     /// Whether inter-node links go through proxies (then servers must not advertise their real addresses,
@@ -361,7 +378,7 @@ fn tls_material(t: &Topology, nodes: &[NodePlan], entropy: &mut Entropy) -> Resu
 fn operator_material(t: &Topology, credentials: &mut [Credential], entropy: &mut Entropy) -> Result<OperatorMaterial, Error> {
     let err = |e: jwt::JwtError| Error::Secret(e.to_string());
     let (operator, sys) = jwt::Operator::generate_with(&format!("natslab-{}", t.name), entropy).map_err(err)?;
-    let flows = crate::render::flows(t);
+    let flows = crate::topology::flows::flows(t);
 
     // Keys first: imports name the exporter's public key.
     let mut names: Vec<String> = t.hub.accounts.iter().map(|a| a.name.clone()).collect();

@@ -2,11 +2,12 @@
 //! units (durations in ns, sizes in bytes, `num_replicas`: AUDIT §4b). The guide's `jetstream.streams`
 //! config block does not exist in nats-server.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use crate::errors::{Error, Result};
+use crate::probe::js;
 use crate::topology::{AckPolicy, Consumer, DeliverPolicy, ReplayPolicy, Retention, Storage, Stream, StreamCompression};
 
 pub fn stream_config(s: &Stream) -> Value {
@@ -86,56 +87,135 @@ pub fn consumer_config(c: &Consumer) -> Value {
     v
 }
 
-/// A JetStream API request; an `error` in the answer becomes `Err` with the server's description.
-pub async fn api(client: &async_nats::Client, prefix: &str, op: &str, body: &Value) -> Result<Value, String> {
-    let subject = format!("{prefix}.{op}");
-    let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let msg = client.request(subject.clone(), payload.into()).await.map_err(|e| format!("{subject}: {e}"))?;
-    let v: Value = serde_json::from_slice(&msg.payload).map_err(|e| format!("{subject}: bad answer: {e}"))?;
-    if let Some(err) = v.get("error") {
-        return Err(format!(
-            "{} (err_code {})",
-            err.get("description").and_then(Value::as_str).unwrap_or("error"),
-            err.get("err_code").and_then(Value::as_i64).unwrap_or(0)
-        ));
-    }
-    Ok(v)
+/// What provisioning one stream did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Provisioned {
+    pub stream: String,
+    /// `created`, `unchanged` (it was there as declared) or `updated` (asked to, it differed).
+    pub stream_action: &'static str,
+    /// (consumer, action), as for the stream.
+    pub consumers: Vec<(String, &'static str)>,
 }
 
-/// Creates a stream and its consumers; retries the transient failures of a cluster that has just elected
-/// its meta leader (peers not yet known) until the deadline.
-pub async fn create_stream(client: &async_nats::Client, prefix: &str, s: &Stream, deadline: Instant) -> Result<()> {
+/// Creates a stream and its consumers where missing, idempotently: one that exists as declared is left alone,
+/// one that exists otherwise is an error naming the fields — unless `update`, which applies the declared
+/// configuration. Retries the transient failures of a cluster that has just elected its meta leader.
+pub async fn create_stream(client: &async_nats::Client, prefix: &str, s: &Stream, deadline: Instant) -> Result<Provisioned> {
+    ensure_stream(client, prefix, s, deadline, false).await
+}
+
+pub async fn ensure_stream(client: &async_nats::Client, prefix: &str, s: &Stream, deadline: Instant, update: bool) -> Result<Provisioned> {
     let what = |x: &str| format!("stream {}{x}", s.name);
-    let (op, body) = (format!("STREAM.CREATE.{}", s.name), stream_config(s));
-    retry(deadline, || api(client, prefix, &op, &body))
-        .await
-        .map_err(|reason| Error::Provision { what: what(""), reason })?;
-    for c in &s.consumers {
-        let body = json!({ "stream_name": s.name, "config": consumer_config(c) });
-        let op = format!("CONSUMER.CREATE.{}.{}", s.name, c.name);
-        retry(deadline, || api(client, prefix, &op, &body))
-            .await
-            .map_err(|reason| Error::Provision { what: what(&format!(" consumer {}", c.name)), reason })?;
-    }
-    Ok(())
-}
-
-async fn retry<F, Fut>(deadline: Instant, mut f: F) -> Result<Value, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Value, String>>,
-{
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() < deadline && transient(&e) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => return Err(e),
+    let config = stream_config(s);
+    let existing = match js::stream_info(client, prefix, &s.name).await {
+        Ok(info) => Some(info),
+        Err(e) if js::not_found(&e) => None,
+        Err(e) if js::no_responders(&e) || e.contains("timed out") => None,
+        Err(e) => return Err(Error::Provision { what: what(""), reason: e }),
+    };
+    let stream_action = match existing {
+        None => {
+            let op = format!("STREAM.CREATE.{}", s.name);
+            js::retry_transient(deadline, || js::api(client, prefix, &op, &config))
+                .await
+                .map_err(|reason| Error::Provision { what: what(""), reason })?;
+            "created"
         }
+        Some(info) => {
+            let drift = drift(&config, &info["config"]);
+            if drift.is_empty() {
+                "unchanged"
+            } else if update {
+                let op = format!("STREAM.UPDATE.{}", s.name);
+                js::retry_transient(deadline, || js::api(client, prefix, &op, &config))
+                    .await
+                    .map_err(|reason| Error::Provision { what: what(""), reason })?;
+                "updated"
+            } else {
+                return Err(Error::Provision {
+                    what: what(""),
+                    reason: format!("it exists with another configuration ({}); `natslab provision --update` applies the declared one", drift.join("; ")),
+                });
+            }
+        }
+    };
+    let mut consumers = Vec::new();
+    for c in &s.consumers {
+        let config = consumer_config(c);
+        let existing = match js::consumer_info(client, prefix, &s.name, &c.name).await {
+            Ok(info) => Some(info),
+            Err(e) if js::not_found(&e) => None,
+            Err(e) => return Err(Error::Provision { what: what(&format!(" consumer {}", c.name)), reason: e }),
+        };
+        let drift = existing.as_ref().map(|i| drift(&config, &i["config"]));
+        let action = match drift {
+            Some(d) if d.is_empty() => "unchanged",
+            Some(d) if !update => {
+                return Err(Error::Provision {
+                    what: what(&format!(" consumer {}", c.name)),
+                    reason: format!("it exists with another configuration ({}); `natslab provision --update` applies the declared one", d.join("; ")),
+                })
+            }
+            found => {
+                let body = json!({ "stream_name": s.name, "config": config });
+                let op = format!("CONSUMER.CREATE.{}.{}", s.name, c.name);
+                js::retry_transient(deadline, || js::api(client, prefix, &op, &body))
+                    .await
+                    .map_err(|reason| Error::Provision { what: what(&format!(" consumer {}", c.name)), reason })?;
+                if found.is_some() { "updated" } else { "created" }
+            }
+        };
+        consumers.push((c.name.clone(), action));
+    }
+    Ok(Provisioned { stream: s.name.clone(), stream_action, consumers })
+}
+
+/// Every field of `want` (recursively) compared with `got`, as "path: declared X, got Y"; fields only in
+/// `got` are the server's own (defaults, state) and are not compared here.
+pub fn drift(want: &Value, got: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    diff("", want, got, &mut out);
+    out
+}
+
+fn diff(path: &str, want: &Value, got: &Value, out: &mut Vec<String>) {
+    let at = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            for (k, wv) in w {
+                match g.get(k) {
+                    Some(gv) => diff(&at(k), wv, gv, out),
+                    None => out.push(format!("{}: declared {wv}, got nothing", at(k))),
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => {
+            for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
+                diff(&format!("{path}[{i}]"), wv, gv, out);
+            }
+        }
+        (Value::Number(w), Value::Number(g)) if same_number(w, g) => {}
+        _ if want == got => {}
+        _ => out.push(format!("{path}: declared {want}, got {got}")),
     }
 }
 
-fn transient(e: &str) -> bool {
-    ["insufficient resources", "no suitable peers", "timed out", "no responders", "temporarily unavailable", "10008", "10023"]
-        .iter()
-        .any(|k| e.contains(k))
+fn same_number(a: &serde_json::Number, b: &serde_json::Number) -> bool {
+    match (a.as_i64(), b.as_i64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.as_u64().zip(b.as_u64()).map_or(a.as_f64() == b.as_f64(), |(x, y)| x == y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_reports_declared_fields_only() {
+        let want = json!({ "max_deliver": 3, "ack_wait": 30_000_000_000u64, "sources": [{ "external": { "api": "$JS.x.API" } }] });
+        let got = json!({ "max_deliver": 4, "ack_wait": 30_000_000_000u64, "max_waiting": 512, "sources": [{ "external": { "api": "$JS.x.API", "deliver": "" } }] });
+        assert_eq!(drift(&want, &got), vec!["max_deliver: declared 3, got 4".to_string()]);
+        assert_eq!(drift(&json!({ "subjects": ["a", "b"] }), &json!({ "subjects": ["a"] })), vec![r#"subjects: declared ["a","b"], got ["a"]"#.to_string()]);
+    }
 }

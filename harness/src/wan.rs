@@ -8,8 +8,13 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::errors::{Error, Result};
-use crate::lab::{Lab, Quiet, UpOptions};
+use crate::lab::{Lab, Progress, Quiet, UpOptions};
+use crate::nemesis::Fault;
 use crate::topology::{self, Compression};
+
+fn failed(reason: impl Into<String>) -> Error {
+    Error::Measure { what: "wan", reason: reason.into() }
+}
 
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -78,30 +83,29 @@ async fn one_mode(mode: Compression, profile: &Profile) -> Result<ModeResult> {
 async fn measure(lab: &mut Lab, mode: Compression, profile: &Profile) -> Result<ModeResult> {
     let leaf = lab.probe("edge", "LOCAL").await?;
     let hub = lab.probe("hub-1", "HUB").await?;
-    let mut sub = hub.subscribe("leaf.edge.domain.>").await.map_err(|e| Error::Run(e.to_string()))?;
+    let mut sub = hub.subscribe("leaf.edge.domain.>").await.map_err(|e| failed(e.to_string()))?;
     // Interest must have crossed the link before the clock starts.
     let warm = crate::scenario::probes::publish_until_received(&leaf, "domain.warmup", "w", &mut sub, Duration::from_secs(10)).await;
     if warm.is_none() {
-        return Err(Error::Run("wan: the leaf link carried nothing before the measurement".into()));
+        return Err(failed("the leaf link carried nothing before the measurement"));
     }
     while tokio::time::timeout(Duration::from_millis(50), sub.next()).await.is_ok() {}
 
-    lab.slow("edge", "hub-1", profile.latency, Duration::ZERO).await?;
-    lab.cap("edge", "hub-1", profile.bandwidth_bytes_per_s).await?;
+    let slow = Fault::Slow { a: "edge".into(), b: "hub-1".into(), latency: profile.latency, jitter: Duration::ZERO };
+    let cap = Fault::Cap { a: "edge".into(), b: "hub-1".into(), bytes_per_s: profile.bandwidth_bytes_per_s };
+    lab.apply(&slow).await?;
+    lab.apply(&cap).await?;
     // s2_auto picks its level from the RTT it measures: reconnect so it measures the slow link.
-    let cut = crate::nemesis::cut_leaf("edge", &["hub-1"]);
-    lab.partition(&cut).await?;
-    lab.heal().await?;
-    lab.slow("edge", "hub-1", profile.latency, Duration::ZERO).await?;
-    lab.cap("edge", "hub-1", profile.bandwidth_bytes_per_s).await?;
+    lab.apply(&Fault::Partition { grudge: crate::nemesis::cut_leaf("edge", &["hub-1"]) }).await?;
+    lab.apply(&Fault::Heal).await?;
     lab.wait_ready(&["edge"], Duration::from_secs(30)).await?;
     while tokio::time::timeout(Duration::from_millis(50), sub.next()).await.is_ok() {}
     let warm = crate::scenario::probes::publish_until_received(&leaf, "domain.warmup", "w", &mut sub, Duration::from_secs(30)).await;
     if warm.is_none() {
-        return Err(Error::Run("wan: the leaf did not carry traffic again after reconnecting over the slow link".into()));
+        return Err(failed("the leaf did not carry traffic again after reconnecting over the slow link"));
     }
     while tokio::time::timeout(Duration::from_millis(200), sub.next()).await.is_ok() {}
-    let before: u64 = lab.backend.link_counters().values().map(|c| c.bytes_up).sum();
+    let before: u64 = lab.link_counters().values().map(|c| c.bytes_up).sum();
     let payloads: Vec<String> = (0..profile.messages).map(|i| payload(i, profile.size)).collect();
     let payload_bytes: u64 = payloads.iter().map(|p| p.len() as u64).sum();
     let started = Instant::now();
@@ -126,12 +130,12 @@ async fn measure(lab: &mut Lab, mode: Compression, profile: &Profile) -> Result<
     let seconds = started.elapsed().as_secs_f64();
     let _ = sending.await;
     if got < profile.messages {
-        return Err(Error::Run(format!("wan {}: only {got}/{} messages crossed the link", mode.as_str(), profile.messages)));
+        return Err(failed(format!("{}: only {got}/{} messages crossed the link", mode.as_str(), profile.messages)));
     }
-    let after: u64 = lab.backend.link_counters().values().map(|c| c.bytes_up).sum();
+    let after: u64 = lab.link_counters().values().map(|c| c.bytes_up).sum();
     let negotiated = lab
         .monitor
-        .get(&lab.endpoint("edge").monitor_url, "/leafz")
+        .get(lab.monitor_url("edge").map_err(failed)?, "/leafz")
         .await
         .ok()
         .and_then(|v| v.pointer("/leafs/0/compression").and_then(|c| c.as_str()).map(String::from))
@@ -146,43 +150,19 @@ async fn measure(lab: &mut Lab, mode: Compression, profile: &Profile) -> Result<
     })
 }
 
-pub async fn run(profile: &Profile, json: Option<&std::path::Path>) -> Result<Vec<ModeResult>> {
+/// Measures every compression mode; `progress` hears which. The CLI prints the table.
+pub async fn run(profile: &Profile, progress: &dyn Progress) -> Result<Vec<ModeResult>> {
     use crate::backend::BackendKind;
     if profile.backend == BackendKind::Attached {
-        return Err(Error::Run(format!(
-            "natslab wan needs link proxies with latency: --backend process (default), netns or container, not {:?}",
-            profile.backend
-        ).to_lowercase()));
+        return Err(Error::Usage {
+            what: "natslab wan needs link proxies with latency".into(),
+            hint: "use --backend process (default), netns or container".into(),
+        });
     }
     let mut results = Vec::new();
     for mode in MODES {
-        eprintln!("measuring compression {} ...", mode.as_str());
+        progress.message(&format!("measuring compression {} ...", mode.as_str()));
         results.push(one_mode(mode, profile).await?);
-    }
-    println!(
-        "leaf link ({:?} backend) with {} ms latency each way and a {} KiB/s cap; {} messages of {} bytes (JSON domain events) leaf → hub",
-        profile.backend,
-        profile.latency.as_millis(),
-        profile.bandwidth_bytes_per_s / 1024,
-        profile.messages,
-        profile.size
-    );
-    println!("| compression | on the link | bytes on the wire | vs payload | time | msg/s |");
-    println!("|---|---|---:|---:|---:|---:|");
-    for r in &results {
-        println!(
-            "| {} | {} | {} | {:.2} | {:.2} s | {:.0} |",
-            r.mode,
-            r.negotiated,
-            r.wire_bytes,
-            r.wire_bytes as f64 / r.payload_bytes as f64,
-            r.seconds,
-            r.msgs_per_s
-        );
-    }
-    if let Some(p) = json {
-        let text = serde_json::to_string_pretty(&results).unwrap_or_default();
-        std::fs::write(p, text).map_err(Error::io(format!("write {}", p.display())))?;
     }
     Ok(results)
 }

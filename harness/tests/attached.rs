@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use natslab::backend::attached::{FaultRequest, FaultResponse};
+use natslab::backend::attached::{Answer, Request};
+use natslab::nemesis::Fault;
 use natslab::inventory::{FaultChannel, Inventory};
 use natslab::lab::LabInfo;
 use nix::sys::signal::{kill, Signal};
@@ -29,11 +30,12 @@ struct DriverStandIn {
 }
 
 impl DriverStandIn {
-    fn serve(&mut self, req: &FaultRequest) -> Result<(), String> {
-        self.served.push(format!("{} {}", req.op, req.node));
-        let pid = |s: &Self| s.pids.get(&req.node).copied().ok_or_else(|| format!("unknown node {}", req.node));
-        match req.op.as_str() {
-            "kill" => {
+    fn serve(&mut self, req: &Request) -> Result<(), String> {
+        self.served.push(req.fault.to_string());
+        let node = req.fault.nodes().first().map(|n| n.to_string()).unwrap_or_default();
+        let pid = |s: &Self| s.pids.get(&node).copied().ok_or_else(|| format!("unknown node {node}"));
+        match &req.fault {
+            Fault::Kill { .. } => {
                 let p = pid(self)?;
                 kill(Pid::from_raw(p as i32), Signal::SIGKILL).map_err(|e| e.to_string())?;
                 // Like crash(): the machine is gone when the call returns.
@@ -42,18 +44,18 @@ impl DriverStandIn {
                 }
                 Ok(())
             }
-            "start" => {
-                let config = self.configs.get(&req.node).ok_or("no config")?;
+            Fault::Start { .. } => {
+                let config = self.configs.get(&node).ok_or("no config")?;
                 let mut cmd = Command::new(&self.server);
                 cmd.arg("-c").arg(config).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
                 let child = natslab::backend::spawn::spawn_guarded(cmd).map_err(|e| e.to_string())?;
-                self.pids.insert(req.node.clone(), child.id());
+                self.pids.insert(node.clone(), child.id());
                 self.restarted.push(child);
                 Ok(())
             }
-            "pause" => kill(Pid::from_raw(pid(self)? as i32), Signal::SIGSTOP).map_err(|e| e.to_string()),
-            "resume" => kill(Pid::from_raw(pid(self)? as i32), Signal::SIGCONT).map_err(|e| e.to_string()),
-            other => Err(format!("this driver cannot {other}")),
+            Fault::Pause { .. } => kill(Pid::from_raw(pid(self)? as i32), Signal::SIGSTOP).map_err(|e| e.to_string()),
+            Fault::Resume { .. } => kill(Pid::from_raw(pid(self)? as i32), Signal::SIGCONT).map_err(|e| e.to_string()),
+            other => Err(format!("this driver cannot {}", other.op())),
         }
     }
 }
@@ -64,10 +66,10 @@ fn server_alive(pid: u32) -> bool {
 
 fn serve_loop(dir: &Path, driver: &mut DriverStandIn, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
-        for (seq, req) in natslab::mailbox::pending::<FaultRequest>(dir) {
+        for (seq, req) in natslab::mailbox::pending::<Request>(dir) {
             let resp = match req.map_err(|e| e.to_string()).and_then(|r| driver.serve(&r)) {
-                Ok(()) => FaultResponse { seq, ok: true, error: None },
-                Err(e) => FaultResponse { seq, ok: false, error: Some(e) },
+                Ok(()) => Answer { seq, ok: true, message: String::new() },
+                Err(e) => Answer { seq, ok: false, message: e },
             };
             natslab::mailbox::answer(dir, seq, &resp).unwrap();
         }
@@ -127,7 +129,7 @@ fn failover_through_the_attached_backend_and_its_fault_protocol() {
     assert!(run.status.success(), "natslab run failed:\n{}\n{stderr}", String::from_utf8_lossy(&run.stdout));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let checks = v["runs"][0]["checks"].as_array().unwrap();
-    let killed = checks.iter().find(|c| c["name"].as_str().unwrap().contains("fails over when its hub is killed")).expect("a kill failover check");
+    let killed = checks.iter().find(|c| c["id"] == "failover/kill-hub/edge-1").expect("a kill failover check");
     assert_eq!(killed["verdict"], "passed", "{killed}");
     assert!(killed["metrics"]["failover_ms"].as_f64().is_some());
     // The faults really went through the protocol.

@@ -11,14 +11,17 @@
 
 mod common;
 
+use natslab::nemesis::Fault;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use natslab::backend::container::{self, resources_of_run};
-use natslab::backend::{Backend, BackendKind, FaultKind};
+use natslab::backend::container::{self, resources_of_run, ContainerBackend};
+use natslab::backend::BackendKind;
+use natslab::nemesis::Capability;
 use natslab::nemesis;
 use natslab::lab::{Lab, LabInfo, Quiet, UpOptions};
 use natslab::scenario::{Family, Silent, Verdict};
@@ -161,7 +164,7 @@ async fn a_failing_run_leaves_no_container_or_network() {
     declared.leaves[0].remotes.push(second);
     // Kept, so the run directory names the run id to look for afterwards.
     let up = UpOptions { keep: true, ..container_opts(&root) };
-    let run = natslab::runner::run_topology(&declared, rendered, "cim-reference.yaml", &[Family::Health], &up, &Quiet, &Silent).await;
+    let run = natslab::runner::run_topology(&declared, rendered, "cim-reference.yaml", &natslab::runner::Selection::families(&[Family::Health]), &up, &Quiet, &Silent).await;
     assert!(run.error.is_none(), "{:?}", run.error);
     assert!(run.checks.iter().any(|c| c.verdict == Verdict::Violated), "the sabotage went unnoticed: {:#?}", run.checks);
     let run_ids: Vec<String> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
@@ -267,7 +270,7 @@ async fn a_partitioned_leaf_detaches_and_reattaches_on_heal() {
     let mut lab = Lab::up(load("cim-reference.yaml"), &container_opts(&root), &Quiet).await.unwrap();
     let leaf = "cim-prod-001";
     assert_eq!(lab.leaf_hub(leaf).await.as_deref(), Some("hub-1"));
-    assert!(lab.faults().contains(&natslab::backend::FaultKind::Partition));
+    assert!(lab.can(Capability::Isolate));
     let hub = lab.access("hub-1", "HUB", "alchemist").unwrap().connect("test-hub").await.unwrap();
     let local = lab.access(leaf, "CIM", "cim-local").unwrap().connect("test-leaf").await.unwrap();
     // May publish anything on the leaf: the control message of the negative probe below.
@@ -279,9 +282,8 @@ async fn a_partitioned_leaf_detaches_and_reattaches_on_heal() {
 
     let log = lab.plan.layout.host_log(leaf);
     let mark = std::fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
-    let Backend::Container(b) = &mut lab.backend else { panic!("not the container backend") };
-    b.partition(leaf).await.unwrap();
-    assert_eq!(b.partitioned(), vec![leaf.to_string()]);
+    lab.apply(&Fault::Isolate { node: leaf.into() }).await.unwrap();
+    assert_eq!(lab.backend::<ContainerBackend>().expect("containers").partitioned(), vec![leaf.to_string()]);
     // The leaf's pings (every 1 s, 2 missed) go unanswered: it closes its link to the hub.
     let closed = wait_for_log(&log, mark, "Leafnode connection closed", Duration::from_secs(30)).await;
     assert!(closed.is_some(), "the partitioned leaf never dropped its hub link:\n{}", lab.log_tail(leaf, 20));
@@ -299,9 +301,8 @@ async fn a_partitioned_leaf_detaches_and_reattaches_on_heal() {
     let first = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut cmds)).await.unwrap().unwrap();
     assert_eq!(first.subject.as_str(), "hub.commands.control", "a hub message crossed the partition");
 
-    let Backend::Container(b) = &mut lab.backend else { panic!("not the container backend") };
-    b.heal(leaf).await.unwrap();
-    assert!(b.partitioned().is_empty());
+    lab.apply(&Fault::Rejoin { node: leaf.into() }).await.unwrap();
+    assert!(lab.backend::<ContainerBackend>().expect("containers").partitioned().is_empty());
     let reattached = wait_for_log(&log, mark, "Leafnode connection created", Duration::from_secs(30)).await;
     assert!(reattached.is_some(), "the healed leaf never reattached:\n{}", lab.log_tail(leaf, 20));
     lab.wait_ready(&[leaf], Duration::from_secs(30)).await.unwrap();
@@ -323,21 +324,15 @@ async fn a_killed_hub_restarts_in_its_container_and_rejoins() {
     let _one = serial();
     let root = tempfile::tempdir().unwrap();
     let mut lab = Lab::up(load("cim-reference.yaml"), &container_opts(&root), &Quiet).await.unwrap();
-    let before = lab.endpoint("hub-2").clone();
-    let id = match &lab.backend {
-        Backend::Container(b) => b.container_id("hub-2").unwrap().to_string(),
-        _ => panic!("not the container backend"),
-    };
-    lab.kill("hub-2").await.unwrap();
+    let before = lab.endpoint("hub-2").unwrap().clone();
+    let id = lab.backend::<ContainerBackend>().expect("containers").container_id("hub-2").unwrap().to_string();
+    lab.apply(&Fault::Kill { node: "hub-2".into() }).await.unwrap();
     assert!(lab.monitor.healthy(&before.monitor_url).await.is_err());
-    assert!(lab.backend.exited("hub-2").is_none(), "a kill we did is not an exit");
-    lab.start("hub-2").await.unwrap();
+    assert!(lab.backend::<ContainerBackend>().expect("containers").node_exit("hub-2").is_none(), "a kill we did is not an exit");
+    lab.apply(&Fault::Start { node: "hub-2".into() }).await.unwrap();
     lab.wait_ready(&["hub-1", "hub-2", "hub-3"], Duration::from_secs(60)).await.unwrap();
-    match &lab.backend {
-        Backend::Container(b) => assert_eq!(b.container_id("hub-2"), Some(id.as_str()), "the same container"),
-        _ => unreachable!(),
-    }
-    assert_eq!(lab.endpoint("hub-2"), &before, "the same host ports");
+    assert_eq!(lab.backend::<ContainerBackend>().expect("containers").container_id("hub-2"), Some(id.as_str()), "the same container");
+    assert_eq!(lab.endpoint("hub-2"), Some(&before), "the same host ports");
     lab.monitor.healthy(&before.monitor_url).await.unwrap();
     let log = std::fs::read_to_string(lab.plan.layout.host_log("hub-2")).unwrap();
     assert_eq!(log.matches("Starting nats-server").count(), 2, "both runs, each once, in one log");
@@ -356,18 +351,18 @@ async fn link_proxies_partition_one_route_and_follow_a_restarted_container() {
     let opts = UpOptions { proxied: true, ..container_opts(&root) };
     let mut lab = Lab::up(load("cim-reference.yaml"), &opts, &Quiet).await.unwrap();
     assert!(lab.plan.proxied(), "as root on a local engine the lab gets link proxies");
-    for f in [FaultKind::Blackhole, FaultKind::Latency, FaultKind::Bandwidth] {
+    for f in [Capability::Blackhole, Capability::Latency, Capability::Bandwidth] {
         assert!(lab.faults().contains(&f), "{f:?} missing from {:?}", lab.faults());
     }
     let hubs = ["hub-1", "hub-2", "hub-3"];
     let peers = |lab: &Lab, hub: &str| {
-        let url = lab.endpoint(hub).monitor_url.clone();
+        let url = lab.monitor_url(hub).unwrap().to_string();
         let monitor = lab.monitor.clone();
         async move { monitor.route_peers(&url).await.unwrap_or_default() }
     };
 
     // Only hub-1 ↔ hub-2: both still route to hub-3.
-    lab.partition(&nemesis::split(&["hub-1"], &["hub-2"])).await.unwrap();
+    lab.apply(&Fault::Partition { grudge: nemesis::split(&["hub-1"], &["hub-2"]) }).await.unwrap();
     let cut = wait_for(Duration::from_secs(30), || async {
         let (one, two) = (peers(&lab, "hub-1").await, peers(&lab, "hub-2").await);
         !one.contains(&"hub-2".to_string()) && !two.contains(&"hub-1".to_string())
@@ -376,23 +371,23 @@ async fn link_proxies_partition_one_route_and_follow_a_restarted_container() {
     assert!(cut, "hub-1 and hub-2 still route to each other: {:?}", peers(&lab, "hub-1").await);
     let three = peers(&lab, "hub-3").await;
     assert!(three.contains(&"hub-1".to_string()) && three.contains(&"hub-2".to_string()), "hub-3 lost a route it should keep: {three:?}");
-    lab.heal().await.unwrap();
+    lab.apply(&Fault::Heal).await.unwrap();
     lab.wait_ready(&hubs, Duration::from_secs(30)).await.expect("full mesh again after heal");
 
     // hub-2 killed and started: a new namespace, new proxies in front of it, the mesh through them again.
-    lab.kill("hub-2").await.unwrap();
-    assert!(lab.backend.link_counters().keys().all(|(_, to)| to != "hub-2"), "proxies left in a dead namespace");
-    lab.start("hub-2").await.unwrap();
+    lab.apply(&Fault::Kill { node: "hub-2".into() }).await.unwrap();
+    assert!(lab.link_counters().keys().all(|(_, to)| to != "hub-2"), "proxies left in a dead namespace");
+    lab.apply(&Fault::Start { node: "hub-2".into() }).await.unwrap();
     lab.wait_ready(&hubs, Duration::from_secs(60)).await.expect("hub-2 rejoins the mesh");
     // The mesh may have formed by hub-2 dialing out; a leaf that can reach only hub-2 must dial through
     // the new proxy in front of it.
     let leaf = "cim-prod-001";
-    lab.partition(&nemesis::cut_leaf(leaf, &["hub-1", "hub-3"])).await.unwrap();
+    lab.apply(&Fault::Partition { grudge: nemesis::cut_leaf(leaf, &["hub-1", "hub-3"]) }).await.unwrap();
     let moved = wait_for(Duration::from_secs(60), || async { lab.leaf_hub(leaf).await.as_deref() == Some("hub-2") }).await;
     assert!(moved, "{leaf} never attached to the restarted hub-2 (on {:?})", lab.leaf_hub(leaf).await);
-    let link = lab.backend.link_counters().get(&(leaf.to_string(), "hub-2".to_string())).cloned().expect("a proxy in front of hub-2");
+    let link = lab.link_counters().get(&(leaf.to_string(), "hub-2".to_string())).cloned().expect("a proxy in front of hub-2");
     assert!(link.bytes_up > 0 && link.bytes_down > 0, "{leaf} → hub-2 did not go through the new proxy: {link:?}");
-    lab.heal().await.unwrap();
+    lab.apply(&Fault::Heal).await.unwrap();
     let run_id = lab.plan.run_id.clone();
     lab.shutdown().await;
     assert_nothing_left(&run_id, Duration::ZERO).await;

@@ -8,14 +8,16 @@
 
 mod common;
 
+use natslab::nemesis::Fault;
+
 use std::future::Future;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use futures::StreamExt;
-use natslab::backend::netns::{self, names};
-use natslab::backend::{Backend, BackendKind};
+use natslab::backend::netns::{self, names, NetnsBackend};
+use natslab::backend::BackendKind;
 use natslab::lab::{Lab, LabInfo, Quiet, UpOptions};
 use natslab::nemesis;
 use natslab::scenario::{Family, Silent, Verdict};
@@ -58,18 +60,16 @@ async fn timed<T>(what: &str, f: impl Future<Output = natslab::Result<T>>) -> T 
     out
 }
 
+fn netns_of(lab: &Lab) -> &NetnsBackend {
+    lab.backend::<NetnsBackend>().expect("a netns lab")
+}
+
 fn names_of(lab: &Lab) -> names::Names {
-    match &lab.backend {
-        Backend::Netns(b) => b.names().cloned().expect("a netns lab has built its network"),
-        _ => panic!("not a netns lab"),
-    }
+    netns_of(lab).names().cloned().expect("a netns lab has built its network")
 }
 
 fn namespace_of(lab: &Lab, node: &str) -> String {
-    match &lab.backend {
-        Backend::Netns(b) => b.namespace(node).expect("node has a namespace"),
-        _ => panic!("not a netns lab"),
-    }
+    netns_of(lab).namespace(node).expect("node has a namespace")
 }
 
 /// Namespaces and host links that carry `tag`.
@@ -102,15 +102,15 @@ fn hub_names(lab: &Lab) -> Vec<String> {
 }
 
 async fn hub_lists_leaf(lab: &Lab, hub: &str, leaf: &str) -> bool {
-    lab.monitor.leafs(&lab.endpoint(hub).monitor_url).await.is_ok_and(|ls| ls.iter().any(|(n, _)| n == leaf))
+    lab.monitor.leafs(lab.monitor_url(hub).unwrap()).await.is_ok_and(|ls| ls.iter().any(|(n, _)| n == leaf))
 }
 
 async fn uplinks(lab: &Lab, leaf: &str) -> Option<usize> {
-    lab.monitor.uplinks(&lab.endpoint(leaf).monitor_url).await.ok().map(|u| u.len())
+    lab.monitor.uplinks(lab.monitor_url(leaf).unwrap()).await.ok().map(|u| u.len())
 }
 
 async fn routes_of(lab: &Lab, hub: &str) -> Option<Vec<String>> {
-    lab.monitor.route_peers(&lab.endpoint(hub).monitor_url).await.ok()
+    lab.monitor.route_peers(lab.monitor_url(hub).unwrap()).await.ok()
 }
 
 async fn full_mesh(lab: &Lab, hubs: &[String]) -> bool {
@@ -133,7 +133,7 @@ async fn every_family_passes_on_cim_reference() {
     }
     let root = tempfile::tempdir().unwrap();
     let t = load("cim-reference.yaml");
-    let run = natslab::runner::run_topology(&t, t.clone(), "cim-reference.yaml", &Family::ALL, &netns_opts(&root), &Quiet, &Silent).await;
+    let run = natslab::runner::run_topology(&t, t.clone(), "cim-reference.yaml", &natslab::runner::Selection::families(&Family::ALL), &netns_opts(&root), &Quiet, &Silent).await;
     assert!(run.error.is_none(), "the lab did not come up: {}", run.error.unwrap_or_default());
     println!("cim-reference on netns: {} checks in {:.1} s (ready in {:.0} ms)", run.checks.len(), run.wall_ms / 1000.0, run.ready_ms.unwrap_or(0.0));
     for c in &run.checks {
@@ -179,7 +179,7 @@ async fn partitions_cut_exactly_what_the_grudge_names() {
     assert!(wait_until(Duration::from_secs(20), || async { lab.leaf_hub(leaf).await.is_some() }).await.is_some(), "{leaf} never attached");
 
     // A leaf cut from every hub: the hubs lose it, its own monitoring still answers.
-    timed("partition cut_leaf", lab.partition(&nemesis::cut_leaf(leaf, &refs))).await;
+    timed("partition cut_leaf", lab.apply(&Fault::Partition { grudge: nemesis::cut_leaf(leaf, &refs) })).await;
     let lost = wait_until(Duration::from_secs(20), || async {
         for h in &hubs {
             if hub_lists_leaf(&lab, h, leaf).await {
@@ -191,7 +191,7 @@ async fn partitions_cut_exactly_what_the_grudge_names() {
     .await;
     let lost = lost.unwrap_or_else(|| panic!("{leaf} still attached after the cut"));
     println!("cut_leaf: every hub lost {leaf} after {} ms", ms(lost));
-    let varz = lab.monitor.get(&lab.endpoint(leaf).monitor_url, "/varz").await.expect("the cut leaf's monitoring answers");
+    let varz = lab.monitor.get(lab.monitor_url(leaf).unwrap(), "/varz").await.expect("the cut leaf's monitoring answers");
     assert_eq!(varz["server_name"], leaf);
     // Its local clients still work: a publish on the leaf reaches a subscriber on the leaf.
     let local = lab.probe(leaf, "CIM").await.expect("a local client connects to the cut leaf");
@@ -200,7 +200,7 @@ async fn partitions_cut_exactly_what_the_grudge_names() {
     let got = publish_until_received(&local, "natslab.netns.local", "here", &mut sub, Duration::from_secs(5)).await;
     assert_eq!(got.as_deref(), Some("natslab.netns.local"));
 
-    timed("heal", lab.heal()).await;
+    timed("heal", lab.apply(&Fault::Heal)).await;
     let back = wait_until(Duration::from_secs(30), || async {
         match lab.leaf_hub(leaf).await {
             Some(h) => hub_lists_leaf(&lab, &h, leaf).await,
@@ -215,7 +215,7 @@ async fn partitions_cut_exactly_what_the_grudge_names() {
     assert!(wait_until(Duration::from_secs(20), || full_mesh(&lab, &hubs)).await.is_some(), "no full mesh before the split");
     let (minority, grudge) = nemesis::minority(&refs);
     let majority: Vec<String> = hubs.iter().filter(|h| !minority.contains(h)).cloned().collect();
-    timed("partition minority", lab.partition(&grudge)).await;
+    timed("partition minority", lab.apply(&Fault::Partition { grudge: grudge.clone() })).await;
     let split = wait_until(Duration::from_secs(20), || async {
         for m in &minority {
             if routes_of(&lab, m).await != Some(vec![]) {
@@ -233,7 +233,7 @@ async fn partitions_cut_exactly_what_the_grudge_names() {
     .await;
     let split = split.unwrap_or_else(|| panic!("routes after isolating {minority:?}: majority {majority:?} should mesh, minority have none"));
     println!("minority: {minority:?} lost its routes, {majority:?} still meshed, after {} ms", ms(split));
-    timed("heal", lab.heal()).await;
+    timed("heal", lab.apply(&Fault::Heal)).await;
     let mesh = wait_until(Duration::from_secs(30), || full_mesh(&lab, &hubs)).await;
     let mesh = mesh.unwrap_or_else(|| panic!("no full mesh after heal"));
     println!("minority: full mesh again {} ms after heal", ms(mesh));
@@ -260,7 +260,7 @@ async fn a_blackholed_leaf_notices_only_by_pings() {
 
     // Every hub, so the leaf cannot simply move: it must notice, and wait for the link to come back.
     for h in &hubs {
-        lab.blackhole(leaf, h).await.unwrap();
+        lab.apply(&Fault::Blackhole { a: leaf.into(), b: h.into() }).await.unwrap();
     }
     let noticed = wait_until(Duration::from_secs(20), || async { uplinks(&lab, leaf).await == Some(0) }).await;
     let noticed = noticed.unwrap_or_else(|| panic!("{leaf} never noticed its blackholed link to {home}"));
@@ -274,7 +274,7 @@ async fn a_blackholed_leaf_notices_only_by_pings() {
     println!("blackhole: {leaf} logged: {}", stale[0].trim());
 
     for h in &hubs {
-        lab.restore(leaf, h).await.unwrap();
+        lab.apply(&Fault::Restore { a: leaf.into(), b: h.into() }).await.unwrap();
     }
     let back = wait_until(Duration::from_secs(30), || async {
         match lab.leaf_hub(leaf).await {
@@ -353,7 +353,7 @@ async fn a_bandwidth_cap_bounds_route_throughput() {
     let free = transfer(&sender, &mut sub, &data, &chunks).await;
     println!("bandwidth: {total} bytes {a} → {b} uncapped in {} ms", ms(free));
 
-    lab.cap(a, b, RATE).await.unwrap();
+    lab.apply(&Fault::Cap { a: a.into(), b: b.into(), bytes_per_s: RATE }).await.unwrap();
     let ns_a = namespace_of(&lab, a);
     assert!(qdiscs(&ns_a).contains("htb"), "no htb qdisc in {ns_a}: {}", qdiscs(&ns_a));
     let capped = transfer(&sender, &mut sub, &data, &chunks).await;
@@ -367,7 +367,7 @@ async fn a_bandwidth_cap_bounds_route_throughput() {
     );
     assert!(capped >= floor, "{total} bytes crossed a {RATE} B/s cap in {} ms, faster than the {} ms it allows", ms(capped), ms(floor));
 
-    lab.fast(a, b).await.unwrap();
+    lab.apply(&Fault::Fast { a: a.into(), b: b.into() }).await.unwrap();
     assert!(!qdiscs(&ns_a).contains("htb"), "htb left in {ns_a} after fast: {}", qdiscs(&ns_a));
     let again = transfer(&sender, &mut sub, &data, &chunks).await;
     println!("bandwidth: {total} bytes {a} → {b} after fast in {} ms", ms(again));

@@ -206,7 +206,7 @@ fn faults_on_a_running_lab_go_through_its_supervisor() {
 
     // Bad requests: an unknown node (answered by the supervisor), a malformed duration (refused by the CLI).
     let (code, text) = fault(&["kill", "nope"]);
-    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(code, Some(2), "bad input: {text}");
     assert!(text.contains("no node `nope`") && text.contains("hub-1, hub-2, hub-3, edge-1"), "{text}");
     let (code, text) = fault(&["slow", "edge-1", "hub-2", "10q"]);
     assert_eq!(code, Some(2), "{text}");
@@ -226,7 +226,7 @@ fn a_network_fault_on_a_lab_without_proxies_names_the_flag() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let info: LabInfo = serde_json::from_slice(&out.stdout).unwrap();
     let out = env.cmd().args(["fault", "--run", &info.run_id, "blackhole", "edge-1", "hub-1"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a fault this lab cannot do is bad input");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--link-proxies"), "{}", String::from_utf8_lossy(&out.stderr));
     let down = env.cmd().args(["down", &info.run_id]).output().unwrap();
     assert!(down.status.success());

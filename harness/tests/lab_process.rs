@@ -3,6 +3,8 @@
 
 mod common;
 
+use natslab::nemesis::Fault;
+
 use std::time::Duration;
 
 use common::*;
@@ -16,7 +18,7 @@ async fn cim_reference_meshes_maps_subjects_and_tears_down() {
     // Full route mesh: every hub has routes to both others.
     let hubs: Vec<String> = lab.plan.hubs().map(|h| h.name.clone()).collect();
     for h in &hubs {
-        let peers = lab.monitor.route_peers(&lab.endpoint(h).monitor_url).await.unwrap();
+        let peers = lab.monitor.route_peers(lab.monitor_url(h).unwrap()).await.unwrap();
         let mut want: Vec<String> = hubs.iter().filter(|o| *o != h).cloned().collect();
         want.sort();
         assert_eq!(peers, want, "routes of {h}");
@@ -24,7 +26,7 @@ async fn cim_reference_meshes_maps_subjects_and_tears_down() {
     // Every leaf attached, to its preferred hub, bound to its own hub account.
     for (leaf, preferred) in [("cim-prod-001", "hub-1"), ("cim-prod-002", "hub-2"), ("cim-dev-001", "hub-3")] {
         assert_eq!(lab.leaf_hub(leaf).await.as_deref(), Some(preferred), "{leaf} attached to");
-        let on_hub = lab.monitor.leafs(&lab.endpoint(preferred).monitor_url).await.unwrap();
+        let on_hub = lab.monitor.leafs(lab.monitor_url(preferred).unwrap()).await.unwrap();
         let account = lab.plan.account_id(&format!("LEAF_{}", leaf.to_uppercase().replace('-', "_")));
         assert!(on_hub.iter().any(|(n, a)| n == leaf && *a == account), "{preferred} /leafz: {on_hub:?}");
     }
@@ -53,10 +55,10 @@ async fn cim_reference_meshes_maps_subjects_and_tears_down() {
 
     // Declared streams exist on every leaf.
     let client = lab.probe("cim-prod-001", "CIM").await.unwrap();
-    let info = natslab::provision::api(&client, "$JS.API", "STREAM.INFO.DOMAIN_EVENTS", &serde_json::json!({})).await.unwrap();
+    let info = natslab::probe::js::api(&client, "$JS.API", "STREAM.INFO.DOMAIN_EVENTS", &serde_json::json!({})).await.unwrap();
     assert_eq!(info["config"]["name"], "DOMAIN_EVENTS");
 
-    let pids = lab.backend.pids();
+    let pids = lab.backend::<natslab::backend::process::ProcessBackend>().expect("processes").pids();
     let dir = lab.dir.clone();
     assert_eq!(pids.len(), 6);
     lab.shutdown().await;
@@ -71,7 +73,7 @@ async fn labs_in_parallel_do_not_collide() {
     let root = tempfile::tempdir().unwrap();
     let t = load("cim-reference.yaml");
     let (a, b) = tokio::join!(up(t.clone(), &root), up(t, &root));
-    assert_ne!(a.endpoint("hub-1").client_url, b.endpoint("hub-1").client_url);
+    assert_ne!(a.endpoint("hub-1").unwrap().client_url, b.endpoint("hub-1").unwrap().client_url);
     for lab in [&a, &b] {
         for n in lab.plan.nodes.iter().filter(|n| n.role == Role::Leaf) {
             assert!(lab.leaf_hub(&n.name).await.is_some());
@@ -85,9 +87,9 @@ async fn labs_in_parallel_do_not_collide() {
 async fn a_killed_hub_restarts_at_the_same_address_and_rejoins() {
     let root = tempfile::tempdir().unwrap();
     let mut lab = up(load("cim-reference.yaml"), &root).await;
-    lab.kill("hub-2").await.unwrap();
-    assert!(lab.monitor.healthy(&lab.endpoint("hub-2").monitor_url).await.is_err());
-    lab.start("hub-2").await.unwrap();
+    lab.apply(&Fault::Kill { node: "hub-2".into() }).await.unwrap();
+    assert!(lab.monitor.healthy(lab.monitor_url("hub-2").unwrap()).await.is_err());
+    lab.apply(&Fault::Start { node: "hub-2".into() }).await.unwrap();
     lab.wait_ready(&["hub-1", "hub-2", "hub-3"], Duration::from_secs(30)).await.unwrap();
     lab.shutdown().await;
 }

@@ -63,7 +63,7 @@ fn committed_nixos_renderings_have_not_drifted() {
         );
         let fresh = tempfile::tempdir().unwrap();
         let plan = natslab::render::nixos::plan(load(&format!("{name}.yaml")), &name, fresh.path()).unwrap();
-        natslab::render::nixos::write(&plan).unwrap();
+        natslab::rendered::write_nixos(&plan).unwrap();
         let rel = |root: &Path, files: Vec<PathBuf>| -> Vec<PathBuf> { files.into_iter().map(|p| p.strip_prefix(root).unwrap().to_path_buf()).collect() };
         let a = rel(&committed, files_under(&committed));
         let b = rel(fresh.path(), files_under(fresh.path()));

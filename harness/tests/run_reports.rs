@@ -63,7 +63,7 @@ async fn violations_reach_every_report() {
     second.imports.clear();
     second.exports.clear();
     declared.leaves[0].remotes.push(second);
-    let run = run_topology(&declared, rendered, "failover.yaml", &[Family::Health], &opts(&root), &Quiet, &Silent).await;
+    let run = run_topology(&declared, rendered, "failover.yaml", &natslab::runner::Selection::families(&[Family::Health]), &opts(&root), &Quiet, &Silent).await;
     let bad: Vec<_> = run.checks.iter().filter(|c| c.verdict == Verdict::Violated).collect();
     assert_eq!(bad.len(), 1, "{:#?}", run.checks);
     assert!(bad[0].name.contains("edge-1: leaf attached"));
@@ -83,8 +83,8 @@ async fn violations_reach_every_report() {
 async fn health_command_reads_real_monitoring_json() {
     let root = tempfile::tempdir().unwrap();
     let lab = up(load("failover.yaml"), &root).await;
-    let leaf = lab.endpoint("edge-1").monitor_url.clone();
-    let hub = lab.endpoint("hub-1").monitor_url.clone();
+    let leaf = lab.monitor_url("edge-1").unwrap().to_string();
+    let hub = lab.monitor_url("hub-1").unwrap().to_string();
     let out = natslab().args(["health", "--leaf", "--window", "0.1", "--monitor", &leaf]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");

@@ -5,13 +5,13 @@
 mod common;
 
 use common::*;
-use natslab::scenario::{failover, jepsen, Check, Ctx, Recorder, Silent, Verdict};
+use natslab::scenario::{acked_writes, failover, Check, Ctx, Recorder, Silent, Verdict};
 use natslab::topology::Topology;
 
 fn show(checks: &[Check]) -> String {
     checks
         .iter()
-        .map(|c| format!("  {:?} {}: {} {:?}", c.verdict, c.name, c.observed, c.metrics))
+        .map(|c| format!("  {:?} {}: {} {:?}", c.verdict, c.id, c.observed, c.metrics))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -40,27 +40,27 @@ async fn failover_family_passes_on_failover_yaml() {
     let checks = run_family(&t, t.clone(), async |ctx: &mut Ctx<'_, '_>| failover::run(ctx).await).await;
     let bad: Vec<&Check> = checks.iter().filter(|c| matches!(c.verdict, Verdict::Violated | Verdict::HarnessError)).collect();
     assert!(bad.is_empty(), "failed checks:\n{}", show(&checks));
-    let kill = checks.iter().find(|c| c.name == "edge-1: fails over when its hub is killed").expect("kill check");
+    let kill = check(&checks, "failover/kill-hub/edge-1");
     assert_eq!(kill.verdict, Verdict::Passed);
     assert!(kill.metrics.contains_key("failover_ms"), "{:?}", kill.metrics);
     assert!(kill.metrics.contains_key("rejoin_ms"), "{:?}", kill.metrics);
-    let hung = checks.iter().find(|c| c.name == "edge-1: fails over when its hub hangs").expect("hung check");
+    let hung = check(&checks, "failover/hang-hub/edge-1");
     assert!(hung.metrics.contains_key("hung_failover_ms"), "{:?}", hung.metrics);
     // No JetStream in this topology: the checker says so rather than pretending.
-    let js = checks.iter().find(|c| c.name.starts_with("hub JetStream")).expect("jepsen check");
+    let js = check(&checks, "failover/acked-writes");
     assert_eq!(js.verdict, Verdict::Skipped);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jepsen_checker_loses_nothing_on_cim_reference() {
+async fn acked_write_checker_loses_nothing_on_cim_reference() {
     let t = load("cim-reference.yaml");
-    let checks = run_family(&t, t.clone(), async |ctx: &mut Ctx<'_, '_>| jepsen::run(ctx).await).await;
+    let checks = run_family(&t, t.clone(), async |ctx: &mut Ctx<'_, '_>| acked_writes::run(ctx).await).await;
     assert_eq!(checks.len(), 1, "{}", show(&checks));
     let c = &checks[0];
     assert_eq!(c.verdict, Verdict::Passed, "{}", show(&checks));
-    assert_eq!(c.metrics.get("jepsen_lost"), Some(&0.0));
-    assert_eq!(c.metrics.get("jepsen_duplicated"), Some(&0.0));
-    assert!(c.metrics["jepsen_acked"] > 0.0, "{:?}", c.metrics);
+    assert_eq!(c.metrics.get("acked_writes_lost"), Some(&0.0));
+    assert_eq!(c.metrics.get("acked_writes_duplicated"), Some(&0.0));
+    assert!(c.metrics["acked_writes_acked"] > 0.0, "{:?}", c.metrics);
     assert!(c.metrics.contains_key("unavailable_ms"), "{:?}", c.metrics);
 }
 
@@ -71,7 +71,7 @@ async fn a_leaf_rendered_with_one_hub_is_caught() {
     rendered.leaves[0].remotes[0].hubs = vec!["hub-1".into()];
     let checks = run_family(&declared, rendered, async |ctx: &mut Ctx<'_, '_>| failover::run(ctx).await).await;
     let violated: Vec<&Check> =
-        checks.iter().filter(|c| c.verdict == Verdict::Violated && c.name.starts_with("edge-1: ")).collect();
+        checks.iter().filter(|c| c.verdict == Verdict::Violated && c.id.ends_with("/edge-1")).collect();
     assert!(!violated.is_empty(), "no violated failover check for edge-1:\n{}", show(&checks));
 }
 

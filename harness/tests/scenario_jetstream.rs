@@ -28,19 +28,12 @@ fn assert_all_pass(checks: &[Check]) {
     let bad: Vec<String> = checks
         .iter()
         .filter(|c| matches!(c.verdict, Verdict::Violated | Verdict::HarnessError))
-        .map(|c| format!("{:?} {}: {}", c.verdict, c.name, c.observed))
+        .map(|c| format!("{:?} {}: {}", c.verdict, c.id, c.observed))
         .collect();
     assert!(bad.is_empty(), "checks failed:\n{}", bad.join("\n"));
     for c in checks.iter().filter(|c| c.verdict == Verdict::Skipped) {
-        assert!(!c.observed.trim().is_empty(), "{} skipped without a reason", c.name);
+        assert!(!c.observed.trim().is_empty(), "{} skipped without a reason", c.id);
     }
-}
-
-fn verdict_of<'a>(checks: &'a [Check], name: &str) -> &'a Check {
-    checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no check {name:?} in {:?}", checks.iter().map(|c| &c.name).collect::<Vec<_>>()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,23 +42,24 @@ async fn cim_reference_passes() {
     let checks = run_jetstream(&t, t.clone()).await;
     assert_all_pass(&checks);
     for leaf in ["cim-prod-001", "cim-prod-002", "cim-dev-001"] {
-        for name in [
-            format!("stream-config {leaf}/DOMAIN_EVENTS"),
-            format!("consumer-config {leaf}/DOMAIN_EVENTS/graph-processor"),
-            format!("dedup {leaf}/DOMAIN_EVENTS"),
-            format!("interest-retention {leaf}/METRICS"),
-            format!("domain-isolation {leaf}/METRICS from hub account LEAF_{}", leaf.to_uppercase().replace('-', "_")),
-            format!("domain-access {leaf}/DOMAIN_EVENTS from hub account LEAF_{}", leaf.to_uppercase().replace('-', "_")),
-            format!("file-store-durable {leaf}/DOMAIN_EVENTS"),
+        let account = format!("LEAF_{}", leaf.to_uppercase().replace('-', "_"));
+        for id in [
+            format!("jetstream/stream-config/{leaf}/DOMAIN_EVENTS"),
+            format!("jetstream/consumer-config/{leaf}/DOMAIN_EVENTS/graph-processor"),
+            format!("jetstream/dedup/{leaf}/DOMAIN_EVENTS"),
+            format!("jetstream/interest-retention/{leaf}/METRICS"),
+            format!("jetstream/domain-isolation/{leaf}/METRICS/hub:{account}"),
+            format!("jetstream/domain-access/{leaf}/DOMAIN_EVENTS/hub:{account}"),
+            format!("jetstream/file-store-durable/{leaf}"),
         ] {
-            assert_eq!(verdict_of(&checks, &name).verdict, Verdict::Passed, "{name}");
+            assert_eq!(verdict_of(&checks, &id), Verdict::Passed, "{id}");
         }
         // The push consumer's max_deliver is measured, not just read back.
-        let md = verdict_of(&checks, &format!("max-deliver {leaf}/DOMAIN_EVENTS/graph-processor"));
+        let md = check(&checks, &format!("jetstream/max-deliver/{leaf}/DOMAIN_EVENTS/graph-processor"));
         assert_eq!(md.verdict, Verdict::Passed);
         assert!(md.observed.starts_with("3 deliveries"), "{}", md.observed);
     }
-    assert_eq!(verdict_of(&checks, "stream-config hub/HUB_EVENTS").verdict, Verdict::Passed);
+    assert_eq!(verdict_of(&checks, "jetstream/stream-config/hub/HUB_EVENTS"), Verdict::Passed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,27 +67,27 @@ async fn jetstream_domains_passes() {
     let t = load("jetstream-domains.yaml");
     let checks = run_jetstream(&t, t.clone()).await;
     assert_all_pass(&checks);
-    for name in [
-        "stream-config hub/ORDERS",
-        "stream-config hub/FROM_STORE_1",
-        "consumer-config hub/ORDERS/order-audit",
-        "max-deliver hub/ORDERS/order-audit",
-        "max-deliver store-1/LOCAL_EVENTS/local-worker",
-        "dedup hub/ORDERS",
-        "dedup store-1/LOCAL_EVENTS",
-        "max-msg-size store-1/LOCAL_EVENTS",
-        "domain-isolation hub/FROM_STORE_1 from store-1 account LOCAL",
-        "domain-access hub/FROM_STORE_1 from store-1 account LOCAL",
-        "domain-isolation store-2/LOCAL_EVENTS from hub account LEAF_STORE_2",
-        "domain-access store-2/LOCAL_EVENTS from hub account LEAF_STORE_2",
-        "store-and-forward hub/FROM_STORE_1 from store-1:LOCAL_EVENTS",
-        "store-and-forward hub/FROM_STORE_2 from store-2:LOCAL_EVENTS",
-        "file-store-durable store-1/LOCAL_EVENTS",
-        "file-store-durable store-2/LOCAL_EVENTS",
+    for id in [
+        "jetstream/stream-config/hub/ORDERS",
+        "jetstream/stream-config/hub/FROM_STORE_1",
+        "jetstream/consumer-config/hub/ORDERS/order-audit",
+        "jetstream/max-deliver/hub/ORDERS/order-audit",
+        "jetstream/max-deliver/store-1/LOCAL_EVENTS/local-worker",
+        "jetstream/dedup/hub/ORDERS",
+        "jetstream/dedup/store-1/LOCAL_EVENTS",
+        "jetstream/max-msg-size/store-1/LOCAL_EVENTS",
+        "jetstream/domain-isolation/hub/FROM_STORE_1/store-1:LOCAL",
+        "jetstream/domain-access/hub/FROM_STORE_1/store-1:LOCAL",
+        "jetstream/domain-isolation/store-2/LOCAL_EVENTS/hub:LEAF_STORE_2",
+        "jetstream/domain-access/store-2/LOCAL_EVENTS/hub:LEAF_STORE_2",
+        "jetstream/store-and-forward/FROM_STORE_1/store-1/LOCAL_EVENTS",
+        "jetstream/store-and-forward/FROM_STORE_2/store-2/LOCAL_EVENTS",
+        "jetstream/file-store-durable/store-1",
+        "jetstream/file-store-durable/store-2",
     ] {
-        assert_eq!(verdict_of(&checks, name).verdict, Verdict::Passed, "{name}");
+        assert_eq!(verdict_of(&checks, id), Verdict::Passed, "{id}");
     }
-    let sf = verdict_of(&checks, "store-and-forward hub/FROM_STORE_1 from store-1:LOCAL_EVENTS");
+    let sf = check(&checks, "jetstream/store-and-forward/FROM_STORE_1/store-1/LOCAL_EVENTS");
     assert!(sf.metrics.contains_key("catchup_ms"), "{:?}", sf.metrics);
 }
 
@@ -112,19 +106,20 @@ async fn changed_max_deliver_is_caught() {
     consumer.max_deliver = Some(4);
 
     let checks = run_jetstream(&declared, rendered).await;
-    let config = verdict_of(&checks, "consumer-config store-1/LOCAL_EVENTS/local-worker");
+    let config = check(&checks, "jetstream/consumer-config/store-1/LOCAL_EVENTS/local-worker");
     assert_eq!(config.verdict, Verdict::Violated, "{}", config.observed);
     assert!(config.observed.contains("max_deliver: declared 3, got 4"), "{}", config.observed);
-    let probe = verdict_of(&checks, "max-deliver store-1/LOCAL_EVENTS/local-worker");
+    let probe = check(&checks, "jetstream/max-deliver/store-1/LOCAL_EVENTS/local-worker");
     assert_eq!(probe.verdict, Verdict::Violated, "{}", probe.observed);
     assert!(probe.observed.starts_with("4 deliveries"), "{}", probe.observed);
-    let durable = checks.iter().find(|c| c.name.starts_with("file-store-durable store-1/NATSLAB_DURABLE_")).expect("durability on a temporary stream");
+    let durable = check(&checks, "jetstream/file-store-durable/store-1");
+    assert!(durable.name.contains("NATSLAB_DURABLE_"), "durability on a temporary stream: {}", durable.name);
     assert_eq!(durable.verdict, Verdict::Passed, "{}", durable.observed);
     // Nothing else is blamed.
     let others: Vec<String> = checks
         .iter()
-        .filter(|c| !c.name.contains("local-worker") && matches!(c.verdict, Verdict::Violated | Verdict::HarnessError))
-        .map(|c| format!("{}: {}", c.name, c.observed))
+        .filter(|c| !c.id.contains("local-worker") && matches!(c.verdict, Verdict::Violated | Verdict::HarnessError))
+        .map(|c| format!("{}: {}", c.id, c.observed))
         .collect();
     assert!(others.is_empty(), "{others:?}");
 }

@@ -32,17 +32,17 @@ async fn passes_on(file: &str) -> Vec<Check> {
     for l in &t.leaves {
         for r in l.remotes.iter() {
             for f in &r.exports {
-                assert_eq!(verdict_of(&checks, &format!("export {} {}", l.name, f.subject)), Verdict::Passed);
-                assert_eq!(verdict_of(&checks, &format!("local {} {}", l.name, f.subject)), Verdict::Passed);
+                assert_eq!(verdict_of(&checks, &format!("mapping/export/{}/{}", l.name, f.subject)), Verdict::Passed);
+                assert_eq!(verdict_of(&checks, &format!("mapping/local/{}/{}", l.name, f.subject)), Verdict::Passed);
             }
             for f in &r.imports {
-                assert_eq!(verdict_of(&checks, &format!("import {} {}", l.name, f.subject)), Verdict::Passed);
+                assert_eq!(verdict_of(&checks, &format!("mapping/import/{}/{}", l.name, f.subject)), Verdict::Passed);
             }
         }
-        assert_eq!(verdict_of(&checks, &format!("isolation {} → hub", l.name)), Verdict::Passed);
-        assert_eq!(verdict_of(&checks, &format!("isolation hub → {}", l.name)), Verdict::Passed);
+        assert_eq!(verdict_of(&checks, &format!("mapping/leak-up/{}", l.name)), Verdict::Passed);
+        assert_eq!(verdict_of(&checks, &format!("mapping/leak-down/{}", l.name)), Verdict::Passed);
         for other in t.leaves.iter().filter(|o| o.name != l.name) {
-            assert_eq!(verdict_of(&checks, &format!("isolation {} → {}", l.name, other.name)), Verdict::Passed);
+            assert_eq!(verdict_of(&checks, &format!("mapping/leaf-to-leaf/{}/{}", l.name, other.name)), Verdict::Passed);
         }
     }
     checks
@@ -56,9 +56,9 @@ async fn cim_reference_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_mapping_passes() {
     let checks = passes_on("subject-mapping.yaml").await;
-    let export = checks.iter().find(|c| c.name == "export site-a domain.graph.>").unwrap();
+    let export = check(&checks, "mapping/export/site-a/domain.graph.>");
     assert!(export.observed.contains("received it as leaf.site-a.domain.graph."), "{}", export.observed);
-    let import = checks.iter().find(|c| c.name == "import site-b commands.>").unwrap();
+    let import = check(&checks, "mapping/import/site-b/commands.>");
     assert!(import.observed.contains("received it as hub.commands."), "{}", import.observed);
 }
 
@@ -81,8 +81,8 @@ async fn a_missing_flow_is_caught() {
     rendered.leaves[1].remotes[0].imports.retain(|f| f.subject != "commands.>");
     let checks = run_mapping(&declared, rendered).await;
 
-    assert_eq!(verdict_of(&checks, "export site-a metrics.>"), Verdict::Violated);
-    assert_eq!(verdict_of(&checks, "import site-b commands.>"), Verdict::Violated);
+    assert_eq!(verdict_of(&checks, "mapping/export/site-a/metrics.>"), Verdict::Violated);
+    assert_eq!(verdict_of(&checks, "mapping/import/site-b/commands.>"), Verdict::Violated);
     let bad = failures(&checks);
     assert_eq!(bad.len(), 2, "only the two missing flows fail:\n{}", bad.join("\n"));
 }
@@ -102,12 +102,12 @@ async fn undeclared_flows_are_caught() {
     b.imports = vec![Flow { subject: "domain.graph.>".into(), prefix: None }];
     let checks = run_mapping(&declared, rendered).await;
 
-    for name in ["export site-a domain.graph.>", "isolation site-a → hub", "isolation site-a → site-b"] {
-        assert_eq!(verdict_of(&checks, name), Verdict::Violated, "{name}");
+    for id in ["mapping/export/site-a/domain.graph.>", "mapping/leak-up/site-a", "mapping/leaf-to-leaf/site-a/site-b"] {
+        assert_eq!(verdict_of(&checks, id), Verdict::Violated, "{id}");
     }
-    let hub = checks.iter().find(|c| c.name == "isolation site-a → hub").unwrap();
+    let hub = check(&checks, "mapping/leak-up/site-a");
     assert!(hub.observed.contains("natslab.private."), "{}", hub.observed);
-    assert_eq!(verdict_of(&checks, "local site-a domain.graph.>"), Verdict::Passed);
+    assert_eq!(verdict_of(&checks, "mapping/local/site-a/domain.graph.>"), Verdict::Passed);
 }
 
 /// Across the hub cluster: cim-prod-002 (on hub-2) is rendered to import cim-prod-001's metrics (on hub-1)
@@ -122,12 +122,12 @@ async fn a_leak_across_the_hub_cluster_is_caught() {
     b.imports = vec![Flow { subject: "metrics.>".into(), prefix: Some("stolen".into()) }];
     let checks = run_mapping(&declared, rendered).await;
 
-    let leak = checks.iter().find(|c| c.name == "isolation cim-prod-001 → cim-prod-002").unwrap();
+    let leak = check(&checks, "mapping/leaf-to-leaf/cim-prod-001/cim-prod-002");
     assert_eq!(leak.verdict, Verdict::Violated, "{}", leak.observed);
     assert!(
         leak.observed.contains("via hub-1 and hub-2") && leak.observed.contains("as stolen.metrics."),
         "{}",
         leak.observed
     );
-    assert_eq!(verdict_of(&checks, "isolation cim-prod-001 → cim-dev-001"), Verdict::Passed);
+    assert_eq!(verdict_of(&checks, "mapping/leaf-to-leaf/cim-prod-001/cim-dev-001"), Verdict::Passed);
 }

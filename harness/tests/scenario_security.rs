@@ -41,35 +41,35 @@ async fn cim_reference_passes() {
     let checks = passes_on("cim-reference.yaml").await;
     for leaf in ["cim-prod-001", "cim-prod-002", "cim-dev-001"] {
         for name in [
-            format!("publish-allow {leaf}/CIM/cim-local domain.>"),
-            format!("publish-deny {leaf}/CIM/cim-local system.>"),
-            format!("publish-outside-allow {leaf}/CIM/cim-local"),
-            format!("subscribe-allow {leaf}/CIM/cim-local >"),
-            format!("wrong-password {leaf}"),
-            format!("anonymous {leaf}"),
-            format!("system-request {leaf}"),
-            format!("system-isolation {leaf}"),
+            format!("security/publish-allow/{leaf}/CIM/cim-local/domain.>"),
+            format!("security/publish-deny/{leaf}/CIM/cim-local/system.>"),
+            format!("security/publish-outside-allow/{leaf}/CIM/cim-local"),
+            format!("security/subscribe-allow/{leaf}/CIM/cim-local/>"),
+            format!("security/wrong-password/{leaf}"),
+            format!("security/anonymous/{leaf}"),
+            format!("security/system-request/{leaf}"),
+            format!("security/system-isolation/{leaf}"),
         ] {
             assert_eq!(verdict_of(&checks, &name), Verdict::Passed, "{name}");
         }
     }
-    assert_eq!(verdict_of(&checks, "publish-allow hub/HUB/alchemist $JS.API.>"), Verdict::Passed);
-    assert_eq!(verdict_of(&checks, "secrets-mode"), Verdict::Passed);
+    assert_eq!(verdict_of(&checks, "security/publish-allow/hub/HUB/alchemist/$JS.API.>"), Verdict::Passed);
+    assert_eq!(verdict_of(&checks, "security/secrets-mode"), Verdict::Passed);
     // cim-reference follows the guide's checklist: TLS everywhere and operator mode on the hub.
     for node in ["hub-1", "hub-2", "hub-3", "cim-prod-001", "cim-prod-002", "cim-dev-001"] {
-        assert_eq!(verdict_of(&checks, &format!("plaintext {node}")), Verdict::Passed, "plaintext {node}");
+        assert_eq!(verdict_of(&checks, &format!("security/plaintext/{node}")), Verdict::Passed, "plaintext {node}");
     }
     for hub in ["hub-1", "hub-2", "hub-3"] {
-        assert_eq!(verdict_of(&checks, &format!("foreign-creds {hub}")), Verdict::Passed, "foreign-creds {hub}");
+        assert_eq!(verdict_of(&checks, &format!("security/foreign-creds/{hub}")), Verdict::Passed, "foreign-creds {hub}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_mapping_passes() {
     let checks = passes_on("subject-mapping.yaml").await;
-    assert_eq!(verdict_of(&checks, "publish-allow hub/HUB/control commands.>"), Verdict::Passed);
-    assert_eq!(verdict_of(&checks, "subscribe-allow hub/HUB/control leaf.>"), Verdict::Passed);
-    assert_eq!(verdict_of(&checks, "subscribe-outside-allow hub/HUB/control"), Verdict::Passed);
+    assert_eq!(verdict_of(&checks, "security/publish-allow/hub/HUB/control/commands.>"), Verdict::Passed);
+    assert_eq!(verdict_of(&checks, "security/subscribe-allow/hub/HUB/control/leaf.>"), Verdict::Passed);
+    assert_eq!(verdict_of(&checks, "security/subscribe-outside-allow/hub/HUB/control"), Verdict::Passed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,23 +77,23 @@ async fn mtls_passes() {
     let checks = passes_on("mtls.yaml").await;
     for node in ["hub-1", "hub-2", "hub-3", "secure-1", "secure-2"] {
         for check in ["plaintext", "foreign-ca-cert", "no-client-cert", "wrong-password", "anonymous"] {
-            assert_eq!(verdict_of(&checks, &format!("{check} {node}")), Verdict::Passed, "{check} {node}");
+            assert_eq!(verdict_of(&checks, &format!("security/{check}/{node}")), Verdict::Passed, "{check} {node}");
         }
     }
-    assert_eq!(verdict_of(&checks, "impostor-leaf"), Verdict::Passed);
+    assert_eq!(verdict_of(&checks, "security/impostor-leaf"), Verdict::Passed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_jwt_passes() {
     let checks = passes_on("operator-jwt.yaml").await;
     for name in [
-        "foreign-creds hub-1",
-        "anonymous hub-2",
-        "account-isolation CONTROL from BILLING",
-        "account-isolation BILLING from CONTROL",
-        "publish-deny hub/CONTROL/alchemist system.>",
-        "system-request op-leaf-1",
-        "system-isolation op-leaf-2",
+        "security/foreign-creds/hub-1",
+        "security/anonymous/hub-2",
+        "security/account-isolation/CONTROL/BILLING",
+        "security/account-isolation/BILLING/CONTROL",
+        "security/publish-deny/hub/CONTROL/alchemist/system.>",
+        "security/system-request/op-leaf-1",
+        "security/system-isolation/op-leaf-2",
     ] {
         assert_eq!(verdict_of(&checks, name), Verdict::Passed, "{name}");
     }
@@ -119,11 +119,11 @@ async fn a_wider_permission_and_a_readable_secret_are_caught() {
     let checks = run_security(&mut lab, &declared).await;
     lab.shutdown().await;
 
-    assert_eq!(verdict_of(&checks, "publish-deny cim-prod-001/CIM/cim-local system.>"), Verdict::Violated);
-    assert_eq!(verdict_of(&checks, "publish-deny cim-prod-002/CIM/cim-local system.>"), Verdict::Passed);
-    assert_eq!(verdict_of(&checks, "secrets-mode"), Verdict::Violated);
+    assert_eq!(verdict_of(&checks, "security/publish-deny/cim-prod-001/CIM/cim-local/system.>"), Verdict::Violated);
+    assert_eq!(verdict_of(&checks, "security/publish-deny/cim-prod-002/CIM/cim-local/system.>"), Verdict::Passed);
+    assert_eq!(verdict_of(&checks, "security/secrets-mode"), Verdict::Violated);
     let bad = failures(&checks);
     assert_eq!(bad.len(), 2, "only the two sabotages fail:\n{}", bad.join("\n"));
-    let deny = checks.iter().find(|c| c.name == "publish-deny cim-prod-001/CIM/cim-local system.>").unwrap();
+    let deny = check(&checks, "security/publish-deny/cim-prod-001/CIM/cim-local/system.>");
     assert!(deny.observed.contains("not refused"), "{}", deny.observed);
 }

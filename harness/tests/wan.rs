@@ -11,7 +11,7 @@ use natslab::wan::{run, Profile};
 
 async fn compression_modes(backend: BackendKind) {
     let profile = Profile { latency: Duration::from_millis(10), bandwidth_bytes_per_s: 1 << 20, messages: 100, size: 1024, backend };
-    let results = run(&profile, None).await.unwrap();
+    let results = run(&profile, &natslab::lab::Quiet).await.unwrap();
     let by = |m: &str| results.iter().find(|r| r.mode == m).unwrap();
     let off = by("off");
     assert_eq!(off.negotiated, "off");
@@ -39,6 +39,6 @@ async fn compression_modes_over_a_netns_wan_link() {
 #[tokio::test]
 async fn backends_without_link_proxies_are_refused_with_the_alternatives() {
     let profile = Profile { latency: Duration::from_millis(10), bandwidth_bytes_per_s: 1 << 20, messages: 1, size: 16, backend: BackendKind::Attached };
-    let e = run(&profile, None).await.unwrap_err().to_string();
+    let e = run(&profile, &natslab::lab::Quiet).await.unwrap_err().to_string();
     assert!(e.contains("--backend process") && e.contains("netns") && e.contains("container"), "{e}");
 }

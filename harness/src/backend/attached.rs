@@ -1,32 +1,38 @@
 //! The attached backend: nodes someone else started, described by an inventory. Faults are delegated over
-//! a file protocol in a shared directory (`mailbox`) — the harness writes `<seq>.request.json`
-//! (`{"seq", "op", "node"}`, op one of kill/start/pause/resume/isolate/rejoin) and waits for
-//! `<seq>.response.json` (`{"seq", "ok", "error"}`). In a NixOS test the Python test script serves them
-//! with the driver's `crash()`, `start()`, `block()`/`unblock()` and `systemctl kill -s STOP/CONT nats`.
+//! the inventory's fault channel (`mailbox`): the harness writes `<seq>.request.json` —
+//! `{"seq": N, "fault": <nemesis::Fault>}`, e.g. `{"seq":3,"fault":{"op":"kill","node":"hub-1"}}` — and waits
+//! for `<seq>.response.json` — `{"seq": N, "ok": bool, "message": "..."}`. Whoever serves the channel does
+//! what it `supports`: a NixOS test script with the driver's powers (kill, start, pause, resume, power-loss,
+//! isolate, rejoin), or a detached natslab lab's supervisor (everything its own backend can do).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Endpoint, FaultKind, FaultSet};
+use super::{Backend, BackendKind, Endpoint, Isolate, Kill, Pause, PowerLoss};
 use crate::errors::{Error, Result};
 use crate::inventory::{FaultChannel, Inventory};
-use crate::plan::NodePlan;
+use crate::nemesis::{Capability, Fault};
+use crate::plan::{Layout, NodeAddr, NodePlan, Plan};
 
+/// One request on a fault channel.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FaultRequest {
+#[serde(deny_unknown_fields)]
+pub struct Request {
     pub seq: u64,
-    pub op: String,
-    pub node: String,
+    pub fault: Fault,
 }
 
+/// Its answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FaultResponse {
+pub struct Answer {
     pub seq: u64,
     pub ok: bool,
     #[serde(default)]
-    pub error: Option<String>,
+    pub message: String,
 }
 
 pub struct AttachedBackend {
@@ -41,7 +47,71 @@ impl AttachedBackend {
         AttachedBackend { inventory, seq: AtomicU64::new(first) }
     }
 
-    pub fn endpoint(&self, node: &NodePlan) -> Endpoint {
+    fn supports(&self, c: Capability) -> bool {
+        // `partition` in older inventories meant what `isolate` says now: the driver cuts whole machines.
+        self.inventory.faults.as_ref().is_some_and(|ch| {
+            ch.supports.iter().any(|s| Capability::parse(s) == Some(c) || (c == Capability::Isolate && s == "partition"))
+        })
+    }
+
+    /// Asks whoever owns the nodes to perform `fault`, and waits for the answer.
+    pub async fn request(&self, fault: Fault) -> Result<()> {
+        let op = fault.op();
+        let node = fault.nodes().first().map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+        let ch: &FaultChannel = self.inventory.faults.as_ref().ok_or_else(|| Error::Fault {
+            node: node.clone(),
+            op,
+            reason: "the inventory names no fault channel: the attached backend cannot do faults here".into(),
+        })?;
+        ask(ch, self.seq.fetch_add(1, Ordering::SeqCst), fault).await
+    }
+}
+
+/// Asks on a fault channel; the server's refusal becomes a fault error.
+pub async fn ask(ch: &FaultChannel, seq: u64, fault: Fault) -> Result<()> {
+    let op = fault.op();
+    let node = fault.nodes().first().map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    let failed = |reason: String| Error::Fault { node: node.clone(), op, reason };
+    let req = Request { seq, fault };
+    let answer: Answer = crate::mailbox::ask(&ch.dir, seq, &req, Duration::from_secs(ch.timeout_s)).await.map_err(failed)?;
+    if answer.ok {
+        Ok(())
+    } else {
+        Err(failed(if answer.message.is_empty() { "refused".into() } else { answer.message }))
+    }
+}
+
+#[async_trait]
+impl Backend for AttachedBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Attached
+    }
+
+    fn addr(&self, _i: usize, name: &str) -> NodeAddr {
+        self.inventory.nodes.iter().find(|n| n.name == name).map(|n| n.addr.clone()).unwrap_or_else(|| NodeAddr {
+            bind: String::new(),
+            host: name.to_string(),
+            client: 0,
+            cluster: 0,
+            leaf: 0,
+            http: 0,
+        })
+    }
+
+    fn layout(&self, _dir: &Path) -> Layout {
+        self.inventory.layout()
+    }
+
+    /// Not ours to prepare.
+    async fn prepare(&mut self, _plan: &Plan) -> Result<()> {
+        Ok(())
+    }
+
+    async fn start(&mut self, node: &str) -> Result<()> {
+        self.request(Fault::Start { node: node.into() }).await
+    }
+
+    fn endpoint(&self, node: &NodePlan) -> Endpoint {
         match self.inventory.nodes.iter().find(|n| n.name == node.name) {
             Some(n) => Endpoint {
                 client_url: n.client_url.clone(),
@@ -52,34 +122,67 @@ impl AttachedBackend {
         }
     }
 
-    pub fn faults(&self) -> FaultSet {
-        let Some(ch) = &self.inventory.faults else { return FaultSet::new() };
-        ch.supports
-            .iter()
-            .filter_map(|s| match s.as_str() {
-                "kill" => Some(FaultKind::Kill),
-                "pause" => Some(FaultKind::Pause),
-                "partition" => Some(FaultKind::Partition),
-                _ => None,
-            })
-            .collect()
+    /// Not ours to stop.
+    async fn shutdown(self: Box<Self>) {}
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
-    /// Asks whoever owns the node to perform `op`, and waits for the answer.
-    pub async fn request(&self, op: &'static str, node: &str) -> Result<()> {
-        let ch: &FaultChannel = self.inventory.faults.as_ref().ok_or_else(|| Error::Fault {
-            node: node.into(),
-            op,
-            reason: "the inventory names no fault channel: the attached backend cannot do faults here".into(),
-        })?;
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        let req = FaultRequest { seq, op: op.to_string(), node: node.to_string() };
-        let fault = |reason: String| Error::Fault { node: node.into(), op, reason };
-        let resp: FaultResponse = crate::mailbox::ask(&ch.dir, seq, &req, Duration::from_secs(ch.timeout_s)).await.map_err(fault)?;
-        if resp.ok {
-            Ok(())
-        } else {
-            Err(fault(resp.error.unwrap_or_else(|| "refused".into())))
-        }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn kill(&mut self) -> Option<&mut dyn Kill> {
+        self.supports(Capability::Kill).then_some(self as &mut dyn Kill)
+    }
+
+    fn pause(&mut self) -> Option<&mut dyn Pause> {
+        self.supports(Capability::Pause).then_some(self as &mut dyn Pause)
+    }
+
+    fn power(&mut self) -> Option<&mut dyn PowerLoss> {
+        self.supports(Capability::PowerLoss).then_some(self as &mut dyn PowerLoss)
+    }
+
+    fn isolate(&mut self) -> Option<&mut dyn Isolate> {
+        self.supports(Capability::Isolate).then_some(self as &mut dyn Isolate)
+    }
+}
+
+#[async_trait]
+impl Kill for AttachedBackend {
+    async fn kill(&mut self, node: &str) -> Result<()> {
+        self.request(Fault::Kill { node: node.into() }).await
+    }
+}
+
+#[async_trait]
+impl Pause for AttachedBackend {
+    async fn pause(&mut self, node: &str) -> Result<()> {
+        self.request(Fault::Pause { node: node.into() }).await
+    }
+
+    async fn resume(&mut self, node: &str) -> Result<()> {
+        self.request(Fault::Resume { node: node.into() }).await
+    }
+}
+
+#[async_trait]
+impl PowerLoss for AttachedBackend {
+    async fn power_loss(&mut self, node: &str) -> Result<()> {
+        self.request(Fault::PowerLoss { node: node.into() }).await
+    }
+}
+
+/// The driver isolates whole machines (`block()`); a heal is a rejoin of each machine isolated.
+#[async_trait]
+impl Isolate for AttachedBackend {
+    async fn isolate(&mut self, node: &str) -> Result<()> {
+        self.request(Fault::Isolate { node: node.into() }).await
+    }
+
+    async fn rejoin(&mut self, node: &str) -> Result<()> {
+        self.request(Fault::Rejoin { node: node.into() }).await
     }
 }

@@ -68,10 +68,10 @@ pub struct LinkSpec {
 impl LinkSpec {
     /// The port of `listen` (the proxy binds it wherever the backend puts the proxy).
     pub fn listen_port(&self) -> Result<u16> {
-        self.listen.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| Error::Run(format!("link proxy {}: no port in {}", self.name(), self.listen)))
+        self.listen.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| Error::Link { link: self.name(), reason: format!("no port in {}", self.listen) })
     }
 
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         format!("{}->{}", self.from, self.to)
     }
 }
@@ -97,12 +97,22 @@ pub fn no_links(op: &'static str) -> Error {
 #[derive(Default)]
 pub struct LinkSet {
     proxies: BTreeMap<(String, String), LinkProxy>,
-    /// Pairs the current partition cuts: a proxy placed anew (its node restarted) starts cut too.
+    /// Pairs (a < b) the partition in force cuts, and pairs blackholed: a proxy placed anew (its node
+    /// restarted) starts in the same state.
     cut: BTreeSet<(String, String)>,
+    dark: BTreeSet<(String, String)>,
 }
 
 fn parse(addr: &str, what: &str) -> Result<SocketAddr> {
-    addr.parse().map_err(|e| Error::Run(format!("link proxy {what}: bad address {addr}: {e}")))
+    addr.parse().map_err(|e| Error::Link { link: what.into(), reason: format!("bad address {addr}: {e}") })
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
 }
 
 impl LinkSet {
@@ -119,25 +129,28 @@ impl LinkSet {
         let mut set = LinkSet::default();
         for spec in specs(plan) {
             let target = plan.node(&spec.to).map(|n| n.addr.host.clone()).unwrap_or_default();
-            let upstream = parse(&format!("{target}:{}", spec.port), "upstream")?;
-            let listener = bind(&spec.to, parse(&spec.listen, "listen")?);
+            let upstream = parse(&format!("{target}:{}", spec.port), &spec.name())?;
+            let listener = bind(&spec.to, parse(&spec.listen, &spec.name())?);
             set.place(&spec, listener, upstream)?;
         }
         Ok(set)
     }
 
     /// (Re)places the proxy of one link on `listener`, forwarding to `upstream`: a fresh link (no toxics,
-    /// counters from zero), cut if the current partition cuts it.
+    /// counters from zero), cut or blackholed if the faults in force say so.
     pub fn place(&mut self, spec: &LinkSpec, listener: std::io::Result<std::net::TcpListener>, upstream: SocketAddr) -> Result<()> {
         let name = spec.name();
         let proxy = listener
             .and_then(|l| LinkProxy::from_std(&name, l, upstream))
-            .map_err(|e| Error::Run(format!("start link proxy {name} on {}: {e}", spec.listen)))?;
-        let key = (spec.from.clone(), spec.to.clone());
-        if self.cut.contains(&key) || self.cut.contains(&(key.1.clone(), key.0.clone())) {
+            .map_err(|e| Error::Link { link: name.clone(), reason: format!("start on {}: {e}", spec.listen) })?;
+        let p = pair(&spec.from, &spec.to);
+        if self.cut.contains(&p) {
             proxy.cut();
         }
-        self.proxies.insert(key, proxy);
+        if self.dark.contains(&p) {
+            proxy.blackhole();
+        }
+        self.proxies.insert((spec.from.clone(), spec.to.clone()), proxy);
         Ok(())
     }
 
@@ -158,37 +171,56 @@ impl LinkSet {
         Ok(())
     }
 
-    /// Cuts every link the grudge names (both directions: a TCP link carries both).
-    pub fn partition(&mut self, g: &Grudge) {
-        self.cut = cut_pairs(g);
-        for (a, b) in &self.cut {
-            for p in self.between(a, b) {
-                p.cut();
+    /// Byte counters per link, (dialer, dialed) → counters.
+    pub fn link_counters(&self) -> BTreeMap<(String, String), Counters> {
+        self.proxies.iter().map(|(k, p)| (k.clone(), p.counters())).collect()
+    }
+
+    pub async fn shutdown(self) {
+        for (_, p) in self.proxies {
+            p.shutdown().await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::backend::Net for LinkSet {
+    fn kinds(&self) -> crate::nemesis::Capabilities {
+        use crate::nemesis::Capability::*;
+        [Partition, Blackhole, Latency, Bandwidth].into_iter().collect()
+    }
+
+    /// Cuts every link the grudge names (both directions: a TCP link carries both), lifts the cuts it no
+    /// longer names.
+    async fn partition(&mut self, g: &Grudge) -> Result<()> {
+        let new = cut_pairs(g);
+        for ((x, y), p) in &self.proxies {
+            let key = pair(x, y);
+            match (self.cut.contains(&key), new.contains(&key)) {
+                (false, true) => p.cut(),
+                (true, false) => p.uncut(),
+                _ => {}
             }
         }
+        self.cut = new;
+        Ok(())
     }
 
-    /// Back to clean links everywhere.
-    pub fn heal(&mut self) {
-        self.cut.clear();
-        for p in self.proxies.values() {
-            p.heal();
-        }
-    }
-
-    pub fn blackhole(&self, a: &str, b: &str) -> Result<()> {
+    async fn blackhole(&mut self, a: &str, b: &str) -> Result<()> {
         self.expect_some(a, b, "blackhole")?;
+        self.dark.insert(pair(a, b));
         self.between(a, b).for_each(LinkProxy::blackhole);
         Ok(())
     }
 
-    pub fn restore(&self, a: &str, b: &str) -> Result<()> {
+    async fn restore(&mut self, a: &str, b: &str) -> Result<()> {
         self.expect_some(a, b, "restore")?;
-        self.between(a, b).for_each(LinkProxy::heal);
+        self.dark.remove(&pair(a, b));
+        self.between(a, b).for_each(LinkProxy::unblackhole);
         Ok(())
     }
 
-    pub fn slow(&self, a: &str, b: &str, latency: Duration, jitter: Duration) -> Result<()> {
+    async fn slow(&mut self, a: &str, b: &str, latency: Duration, jitter: Duration) -> Result<()> {
         self.expect_some(a, b, "slow")?;
         for p in self.between(a, b) {
             let mut t = p.toxics(Direction::Upstream);
@@ -199,7 +231,7 @@ impl LinkSet {
         Ok(())
     }
 
-    pub fn cap(&self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
+    async fn cap(&mut self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
         self.expect_some(a, b, "cap")?;
         for p in self.between(a, b) {
             let mut t = p.toxics(Direction::Upstream);
@@ -209,7 +241,7 @@ impl LinkSet {
         Ok(())
     }
 
-    pub fn fast(&self, a: &str, b: &str) -> Result<()> {
+    async fn fast(&mut self, a: &str, b: &str) -> Result<()> {
         self.expect_some(a, b, "fast")?;
         for p in self.between(a, b) {
             p.set(Direction::Both, Toxics::default());
@@ -217,14 +249,7 @@ impl LinkSet {
         Ok(())
     }
 
-    /// Byte counters per link, (dialer, dialed) → counters.
-    pub fn counters(&self) -> BTreeMap<(String, String), Counters> {
-        self.proxies.iter().map(|(k, p)| (k.clone(), p.counters())).collect()
-    }
-
-    pub async fn shutdown(self) {
-        for (_, p) in self.proxies {
-            p.shutdown().await;
-        }
+    fn counters(&self) -> BTreeMap<(String, String), Counters> {
+        self.link_counters()
     }
 }

@@ -1,41 +1,82 @@
-//! Backends bring a plan's nodes up and down and perform faults on them. A fixed set, so an enum: each says
-//! which faults it can do (`faults()`), and callers ask before they try.
+//! Backends bring a plan's nodes up and down, and may offer capabilities to fault them. Every backend has a
+//! node lifecycle (`Backend`); faults are small optional interfaces (`Kill`, `Pause`, `PowerLoss`, `Isolate`,
+//! `Net`), and a backend's capabilities follow from which of them it offers (Jepsen's `db`/`Kill`/`Pause`/`Net`
+//! protocols). `Lab::apply` turns a `nemesis::Fault` into calls on them; nothing here interprets a scenario.
+//!
+//! Adding a backend: a file (or directory) here implementing `Backend` and whichever capabilities it has, a
+//! `BackendKind` variant, and one line in `open`.
 
 pub mod attached;
-pub mod links;
 pub mod container;
+pub mod links;
 pub mod netns;
 pub mod process;
 pub mod slot;
 pub mod spawn;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+use async_trait::async_trait;
+
+use crate::errors::{Error, Result};
+use crate::nemesis::{Capabilities, Capability, Grudge};
+use crate::plan::{Layout, NodeAddr, NodePlan, Plan};
+use crate::server::NatsServer;
+use crate::topology::Topology;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// nats-server processes on 127.77.<slot>.<n> (default; no privileges).
     Process,
     /// Nodes someone else runs, described by an inventory (`--inventory`); faults are requested from them.
     Attached,
-    /// Each node a container on a Docker engine, one network per run (`NATSLAB_IMAGE` picks the image).
+    /// Each node a container on a Docker engine, one network per run.
     Container,
     /// Each node a host in its own network namespace on a bridge, addressed in 198.18.0.0/15 (needs root).
     Netns,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FaultKind {
-    Kill,
-    Pause,
-    Partition,
-    Latency,
-    Bandwidth,
-    Blackhole,
+impl BackendKind {
+    pub const ALL: [BackendKind; 4] = [BackendKind::Process, BackendKind::Netns, BackendKind::Container, BackendKind::Attached];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Process => "process",
+            BackendKind::Attached => "attached",
+            BackendKind::Container => "container",
+            BackendKind::Netns => "netns",
+        }
+    }
+
+    /// One line for `--help`.
+    pub fn about(self) -> &'static str {
+        match self {
+            BackendKind::Process => "nats-server processes on loopback addresses (default; no privileges)",
+            BackendKind::Netns => "each node a host in its own network namespace (needs root)",
+            BackendKind::Container => "each node a container on a local Docker engine",
+            BackendKind::Attached => "nodes someone else runs, described by --inventory",
+        }
+    }
 }
 
-pub type FaultSet = BTreeSet<FaultKind>;
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        BackendKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown backend `{s}` (one of {})", names.join(", "))
+        })
+    }
+}
 
 /// Where the harness reaches a node (which may differ from where peers reach it, e.g. mapped ports).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -46,314 +87,185 @@ pub struct Endpoint {
     pub leaf_addr: String,
 }
 
-use std::path::Path;
+/// A node lifecycle: what every backend does. Faults are the optional capabilities below.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
 
-use crate::errors::Result;
-use crate::plan::{Layout, NodeAddr, NodePlan, Plan};
-use crate::server::NatsServer;
-
-/// A lab's backend: one of a fixed set, dispatched by enum.
-pub enum Backend {
-    Process(process::ProcessBackend),
-    Attached(attached::AttachedBackend),
-    Container(container::ContainerBackend),
-    Netns(netns::NetnsBackend),
-}
-
-impl Backend {
-    /// `image`: for containers, a user-named image instead of the locally built one.
-    pub async fn new(kind: BackendKind, server: &NatsServer, inventory: Option<&crate::inventory::Inventory>, image: Option<String>) -> Result<Backend> {
-        match kind {
-            BackendKind::Process => Ok(Backend::Process(process::ProcessBackend::new(server.clone())?)),
-            BackendKind::Attached => {
-                let inv = inventory.ok_or_else(|| crate::errors::Error::Run("the attached backend needs --inventory FILE".into()))?;
-                Ok(Backend::Attached(attached::AttachedBackend::new(inv.clone())))
-            }
-            BackendKind::Container => Ok(Backend::Container(match image {
-                Some(i) => container::ContainerBackend::new(server, Some(i)).await?,
-                None => container::ContainerBackend::from_env(server).await?,
-            })),
-            BackendKind::Netns => Ok(Backend::Netns(netns::NetnsBackend::new(server.clone()).await?)),
-        }
-    }
-
-    pub fn kind(&self) -> BackendKind {
-        match self {
-            Backend::Process(_) => BackendKind::Process,
-            Backend::Attached(_) => BackendKind::Attached,
-            Backend::Container(_) => BackendKind::Container,
-            Backend::Netns(_) => BackendKind::Netns,
-        }
-    }
-
-    /// Where node `i` listens and how peers reach it.
-    pub fn addr(&self, i: usize, _name: &str) -> NodeAddr {
-        match self {
-            Backend::Process(b) => b.addr(i),
-            Backend::Attached(b) => b.inventory.nodes.iter().find(|n| n.name == _name).map(|n| n.addr.clone()).unwrap_or_else(|| b.inventory.nodes[0].addr.clone()),
-            Backend::Container(_) => container::ContainerBackend::addr(i, _name),
-            Backend::Netns(b) => b.addr(i),
-        }
-    }
+    /// Where node `i` (hubs first, then leaves) called `name` listens and how peers reach it.
+    fn addr(&self, i: usize, name: &str) -> NodeAddr;
 
     /// Paths as the servers see them, for a run directory on this host.
-    pub fn layout(&self, dir: &Path) -> Layout {
-        match self {
-            Backend::Process(_) => Layout::same(dir),
-            Backend::Attached(b) => b.inventory.layout(),
-            Backend::Container(_) => container::ContainerBackend::layout(dir),
-            Backend::Netns(_) => netns::NetnsBackend::layout(dir),
-        }
+    fn layout(&self, dir: &Path) -> Layout;
+
+    /// Where each inter-node link's proxy listens when the lab is brought up with link proxies; `None` when
+    /// this backend cannot place proxies here.
+    fn link_addrs(&self, _t: &Topology) -> Option<BTreeMap<(String, String), String>> {
+        None
     }
 
-    /// Learns the plan (configs, logs) before any node starts.
-    pub async fn prepare(&mut self, plan: &Plan) -> Result<()> {
-        match self {
-            Backend::Process(b) => {
-                b.register(plan);
-                b.start_links(plan).await
-            }
-            Backend::Attached(_) => Ok(()),
-            Backend::Container(b) => b.prepare(plan).await,
-            Backend::Netns(b) => b.prepare(plan).await,
+    /// Learns the plan (configs, logs) and builds what the nodes need before any starts.
+    async fn prepare(&mut self, plan: &Plan) -> Result<()>;
+
+    /// Starts (or restarts) a node.
+    async fn start(&mut self, node: &str) -> Result<()>;
+
+    /// Starts several nodes, all at once where the backend can (their order does not matter).
+    async fn start_group(&mut self, nodes: &[String]) -> Result<()> {
+        for n in nodes {
+            self.start(n).await?;
         }
+        Ok(())
     }
 
-    pub fn endpoint(&self, node: &NodePlan) -> Endpoint {
-        match self {
-            Backend::Process(_) => process::ProcessBackend::endpoint(node),
-            Backend::Attached(b) => b.endpoint(node),
-            Backend::Container(b) => b.endpoint(node),
-            Backend::Netns(_) => netns::NetnsBackend::endpoint(node),
-        }
-    }
-
-    pub fn faults(&self) -> FaultSet {
-        match self {
-            Backend::Process(b) => b.faults(),
-            Backend::Attached(b) => b.faults(),
-            Backend::Container(b) => b.faults(),
-            Backend::Netns(b) => b.faults(),
-        }
-    }
-
-    pub async fn start(&mut self, node: &str) -> Result<()> {
-        match self {
-            Backend::Process(b) => b.start(node),
-            Backend::Attached(b) => b.request("start", node).await,
-            Backend::Container(b) => b.start(node).await,
-            Backend::Netns(b) => b.start(node),
-        }
-    }
-
-    /// Starts several nodes, all at once where the backend can (the order among them does not matter).
-    pub async fn start_group(&mut self, nodes: &[String]) -> Result<()> {
-        match self {
-            Backend::Process(_) | Backend::Attached(_) | Backend::Netns(_) => {
-                for n in nodes {
-                    self.start(n).await?;
-                }
-                Ok(())
-            }
-            Backend::Container(b) => b.start_group(nodes).await,
-        }
-    }
-
-    pub async fn kill(&mut self, node: &str) -> Result<()> {
-        match self {
-            Backend::Process(b) => b.kill(node).await,
-            Backend::Attached(b) => b.request("kill", node).await,
-            Backend::Container(b) => b.kill(node).await,
-            Backend::Netns(b) => b.kill(node).await,
-        }
-    }
-
-    pub async fn pause(&mut self, node: &str) -> Result<()> {
-        match self {
-            Backend::Process(b) => b.pause(node),
-            Backend::Attached(b) => b.request("pause", node).await,
-            Backend::Container(b) => b.pause(node).await,
-            Backend::Netns(b) => b.pause(node),
-        }
-    }
-
-    pub async fn resume(&mut self, node: &str) -> Result<()> {
-        match self {
-            Backend::Process(b) => b.resume(node),
-            Backend::Attached(b) => b.request("resume", node).await,
-            Backend::Container(b) => b.resume(node).await,
-            Backend::Netns(b) => b.resume(node),
-        }
-    }
+    fn endpoint(&self, node: &NodePlan) -> Endpoint;
 
     /// Whether a node's server has exited on its own (why, if so).
-    pub fn exited(&mut self, node: &str) -> Option<String> {
-        match self {
-            Backend::Process(b) => b.exited(node),
-            Backend::Attached(_) => None,
-            Backend::Container(b) => b.exited(node),
-            Backend::Netns(b) => b.exited(node),
-        }
+    fn exited(&mut self, _node: &str) -> Option<String> {
+        None
     }
 
-    /// Host process ids of the servers, where the backend has them.
-    pub fn pid(&self, node: &str) -> Option<u32> {
-        match self {
-            Backend::Process(b) => b.pid(node),
-            Backend::Attached(_) => None,
-            Backend::Container(b) => b.pid(node),
-            Backend::Netns(b) => b.pid(node),
-        }
+    /// Host process id of a node's server, where the backend has one.
+    fn pid(&self, _node: &str) -> Option<u32> {
+        None
     }
 
-    pub fn pids(&self) -> Vec<u32> {
-        match self {
-            Backend::Process(b) => b.pids(),
-            Backend::Attached(_) => vec![],
-            Backend::Container(b) => b.pids(),
-            Backend::Netns(b) => b.pids(),
-        }
-    }
+    /// Stops every node this backend started and removes what it built.
+    async fn shutdown(self: Box<Self>);
 
-    /// Where inter-node links are dialed when they go through link proxies (`proxied`); empty for direct
-    /// links and for backends that fault the network by other means.
-    pub fn links(&self, t: &crate::topology::Topology, proxied: bool) -> std::collections::BTreeMap<(String, String), String> {
-        match self {
-            Backend::Process(b) if proxied => b.link_addrs(t),
-            Backend::Netns(b) if proxied => b.link_addrs(t),
-            Backend::Container(b) if proxied => b.link_addrs(t),
-            _ => Default::default(),
-        }
-    }
+    /// For tests and tools that need one backend's own handles (`Lab::backend::<T>()`).
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 
-    fn cannot(&self, op: &'static str) -> crate::errors::Error {
-        crate::errors::Error::Fault { node: "-".into(), op, reason: format!("the {:?} backend cannot do this", self.kind()).to_lowercase() }
+    fn kill(&mut self) -> Option<&mut dyn Kill> {
+        None
     }
-
-    /// Cuts every link the grudge names.
-    pub async fn partition(&mut self, g: &crate::nemesis::Grudge) -> Result<()> {
-        match self {
-            Backend::Process(b) => b.partition(g),
-            Backend::Netns(b) => b.partition(g).await,
-            Backend::Container(b) if b.links.is_some() => {
-                b.link_set("partition")?.partition(g);
-                Ok(())
-            }
-            Backend::Container(b) => {
-                // Without proxies a container can only be cut off from the whole network: grudges that
-                // isolate single nodes.
-                for node in isolated_nodes(g).ok_or_else(|| self_cannot("partition", "only a partition that isolates whole nodes can be done by disconnecting containers"))? {
-                    b.partition(&node).await?;
-                }
-                Ok(())
-            }
-            Backend::Attached(b) => {
-                for node in isolated_nodes(g).ok_or_else(|| self_cannot("partition", "the driver isolates whole machines only (block())"))? {
-                    b.request("isolate", &node).await?;
-                }
-                Ok(())
-            }
-        }
+    fn pause(&mut self) -> Option<&mut dyn Pause> {
+        None
     }
-
-    /// Undoes every partition.
-    pub async fn heal(&mut self) -> Result<()> {
-        match self {
-            Backend::Process(b) => b.heal(),
-            Backend::Netns(b) => b.heal().await,
-            Backend::Container(b) => {
-                if let Some(l) = &mut b.links {
-                    l.heal();
-                }
-                for node in b.partitioned() {
-                    b.heal(&node).await?;
-                }
-                Ok(())
-            }
-            Backend::Attached(_) => Ok(()),
-        }
+    fn power(&mut self) -> Option<&mut dyn PowerLoss> {
+        None
     }
-
-    pub async fn blackhole(&mut self, a: &str, b: &str) -> Result<()> {
-        match self {
-            Backend::Process(p) => p.blackhole(a, b),
-            Backend::Netns(n) => n.blackhole(a, b).await,
-            Backend::Container(c) => c.link_set("blackhole")?.blackhole(a, b),
-            _ => Err(self.cannot("blackhole")),
-        }
+    /// Whole-node isolation, for backends that have no finer network control (`Net` implies it).
+    fn isolate(&mut self) -> Option<&mut dyn Isolate> {
+        None
     }
-
-    pub async fn restore(&mut self, a: &str, b: &str) -> Result<()> {
-        match self {
-            Backend::Process(p) => p.restore(a, b),
-            Backend::Netns(n) => n.restore(a, b).await,
-            Backend::Container(c) => c.link_set("restore")?.restore(a, b),
-            _ => Err(self.cannot("restore")),
-        }
+    fn net(&mut self) -> Option<&mut dyn Net> {
+        None
     }
-
-    pub async fn slow(&mut self, a: &str, b: &str, latency: std::time::Duration, jitter: std::time::Duration) -> Result<()> {
-        match self {
-            Backend::Process(p) => p.slow(a, b, latency, jitter),
-            Backend::Netns(n) => n.slow(a, b, latency, jitter),
-            Backend::Container(c) => c.link_set("slow")?.slow(a, b, latency, jitter),
-            _ => Err(self.cannot("slow")),
-        }
+    fn net_ref(&self) -> Option<&dyn Net> {
+        None
     }
-
-    pub async fn cap(&mut self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
-        match self {
-            Backend::Process(p) => p.cap(a, b, bytes_per_s),
-            Backend::Netns(n) => n.cap(a, b, bytes_per_s).await,
-            Backend::Container(c) => c.link_set("cap")?.cap(a, b, bytes_per_s),
-            _ => Err(self.cannot("cap")),
-        }
-    }
-
-    pub async fn fast(&mut self, a: &str, b: &str) -> Result<()> {
-        match self {
-            Backend::Process(p) => p.fast(a, b),
-            Backend::Netns(n) => n.fast(a, b).await,
-            Backend::Container(c) => c.link_set("fast")?.fast(a, b),
-            _ => Err(self.cannot("fast")),
-        }
-    }
-
-    /// Byte counters of the link proxies, (dialer, dialed) → counters; empty without proxies.
-    pub fn link_counters(&self) -> std::collections::BTreeMap<(String, String), crate::net::Counters> {
-        match self {
-            Backend::Process(b) => b.links.as_ref().map(|l| l.counters()).unwrap_or_default(),
-            Backend::Netns(b) => b.link_counters(),
-            Backend::Container(b) => b.links.as_ref().map(|l| l.counters()).unwrap_or_default(),
-            _ => Default::default(),
-        }
-    }
-
-    pub async fn shutdown(self) {
-        match self {
-            Backend::Process(b) => b.shutdown().await,
-            // Not ours to stop.
-            Backend::Attached(_) => {}
-            Backend::Container(b) => b.shutdown().await,
-            Backend::Netns(b) => b.shutdown().await,
-        }
+    /// Throwaway servers beside the lab (e.g. an impostor leaf), on the lab's own network.
+    fn guests(&mut self) -> Option<&mut dyn Guests> {
+        None
     }
 }
 
-fn self_cannot(op: &'static str, why: &str) -> crate::errors::Error {
-    crate::errors::Error::Fault { node: "-".into(), op, reason: why.to_string() }
+/// What a backend can do, from the capabilities it offers.
+pub fn capabilities(b: &mut dyn Backend) -> Capabilities {
+    let mut c = Capabilities::new();
+    if b.kill().is_some() {
+        c.insert(Capability::Kill);
+    }
+    if b.pause().is_some() {
+        c.insert(Capability::Pause);
+    }
+    if b.power().is_some() {
+        c.insert(Capability::PowerLoss);
+    }
+    if b.isolate().is_some() {
+        c.insert(Capability::Isolate);
+    }
+    if b.guests().is_some() {
+        c.insert(Capability::Guest);
+    }
+    if let Some(n) = b.net() {
+        let kinds = n.kinds();
+        if kinds.contains(&Capability::Partition) {
+            c.insert(Capability::Isolate);
+        }
+        c.extend(kinds);
+    }
+    c
 }
 
-/// The nodes a grudge cuts off from everyone else it names, when that is all it does (each isolated node
-/// drops every node of the grudge); `None` for a finer partition.
-fn isolated_nodes(g: &crate::nemesis::Grudge) -> Option<Vec<String>> {
-    let all: std::collections::BTreeSet<&String> = g.keys().chain(g.values().flatten()).collect();
-    let isolated: Vec<String> = g
-        .iter()
-        .filter(|(n, drops)| all.iter().filter(|o| **o != *n).all(|o| drops.contains(*o)))
-        .map(|(n, _)| n.clone())
-        .collect();
-    // Every cut must involve an isolated node.
-    let covered = crate::nemesis::cut_pairs(g).iter().all(|(a, b)| isolated.contains(a) || isolated.contains(b));
-    (covered && !isolated.is_empty()).then_some(isolated)
+#[async_trait]
+pub trait Kill: Send {
+    /// `kill -9`: sudden death of the server process, nothing flushed by it (the kernel keeps its writes).
+    async fn kill(&mut self, node: &str) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Pause: Send {
+    async fn pause(&mut self, node: &str) -> Result<()>;
+    async fn resume(&mut self, node: &str) -> Result<()>;
+}
+
+#[async_trait]
+pub trait PowerLoss: Send {
+    /// The machine loses power; `Backend::start` boots it again.
+    async fn power_loss(&mut self, node: &str) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Isolate: Send {
+    async fn isolate(&mut self, node: &str) -> Result<()>;
+    async fn rejoin(&mut self, node: &str) -> Result<()>;
+}
+
+/// The network between nodes: implemented by the link-proxy set (`links::LinkSet`) and by the kernel (netns).
+#[async_trait]
+pub trait Net: Send + Sync {
+    /// Which network capabilities this implementation has (of Partition, Blackhole, Latency, Bandwidth).
+    fn kinds(&self) -> Capabilities;
+    /// Makes `grudge` the partition in force: cuts what it names, lifts earlier cuts it no longer names
+    /// (an empty grudge heals). Blackholes, latency and caps stay.
+    async fn partition(&mut self, grudge: &Grudge) -> Result<()>;
+    async fn blackhole(&mut self, a: &str, b: &str) -> Result<()>;
+    async fn restore(&mut self, a: &str, b: &str) -> Result<()>;
+    async fn slow(&mut self, a: &str, b: &str, latency: Duration, jitter: Duration) -> Result<()>;
+    async fn cap(&mut self, a: &str, b: &str, bytes_per_s: u64) -> Result<()>;
+    /// No latency, no cap.
+    async fn fast(&mut self, a: &str, b: &str) -> Result<()>;
+    /// Byte counters per link, (dialer, dialed) → counters, where links go through proxies.
+    fn counters(&self) -> BTreeMap<(String, String), crate::net::Counters> {
+        BTreeMap::new()
+    }
+}
+
+/// A throwaway server started beside a lab; stopped when dropped or by `Guests::stop`.
+#[async_trait]
+pub trait Guests: Send {
+    /// Starts a server with `settings` (paths in them as the servers see the run directory) under `name`;
+    /// its log is at the returned host path.
+    async fn start_guest(&mut self, name: &str, settings: &serde_json::Value, files: &[(String, String)]) -> Result<std::path::PathBuf>;
+    /// Whether the guest is still running (why not, if it exited).
+    fn guest_exited(&mut self, name: &str) -> Option<String>;
+    async fn stop_guest(&mut self, name: &str);
+}
+
+/// The backend of a kind, ready to prepare a plan. The one place that knows every backend.
+pub async fn open(kind: BackendKind, server: &NatsServer, inventory: Option<&crate::inventory::Inventory>, image: Option<String>) -> Result<Box<dyn Backend>> {
+    Ok(match kind {
+        BackendKind::Process => Box::new(process::ProcessBackend::new(server.clone())?),
+        BackendKind::Attached => Box::new(attached::AttachedBackend::new(inventory.ok_or(Error::Usage {
+            what: "the attached backend needs an inventory".into(),
+            hint: "pass --inventory FILE (a lab's inventory.json)".into(),
+        })?
+        .clone())),
+        BackendKind::Container => Box::new(container::ContainerBackend::new(server, image).await?),
+        BackendKind::Netns => Box::new(netns::NetnsBackend::new(server.clone()).await?),
+    })
+}
+
+/// The error for a fault a backend cannot do, with how to get it where there is a way.
+pub fn cannot(kind: BackendKind, capability: Capability) -> Error {
+    let network = matches!(capability, Capability::Partition | Capability::Blackhole | Capability::Latency | Capability::Bandwidth);
+    let hint = if network && kind != BackendKind::Attached {
+        "; network faults need a lab brought up with link proxies (natslab up --link-proxies)"
+    } else {
+        ""
+    };
+    Error::Fault { node: "-".into(), op: capability.name(), reason: format!("the {kind} backend cannot {}{hint}", capability.verb()) }
 }

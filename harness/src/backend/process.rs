@@ -11,11 +11,13 @@ use std::process::{Child, Command, Stdio};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use async_trait::async_trait;
+
 use super::slot::{self, Slot};
 use super::spawn::spawn_guarded;
-use super::{Endpoint, FaultKind, FaultSet};
+use super::{Backend, BackendKind, Endpoint, Guests, Kill, Net, Pause};
 use crate::errors::{Error, Result};
-use crate::plan::{NodeAddr, NodePlan, Plan};
+use crate::plan::{Layout, NodeAddr, NodePlan, Plan};
 use crate::server::NatsServer;
 
 pub struct ProcessBackend {
@@ -28,11 +30,24 @@ pub struct ProcessBackend {
     /// Per node, a command that execs the server (`ip netns exec <ns>`): the pid stays the server's, and so
     /// does the parent-death signal.
     prefix: BTreeMap<String, Vec<String>>,
+    /// Throwaway servers beside the lab, by name.
+    guests: BTreeMap<String, Child>,
+    /// The run directory (guests keep their files under it).
+    run_dir: Option<PathBuf>,
 }
 
 impl ProcessBackend {
     pub fn new(server: NatsServer) -> Result<ProcessBackend> {
-        Ok(ProcessBackend { slot: slot::acquire()?, server, children: BTreeMap::new(), configs: BTreeMap::new(), links: None, prefix: BTreeMap::new() })
+        Ok(ProcessBackend {
+            slot: slot::acquire()?,
+            server,
+            children: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            links: None,
+            prefix: BTreeMap::new(),
+            guests: BTreeMap::new(),
+            run_dir: None,
+        })
     }
 
     pub fn slot_index(&self) -> usize {
@@ -40,7 +55,7 @@ impl ProcessBackend {
     }
 
     /// Where node `i` listens: its own loopback address, fixed ports per role.
-    pub fn addr(&self, i: usize) -> NodeAddr {
+    pub fn node_addr(&self, i: usize) -> NodeAddr {
         let ip = self.slot.ip(i);
         NodeAddr {
             bind: ip.clone(),
@@ -52,20 +67,12 @@ impl ProcessBackend {
         }
     }
 
-    pub fn endpoint(node: &NodePlan) -> Endpoint {
+    pub fn endpoint_of(node: &NodePlan) -> Endpoint {
         Endpoint {
             client_url: format!("nats://{}:{}", node.addr.host, node.addr.client),
             monitor_url: format!("http://{}:{}", node.addr.host, node.addr.http),
             leaf_addr: format!("{}:{}", node.addr.host, node.addr.leaf),
         }
-    }
-
-    pub fn faults(&self) -> FaultSet {
-        let mut f: FaultSet = [FaultKind::Kill, FaultKind::Pause].into_iter().collect();
-        if self.links.is_some() {
-            f.extend([FaultKind::Partition, FaultKind::Blackhole, FaultKind::Latency, FaultKind::Bandwidth]);
-        }
-        f
     }
 
     pub fn register(&mut self, plan: &Plan) {
@@ -74,12 +81,17 @@ impl ProcessBackend {
         }
     }
 
+    /// Where guests keep their files (the run directory).
+    pub fn set_run_dir(&mut self, dir: &std::path::Path) {
+        self.run_dir = Some(dir.to_path_buf());
+    }
+
     /// Starts `node` through `prefix` (which must exec its arguments) instead of running the server directly.
     pub fn set_prefix(&mut self, node: &str, prefix: Vec<String>) {
         self.prefix.insert(node.to_string(), prefix);
     }
 
-    pub fn pid(&self, node: &str) -> Option<u32> {
+    pub fn node_pid(&self, node: &str) -> Option<u32> {
         self.children.get(node).map(Child::id)
     }
 
@@ -88,7 +100,7 @@ impl ProcessBackend {
     }
 
     /// Starts (or restarts) a node. Its log is appended to, so a restart keeps the story in one file.
-    pub fn start(&mut self, node: &str) -> Result<()> {
+    pub fn spawn_node(&mut self, node: &str) -> Result<()> {
         if let Some(c) = self.children.get_mut(node) {
             if matches!(c.try_wait(), Ok(None)) {
                 return Ok(());
@@ -121,7 +133,7 @@ impl ProcessBackend {
     }
 
     /// Whether the node's process has exited (it failed at startup, or was killed).
-    pub fn exited(&mut self, node: &str) -> Option<String> {
+    pub fn node_exit(&mut self, node: &str) -> Option<String> {
         let c = self.children.get_mut(node)?;
         match c.try_wait() {
             Ok(Some(status)) => Some(status.to_string()),
@@ -135,7 +147,7 @@ impl ProcessBackend {
     }
 
     /// `kill -9`: sudden death, nothing flushed.
-    pub async fn kill(&mut self, node: &str) -> Result<()> {
+    pub async fn kill_node(&mut self, node: &str) -> Result<()> {
         self.signal(node, Signal::SIGKILL, "kill")?;
         if let Some(mut c) = self.children.remove(node) {
             tokio::task::spawn_blocking(move || c.wait()).await.ok();
@@ -143,25 +155,54 @@ impl ProcessBackend {
         Ok(())
     }
 
-    pub fn pause(&mut self, node: &str) -> Result<()> {
+    pub fn pause_node(&mut self, node: &str) -> Result<()> {
         self.signal(node, Signal::SIGSTOP, "pause")
     }
 
-    pub fn resume(&mut self, node: &str) -> Result<()> {
+    pub fn resume_node(&mut self, node: &str) -> Result<()> {
         self.signal(node, Signal::SIGCONT, "resume")
     }
 
-    pub async fn shutdown(mut self) {
-        let children = std::mem::take(&mut self.children);
+    /// Starts a throwaway server from `settings`, with `files` in its own directory under the run
+    /// directory; its log is returned.
+    pub fn spawn_guest(&mut self, dir: &std::path::Path, name: &str, settings: &serde_json::Value, files: &[(String, String)]) -> Result<PathBuf> {
+        let gdir = dir.join("guests").join(name);
+        crate::files::mkdir(&gdir)?;
+        for (f, text) in files {
+            crate::files::write_secret(&gdir.join(f), text)?;
+        }
+        let conf = gdir.join("nats.conf");
+        crate::files::write_secret(&conf, &crate::render::to_conf(settings))?;
+        let log = gdir.join("server.log");
+        let out = std::fs::File::create(&log).map_err(Error::io(format!("create {}", log.display())))?;
+        let err = out.try_clone().map_err(Error::io("dup log handle"))?;
+        let mut cmd = Command::new(&self.server.path);
+        cmd.arg("-c").arg(&conf).stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = spawn_guarded(cmd).map_err(|e| Error::NodeStart { node: name.into(), reason: format!("spawn: {e}"), log: log.clone(), tail: String::new() })?;
+        self.guests.insert(name.to_string(), child);
+        Ok(log)
+    }
+
+    pub fn guest_status(&mut self, name: &str) -> Option<String> {
+        match self.guests.get_mut(name)?.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    pub async fn stop_guest_process(&mut self, name: &str) {
+        if let Some(c) = self.guests.remove(name) {
+            tokio::task::spawn_blocking(move || kill_all(BTreeMap::from([(String::new(), c)]))).await.ok();
+        }
+    }
+
+    pub async fn shutdown_all(mut self) {
+        let mut children = std::mem::take(&mut self.children);
+        children.extend(std::mem::take(&mut self.guests).into_iter().map(|(n, c)| (format!("guest {n}"), c)));
         tokio::task::spawn_blocking(move || kill_all(children)).await.ok();
         if let Some(l) = self.links.take() {
             l.shutdown().await;
         }
-    }
-
-    /// Where each link's proxy listens (see `links::addrs`).
-    pub fn link_addrs(&self, t: &crate::topology::Topology) -> BTreeMap<(String, String), String> {
-        super::links::addrs(t, |i, _| self.slot.ip(i))
     }
 
     pub async fn start_links(&mut self, plan: &Plan) -> Result<()> {
@@ -171,40 +212,112 @@ impl ProcessBackend {
         Ok(())
     }
 
-    fn link_set(&self, op: &'static str) -> Result<&super::links::LinkSet> {
-        self.links.as_ref().ok_or_else(|| super::links::no_links(op))
+}
+
+#[async_trait]
+impl Backend for ProcessBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Process
     }
 
-    pub fn partition(&mut self, g: &crate::nemesis::Grudge) -> Result<()> {
-        self.links.as_mut().ok_or_else(|| super::links::no_links("partition"))?.partition(g);
-        Ok(())
+    fn addr(&self, i: usize, _name: &str) -> NodeAddr {
+        self.node_addr(i)
     }
 
-    pub fn heal(&mut self) -> Result<()> {
-        if let Some(l) = &mut self.links {
-            l.heal();
-        }
-        Ok(())
+    fn layout(&self, dir: &std::path::Path) -> Layout {
+        Layout::same(dir)
     }
 
-    pub fn blackhole(&self, a: &str, b: &str) -> Result<()> {
-        self.link_set("blackhole")?.blackhole(a, b)
+    fn link_addrs(&self, t: &crate::topology::Topology) -> Option<BTreeMap<(String, String), String>> {
+        Some(super::links::addrs(t, |i, _| self.slot.ip(i)))
     }
 
-    pub fn restore(&self, a: &str, b: &str) -> Result<()> {
-        self.link_set("restore")?.restore(a, b)
+    async fn prepare(&mut self, plan: &Plan) -> Result<()> {
+        self.register(plan);
+        self.set_run_dir(&plan.layout.host_root);
+        self.start_links(plan).await
     }
 
-    pub fn slow(&self, a: &str, b: &str, latency: std::time::Duration, jitter: std::time::Duration) -> Result<()> {
-        self.link_set("slow")?.slow(a, b, latency, jitter)
+    async fn start(&mut self, node: &str) -> Result<()> {
+        self.spawn_node(node)
     }
 
-    pub fn cap(&self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
-        self.link_set("cap")?.cap(a, b, bytes_per_s)
+    fn endpoint(&self, node: &NodePlan) -> Endpoint {
+        ProcessBackend::endpoint_of(node)
     }
 
-    pub fn fast(&self, a: &str, b: &str) -> Result<()> {
-        self.link_set("fast")?.fast(a, b)
+    fn exited(&mut self, node: &str) -> Option<String> {
+        self.node_exit(node)
+    }
+
+    fn pid(&self, node: &str) -> Option<u32> {
+        self.node_pid(node)
+    }
+
+    async fn shutdown(self: Box<Self>) {
+        self.shutdown_all().await
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn kill(&mut self) -> Option<&mut dyn Kill> {
+        Some(self)
+    }
+
+    fn pause(&mut self) -> Option<&mut dyn Pause> {
+        Some(self)
+    }
+
+    fn net(&mut self) -> Option<&mut dyn Net> {
+        self.links.as_mut().map(|l| l as &mut dyn Net)
+    }
+
+    fn net_ref(&self) -> Option<&dyn Net> {
+        self.links.as_ref().map(|l| l as &dyn Net)
+    }
+
+    fn guests(&mut self) -> Option<&mut dyn Guests> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Kill for ProcessBackend {
+    async fn kill(&mut self, node: &str) -> Result<()> {
+        self.kill_node(node).await
+    }
+}
+
+#[async_trait]
+impl Pause for ProcessBackend {
+    async fn pause(&mut self, node: &str) -> Result<()> {
+        self.pause_node(node)
+    }
+
+    async fn resume(&mut self, node: &str) -> Result<()> {
+        self.resume_node(node)
+    }
+}
+
+#[async_trait]
+impl Guests for ProcessBackend {
+    async fn start_guest(&mut self, name: &str, settings: &serde_json::Value, files: &[(String, String)]) -> Result<PathBuf> {
+        let dir = self.run_dir.clone().ok_or_else(|| Error::Fault { node: name.into(), op: "guest", reason: "the lab is not prepared".into() })?;
+        self.spawn_guest(&dir, name, settings, files)
+    }
+
+    fn guest_exited(&mut self, name: &str) -> Option<String> {
+        self.guest_status(name)
+    }
+
+    async fn stop_guest(&mut self, name: &str) {
+        self.stop_guest_process(name).await
     }
 }
 
@@ -219,6 +332,7 @@ fn kill_all(children: BTreeMap<String, Child>) {
 impl Drop for ProcessBackend {
     fn drop(&mut self) {
         kill_all(std::mem::take(&mut self.children));
+        kill_all(std::mem::take(&mut self.guests));
     }
 }
 

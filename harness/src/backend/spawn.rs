@@ -61,3 +61,8 @@ fn libc_setpgid() -> i32 {
         Err(_) => -1,
     }
 }
+
+/// Whether a process with this pid exists (a lab's supervisor, a run's owner).
+pub fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}

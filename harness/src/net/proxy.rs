@@ -244,6 +244,19 @@ impl LinkProxy {
         });
     }
 
+    /// Lifts a `cut()` (a blackhole and toxics stay).
+    pub fn uncut(&self) {
+        tracing::debug!(proxy = %self.shared.name, "uncut");
+        self.shared.state.send_modify(|s| s.cut = false);
+    }
+
+    /// Lifts a `blackhole()` (a cut and toxics stay); connections that were blackholed are closed (their byte
+    /// streams have holes) so the peers reconnect cleanly.
+    pub fn unblackhole(&self) {
+        tracing::debug!(proxy = %self.shared.name, "unblackhole");
+        self.shared.state.send_modify(|s| s.blackhole = false);
+    }
+
     /// Back to a clean link: no cut, no blackhole, no toxics. Connections that were blackholed are closed (their
     /// byte streams have holes) so the peers reconnect cleanly.
     pub fn heal(&self) {

@@ -1,4 +1,5 @@
 //! Talking to running servers: monitoring endpoints and NATS clients.
 
 pub mod client;
+pub mod js;
 pub mod monitor;

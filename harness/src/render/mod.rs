@@ -2,10 +2,10 @@
 //! This is where the guide's intent becomes what nats-server 2.15 really accepts (see AUDIT.md).
 
 mod conf;
-mod flows;
+pub mod guest;
 mod node;
 pub mod nixos;
 
 pub use conf::to_conf;
-pub use flows::{flows, AccountFlows, Import};
+pub use crate::topology::flows::{flows, AccountFlows, Import};
 pub use node::{render, render_node, NodeConfig};

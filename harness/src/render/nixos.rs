@@ -8,7 +8,6 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::errors::Result;
-use crate::files;
 use crate::plan::{Layout, NodeAddr, Plan, Role};
 use crate::secrets::entropy::Entropy;
 use crate::topology::Topology;
@@ -78,38 +77,6 @@ pub fn plan(t: Topology, seed: &str, out: &Path) -> Result<Plan> {
     Plan::new_with(t, seed.to_string(), layout, |_, name| addr(name), &mut Entropy::seeded(seed))
 }
 
-/// Writes `nodes/<node>.json` (module settings), `nodes.json` (the manifest) and `secrets/`.
-/// Every file ends with a newline and keys are sorted: the output is stable for a given seed.
-pub fn write(plan: &Plan) -> Result<usize> {
-    let out = &plan.layout.host_root;
-    let secret_files = files::write_secrets(plan)?;
-    let mut n = 0;
-    for node in &plan.nodes {
-        let settings = module_settings(&crate::render::render_node(plan, node));
-        let text = serde_json::to_string_pretty(&settings).unwrap_or_default() + "\n";
-        files::write_secret(&out.join("nodes").join(format!("{}.json", node.name)), &text)?;
-        n += 1;
-    }
-    let text = serde_json::to_string_pretty(&manifest(plan, &secret_files)).unwrap_or_default() + "\n";
-    files::write_secret(&out.join("nodes.json"), &text)?;
-    inventory(plan).write(&out.join("inventory.json"))?;
-    Ok(n)
-}
-
 /// The shared directory of a NixOS test (`/tmp/shared` in every VM), where fault requests go.
 pub const FAULTS_DIR: &str = "/tmp/shared/faults";
 
-/// The inventory the `lab` VM hands to `natslab run --backend attached`: every node by its VM name, the
-/// secrets where the VM gets them, faults served by the test script through the shared directory.
-pub fn inventory(plan: &Plan) -> crate::inventory::Inventory {
-    let mut inv = crate::inventory::Inventory::of_plan(plan, &plan.run_id, |name| {
-        (format!("nats://{name}:{CLIENT}"), format!("http://{name}:{HTTP}"))
-    });
-    inv.secrets_root = SECRETS_ROOT.into();
-    inv.faults = Some(crate::inventory::FaultChannel {
-        dir: FAULTS_DIR.into(),
-        supports: vec!["kill".into(), "pause".into(), "partition".into()],
-        timeout_s: 600,
-    });
-    inv
-}

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::flows::{flows, AccountFlows};
+use crate::topology::flows::{flows, AccountFlows};
 use crate::plan::{CredKind, NodePlan, Plan, Role, Scope, SYSTEM_ACCOUNT};
 use crate::topology::{AuthMode, JetStream, Leaf, SyncInterval};
 

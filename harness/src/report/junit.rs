@@ -61,10 +61,11 @@ pub fn to_junit(report: &RunReport) -> String {
                     "    <testcase classname=\"natslab.{}.{}\" name=\"{}\" time=\"{:.3}\">\n",
                     esc(&run.topology),
                     family.name(),
-                    esc(&c.name),
+                    esc(&c.id),
                     c.duration.as_secs_f64()
                 ));
-                let detail = format!("expected: {}\nobserved: {}", c.expected, c.observed);
+                x.push_str(&format!("      <properties><property name=\"title\" value=\"{}\"/></properties>\n", esc(&c.name)));
+                let detail = format!("{}\nexpected: {}\nobserved: {}", c.name, c.expected, c.observed);
                 match c.verdict {
                     Verdict::Passed => {}
                     Verdict::Violated => x.push_str(&format!("      <failure message=\"{}\" type=\"violated\">{}</failure>\n", esc(&c.observed), esc(&detail))),

@@ -44,7 +44,7 @@ pub fn to_markdown(report: &RunReport) -> String {
             m.push_str(&format!("| {} | {} | {:.0} ms | {:.0} ms | {:.0} ms |\n", k.trim_end_matches("_ms"), s.n, s.min_ms, s.median_ms, s.max_ms));
         }
     }
-    let jepsen = report.jepsen();
+    let jepsen = report.acked_writes();
     if !jepsen.is_empty() {
         m.push_str("\n## JetStream checker (R3 stream under faults)\n\n| count | value |\n|---|---:|\n");
         for (k, v) in &jepsen {
@@ -54,23 +54,23 @@ pub fn to_markdown(report: &RunReport) -> String {
 
     let bad: Vec<_> = report.runs.iter().flat_map(|r| r.checks.iter().map(move |c| (r, c))).filter(|(_, c)| c.verdict != Verdict::Passed).collect();
     if !bad.is_empty() {
-        m.push_str("\n## Not passed\n\n| topology | family | check | verdict | expected | observed |\n|---|---|---|---|---|---|\n");
+        m.push_str("\n## Not passed\n\n| topology | check | id | verdict | expected | observed |\n|---|---|---|---|---|---|\n");
         for (r, c) in bad {
             m.push_str(&format!(
-                "| {} | {} | {} | {:?} | {} | {} |\n",
+                "| {} | {} | `{}` | {} | {} | {} |\n",
                 r.topology,
-                c.family.name(),
                 cell(&c.name),
-                c.verdict,
+                cell(&c.id),
+                c.verdict.name(),
                 cell(&c.expected),
                 cell(&c.observed)
             ));
         }
     }
-    m.push_str("\n<details><summary>All checks</summary>\n\n| topology | family | check | verdict | ms |\n|---|---|---|---|---:|\n");
+    m.push_str("\n<details><summary>All checks</summary>\n\n| topology | check | id | verdict | ms |\n|---|---|---|---|---:|\n");
     for r in &report.runs {
         for c in &r.checks {
-            m.push_str(&format!("| {} | {} | {} | {:?} | {:.0} |\n", r.topology, c.family.name(), cell(&c.name), c.verdict, c.duration.as_secs_f64() * 1000.0));
+            m.push_str(&format!("| {} | {} | `{}` | {} | {:.0} |\n", r.topology, cell(&c.name), cell(&c.id), c.verdict.name(), c.duration.as_secs_f64() * 1000.0));
         }
     }
     m.push_str("\n</details>\n");

@@ -8,11 +8,27 @@ pub use junit::to_junit;
 pub use markdown::to_markdown;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::bench::{stats, Stats};
 use crate::scenario::{Check, Family, Verdict};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    pub n: usize,
+    pub min_ms: f64,
+    pub median_ms: f64,
+    pub max_ms: f64,
+}
+
+pub fn stats(samples: &[Duration]) -> Stats {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let n = ms.len();
+    let median = if n == 0 { 0.0 } else if n % 2 == 1 { ms[n / 2] } else { (ms[n / 2 - 1] + ms[n / 2]) / 2.0 };
+    Stats { n, min_ms: ms.first().copied().unwrap_or(0.0), median_ms: median, max_ms: ms.last().copied().unwrap_or(0.0) }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TopologyRun {
@@ -25,6 +41,9 @@ pub struct TopologyRun {
     pub checks: Vec<Check>,
     /// The lab could not be brought up (a harness error for the whole topology).
     pub error: Option<String>,
+    /// That error was the input's fault (the topology asks for what the server does not take).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub error_is_input: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,13 +129,13 @@ impl RunReport {
         samples.into_iter().map(|(k, v)| (k, stats(&v))).collect()
     }
 
-    /// Sums of the Jepsen-style checker's counts (`jepsen_*` metrics).
-    pub fn jepsen(&self) -> BTreeMap<String, f64> {
+    /// Sums of the acknowledged-write checker's counts (`acked_writes_*` metrics).
+    pub fn acked_writes(&self) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
         for r in &self.runs {
             for c in &r.checks {
                 for (k, v) in &c.metrics {
-                    if let Some(name) = k.strip_prefix("jepsen_") {
+                    if let Some(name) = k.strip_prefix("acked_writes_") {
                         *out.entry(name.to_string()).or_insert(0.0) += v;
                     }
                 }

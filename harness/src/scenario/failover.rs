@@ -9,13 +9,12 @@
 //! interval) are metrics; only "did not reattach within a generous bound" is a violation. Every fault is
 //! undone, and the lab is ready again, before the check that made it is recorded.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::check::Pending;
-use super::{jepsen, probes, Ctx, Family, Outcome};
-use crate::backend::FaultKind;
-use crate::lab::Lab;
+use super::check::{Concluded, Pending, Spec};
+use super::{acked_writes, probes, Ctx, Family, Outcome};
+use crate::lab::{Lab, READY_AGAIN as READY};
+use crate::nemesis::{Capability, Fault};
 use crate::plan::probe_user;
 use crate::topology::{Flow, Leaf, Topology};
 
@@ -24,8 +23,6 @@ const POLL: Duration = Duration::from_millis(10);
 /// Beyond what a leaf's declared settings explain, how long it may take to reattach before that is a
 /// violation. Generous on purpose: timings are metrics, this only separates "slow" from "never".
 const SLACK: Duration = Duration::from_secs(10);
-/// How long a restarted or resumed node may take to be ready again.
-pub const READY: Duration = Duration::from_secs(30);
 /// nats-server's defaults where the leaf declares nothing.
 const DEFAULT_RECONNECT: Duration = Duration::from_secs(1);
 const DEFAULT_PING_MAX: u32 = 2;
@@ -43,7 +40,7 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
     for leaf in &declared.leaves {
         kill_leaf(ctx, declared, leaf).await;
     }
-    jepsen::run(ctx).await;
+    acked_writes::run(ctx).await;
 }
 
 /// One leaf remote as declared: the hubs it may use and what crosses it.
@@ -77,11 +74,7 @@ impl<'t> Link<'t> {
     }
 
     fn label(&self) -> String {
-        if self.leaf.remotes.len() == 1 {
-            self.leaf.name.clone()
-        } else {
-            format!("{} (remote {})", self.leaf.name, self.index)
-        }
+        self.leaf.remote_label(self.index)
     }
 
     fn reconnect(&self) -> Duration {
@@ -103,122 +96,13 @@ impl<'t> Link<'t> {
     }
 }
 
-/// Faults in force, so that every one is undone before a check finishes, whatever happened in between.
-#[derive(Default)]
-pub struct Faults {
-    killed: BTreeSet<String>,
-    paused: BTreeSet<String>,
-}
-
-impl Faults {
-    pub async fn kill(&mut self, lab: &mut Lab, node: &str) -> Result<(), String> {
-        tracing::info!(node, "fault: kill -9");
-        lab.kill(node).await.map_err(|e| e.to_string())?;
-        self.killed.insert(node.to_string());
-        Ok(())
-    }
-
-    pub async fn start(&mut self, lab: &mut Lab, node: &str) -> Result<(), String> {
-        tracing::info!(node, "heal: start");
-        lab.start(node).await.map_err(|e| e.to_string())?;
-        self.killed.remove(node);
-        Ok(())
-    }
-
-    pub async fn pause(&mut self, lab: &mut Lab, node: &str) -> Result<(), String> {
-        tracing::info!(node, "fault: SIGSTOP");
-        lab.pause(node).await.map_err(|e| e.to_string())?;
-        self.paused.insert(node.to_string());
-        Ok(())
-    }
-
-    pub async fn resume(&mut self, lab: &mut Lab, node: &str) -> Result<(), String> {
-        tracing::info!(node, "heal: SIGCONT");
-        lab.resume(node).await.map_err(|e| e.to_string())?;
-        self.paused.remove(node);
-        Ok(())
-    }
-
-    /// Resumes and restarts whatever is still down, then waits until every node of the lab is ready.
-    pub async fn heal(&mut self, lab: &mut Lab) -> Result<(), Outcome> {
-        let mut broken = Vec::new();
-        for n in std::mem::take(&mut self.paused) {
-            if let Err(e) = self.resume(lab, &n).await {
-                broken.push(e);
-            }
-        }
-        for n in std::mem::take(&mut self.killed) {
-            if let Err(e) = self.start(lab, &n).await {
-                broken.push(e);
-            }
-        }
-        if !broken.is_empty() {
-            return Err(Outcome::Error(format!("could not undo faults: {}", broken.join("; "))));
-        }
-        let all: Vec<String> = lab.plan.nodes.iter().map(|n| n.name.clone()).collect();
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        lab.wait_ready(&all, READY).await.map_err(|e| Outcome::Violated(format!("the lab was not ready again after healing: {e}")))
-    }
-}
-
-/// Heals, and folds a failure to heal into the check's outcome.
-pub async fn heal_after(lab: &mut Lab, faults: &mut Faults, outcome: Outcome) -> Outcome {
-    match faults.heal(lab).await {
-        Ok(()) => outcome,
-        Err(o) => worse(outcome, o),
-    }
-}
-
-/// The more serious of two outcomes, with both texts. A violation outranks a harness error: what NATS did
-/// wrong stays visible even if the harness broke afterwards.
-pub fn worse(a: Outcome, b: Outcome) -> Outcome {
-    fn rank(o: &Outcome) -> u8 {
-        match o {
-            Outcome::Pass(_) => 0,
-            Outcome::Skipped(_) => 1,
-            Outcome::Error(_) => 2,
-            Outcome::Violated(_) => 3,
-        }
-    }
-    fn text(o: &Outcome) -> &str {
-        match o {
-            Outcome::Pass(t) | Outcome::Skipped(t) | Outcome::Violated(t) | Outcome::Error(t) => t,
-        }
-    }
-    let joined = [text(&a), text(&b)].into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join("; ");
-    match if rank(&b) > rank(&a) { b } else { a } {
-        Outcome::Pass(_) => Outcome::Pass(joined),
-        Outcome::Skipped(_) => Outcome::Skipped(joined),
-        Outcome::Error(_) => Outcome::Error(joined),
-        Outcome::Violated(_) => Outcome::Violated(joined),
-    }
-}
-
 fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
-/// Records a check that needs a fault the backend lacks, or a link with a single hub; `true` if skipped.
-fn skipped(ctx: &mut Ctx<'_, '_>, name: &str, expected: &str, fault: FaultKind, why_not: Option<String>) -> bool {
-    let why = match why_not {
-        Some(w) => w,
-        None if !ctx.lab.faults().contains(&fault) => format!("the {:?} backend cannot {fault:?} nodes", ctx.lab.kind()),
-        None => return false,
-    };
-    ctx.rec.skip(Family::Failover, name, expected, why);
-    true
-}
-
-/// Runs one fault-making check: records it, heals whatever it left, then finishes it.
-async fn guarded<F>(ctx: &mut Ctx<'_, '_>, name: String, expected: String, body: F)
-where
-    F: for<'l> AsyncFnOnce(&'l mut Lab, &'l mut Pending, &'l mut Faults) -> Outcome,
-{
-    let mut p = ctx.rec.start(Family::Failover, name, expected);
-    let mut faults = Faults::default();
-    let outcome = body(ctx.lab, &mut p, &mut faults).await;
-    let outcome = heal_after(ctx.lab, &mut faults, outcome).await;
-    ctx.rec.finish(p, outcome);
+/// A check of this family.
+fn spec(kind: &str, link: &str, name: String, expected: String) -> Spec {
+    Spec::new(Family::Failover, kind, &[link], name, expected)
 }
 
 // ---------------------------------------------------------------- the checks
@@ -232,14 +116,13 @@ async fn kill_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
         ms(link.bound()),
         ms(link.reconnect())
     );
-    if skipped(ctx, &name, &expected, FaultKind::Kill, link.cannot_fail_over()) {
+    let spec = spec("kill-hub", &link.label(), name, expected).needs(Capability::Kill);
+    if let Some(why) = link.cannot_fail_over() {
+        ctx.skip(spec, why);
         return;
     }
     let bound = link.bound();
-    guarded(ctx, name, expected, async |lab: &mut Lab, p: &mut Pending, faults: &mut Faults| {
-        fail_over(lab, p, faults, link, bound, &KILL).await
-    })
-    .await;
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| fail_over(lab, p, link, bound, &KILL).await).await;
 }
 
 async fn hung_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
@@ -247,11 +130,9 @@ async fn hung_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
     let leaf = link.leaf;
     let ping_max = leaf.ping_max.unwrap_or(DEFAULT_PING_MAX);
     let Some(interval) = leaf.ping_interval.as_ref().map(|d| d.get()) else {
-        let expected = "SIGSTOP of the hub it is attached to: the leaf notices by pings and moves to another hub";
+        let expected = "SIGSTOP of the hub it is attached to: the leaf notices by pings and moves to another hub".to_string();
         let why = "the leaf declares no ping_interval: with the default (2m × ping_max 2) a hung hub goes unnoticed for minutes";
-        if !skipped(ctx, &name, expected, FaultKind::Pause, link.cannot_fail_over()) {
-            ctx.rec.skip(Family::Failover, name, expected, why);
-        }
+        ctx.skip(spec("hang-hub", &link.label(), name, expected), link.cannot_fail_over().unwrap_or_else(|| why.into()));
         return;
     };
     let noticed = interval * ping_max;
@@ -266,19 +147,18 @@ async fn hung_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
         link.hub_list(),
         ms(bound)
     );
-    if skipped(ctx, &name, &expected, FaultKind::Pause, link.cannot_fail_over()) {
+    let spec = spec("hang-hub", &link.label(), name, expected).needs(Capability::Pause);
+    if let Some(why) = link.cannot_fail_over() {
+        ctx.skip(spec, why);
         return;
     }
-    guarded(ctx, name, expected, async |lab: &mut Lab, p: &mut Pending, faults: &mut Faults| {
-        fail_over(lab, p, faults, link, bound, &HANG).await
-    })
-    .await;
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| fail_over(lab, p, link, bound, &HANG).await).await;
 }
 
 /// A fault on the hub a leaf is attached to, and its undoing: what the kill and hang checks share.
 struct HubFault {
-    /// Kill (undone by a start) or pause (undone by a resume).
-    kind: FaultKind,
+    /// The fault; its inverse undoes it.
+    fault: fn(&str) -> Fault,
     /// "killed", "hung": what happened to the hub, for the observations.
     done: &'static str,
     moved_metric: &'static str,
@@ -289,7 +169,7 @@ struct HubFault {
 }
 
 const KILL: HubFault = HubFault {
-    kind: FaultKind::Kill,
+    fault: |n| Fault::Kill { node: n.to_string() },
     done: "killed",
     moved_metric: "failover_ms",
     back_metric: "rejoin_ms",
@@ -298,7 +178,7 @@ const KILL: HubFault = HubFault {
 };
 
 const HANG: HubFault = HubFault {
-    kind: FaultKind::Pause,
+    fault: |n| Fault::Pause { node: n.to_string() },
     done: "hung (SIGSTOP)",
     moved_metric: "hung_failover_ms",
     back_metric: "resume_ready_ms",
@@ -308,37 +188,30 @@ const HANG: HubFault = HubFault {
 
 /// Faults the leaf's hub, waits (bounded) until the leaf is on another hub, proves a round trip over it,
 /// undoes the fault and waits until the hub is ready again; records both times.
-async fn fail_over(lab: &mut Lab, p: &mut Pending, faults: &mut Faults, link: &Link<'_>, bound: Duration, f: &HubFault) -> Outcome {
-    let from = match attached_before(lab, link).await {
-        Ok(h) => h,
-        Err(o) => return o,
-    };
+async fn fail_over(lab: &mut Lab, p: &mut Pending, link: &Link<'_>, bound: Duration, f: &HubFault) -> Concluded {
+    let from = attached_before(lab, link).await?;
     let t0 = Instant::now();
-    let done = if f.kind == FaultKind::Kill { faults.kill(lab, &from).await } else { faults.pause(lab, &from).await };
-    if let Err(e) = done {
-        return Outcome::Error(e);
-    }
+    let fault = (f.fault)(&from);
+    lab.apply(&fault).await?;
     let Some((to, took)) = wait_attached(lab, link, Some(&from), t0, bound).await else {
-        return Outcome::Violated(format!("with {from} {} the leaf was attached to no other hub within {} ms", f.done, ms(bound)));
+        return Ok(Outcome::Violated(format!("with {from} {} the leaf was attached to no other hub within {} ms", f.done, ms(bound))));
     };
     p.metric_duration(f.moved_metric, took);
     let mut seen = format!("{from} {}; attached to {to} after {} ms{}", f.done, ms(took), undeclared_note(link, &to));
     match round_trip(lab, link, &to).await {
         Ok(Ok(trip)) => seen.push_str(&format!("; {trip}")),
-        Ok(Err(trip)) => return Outcome::Violated(format!("{seen}; {trip}")),
-        Err(e) => return Outcome::Error(format!("{seen}; {e}")),
+        Ok(Err(trip)) => return Ok(Outcome::Violated(format!("{seen}; {trip}"))),
+        Err(e) => return Err(Outcome::Error(format!("{seen}; {e}"))),
     }
-    let undone = if f.kind == FaultKind::Kill { faults.start(lab, &from).await } else { faults.resume(lab, &from).await };
-    if let Err(e) = undone {
-        return Outcome::Error(format!("{seen}; {e}"));
-    }
+    let undo = fault.inverse().expect("kill and pause have inverses");
+    lab.apply(&undo).await.map_err(|e| Outcome::Error(format!("{seen}; {e}")))?;
     let t1 = Instant::now();
     let hubs = hub_names(lab);
     if let Err(e) = lab.wait_ready(&hubs.iter().map(String::as_str).collect::<Vec<_>>(), READY).await {
-        return Outcome::Violated(format!("{seen}; {from} was not {} after {}: {e}", f.back, f.after));
+        return Ok(Outcome::Violated(format!("{seen}; {from} was not {} after {}: {e}", f.back, f.after)));
     }
     p.metric_duration(f.back_metric, t1.elapsed());
-    Outcome::Pass(format!("{seen}; {from} {} {} ms after {}", f.back, ms(t1.elapsed()), f.after))
+    Ok(Outcome::Pass(format!("{seen}; {from} {} {} ms after {}", f.back, ms(t1.elapsed()), f.after)))
 }
 
 /// A leaf (re)started while its first hub is down must dial the next declared hub. This is what the
@@ -352,31 +225,27 @@ async fn cold_start(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
         link.hub_list(),
         ms(link.bound())
     );
-    if skipped(ctx, &name, &expected, FaultKind::Kill, link.cannot_fail_over()) {
+    let spec = spec("cold-start", &link.label(), name, expected).needs(Capability::Kill);
+    if let Some(why) = link.cannot_fail_over() {
+        ctx.skip(spec, why);
         return;
     }
     let leaf = link.leaf.name.clone();
-    guarded(ctx, name, expected, async |lab: &mut Lab, p: &mut Pending, faults: &mut Faults| {
-        if let Err(o) = attached_before(lab, link).await {
-            return o;
-        }
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| {
+        attached_before(lab, link).await?;
         for node in [&leaf, &first] {
-            if let Err(e) = faults.kill(lab, node).await {
-                return Outcome::Error(e);
-            }
+            lab.apply(&Fault::Kill { node: node.clone() }).await?;
         }
         let t0 = Instant::now();
-        if let Err(e) = faults.start(lab, &leaf).await {
-            return Outcome::Error(e);
-        }
+        lab.apply(&Fault::Start { node: leaf.clone() }).await?;
         let Some((to, took)) = wait_attached(lab, link, None, t0, link.bound()).await else {
-            return Outcome::Violated(format!(
+            return Ok(Outcome::Violated(format!(
                 "with {first} down, the restarted leaf was attached to no hub within {} ms: it did not dial the other declared hubs",
                 ms(link.bound())
-            ));
+            )));
         };
         p.metric_duration("cold_attach_ms", took);
-        Outcome::Pass(format!("{first} down; the restarted leaf attached to {to} after {} ms{}", ms(took), undeclared_note(link, &to)))
+        Ok(Outcome::Pass(format!("{first} down; the restarted leaf attached to {to} after {} ms{}", ms(took), undeclared_note(link, &to))))
     })
     .await;
 }
@@ -388,35 +257,30 @@ async fn kill_leaf(ctx: &mut Ctx<'_, '_>, declared: &Topology, leaf: &Leaf) {
          cluster; restarted, the leaf attaches again",
         leaf.name
     );
-    if skipped(ctx, &name, &expected, FaultKind::Kill, None) {
-        return;
-    }
+    let spec = spec("kill-leaf", &leaf.name, name, expected).needs(Capability::Kill);
     let account = declared.hub.accounts[0].name.clone();
-    guarded(ctx, name, expected, async |lab: &mut Lab, p: &mut Pending, faults: &mut Faults| {
-        if let Err(e) = faults.kill(lab, &leaf.name).await {
-            return Outcome::Error(e);
-        }
-        let others: Vec<String> = lab.plan.nodes.iter().filter(|n| n.name != leaf.name).map(|n| n.name.clone()).collect();
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| {
+        lab.apply(&Fault::Kill { node: leaf.name.clone() }).await?;
+        let others: Vec<String> =
+            declared.hub_names().map(String::from).chain(declared.leaves.iter().map(|l| l.name.clone())).filter(|n| *n != leaf.name).collect();
         if let Err(e) = lab.wait_ready(&others.iter().map(String::as_str).collect::<Vec<_>>(), SLACK).await {
-            return Outcome::Violated(format!("with {} killed, the rest was not healthy: {e}", leaf.name));
+            return Ok(Outcome::Violated(format!("with {} killed, the rest was not healthy: {e}", leaf.name)));
         }
         let hubs = hub_names(lab);
         let (a, b) = (hubs.first().cloned().unwrap_or_default(), hubs.last().cloned().unwrap_or_default());
         let mut seen = format!("with {} killed: hubs meshed, {} other node(s) ready", leaf.name, others.len());
         match hub_trip(lab, &account, &a, &b).await {
             Ok(Ok(trip)) => seen.push_str(&format!("; {trip}")),
-            Ok(Err(trip)) => return Outcome::Violated(format!("{seen}; {trip}")),
-            Err(e) => return Outcome::Error(format!("{seen}; {e}")),
+            Ok(Err(trip)) => return Ok(Outcome::Violated(format!("{seen}; {trip}"))),
+            Err(e) => return Err(Outcome::Error(format!("{seen}; {e}"))),
         }
-        if let Err(e) = faults.start(lab, &leaf.name).await {
-            return Outcome::Error(format!("{seen}; {e}"));
-        }
+        lab.apply(&Fault::Start { node: leaf.name.clone() }).await.map_err(|e| Outcome::Error(format!("{seen}; {e}")))?;
         let t = Instant::now();
         if let Err(e) = lab.wait_ready(&[leaf.name.as_str()], READY).await {
-            return Outcome::Violated(format!("{seen}; restarted, {} did not attach again: {e}", leaf.name));
+            return Ok(Outcome::Violated(format!("{seen}; restarted, {} did not attach again: {e}", leaf.name)));
         }
         p.metric_duration("leaf_rejoin_ms", t.elapsed());
-        Outcome::Pass(format!("{seen}; restarted, {} was attached again after {} ms", leaf.name, ms(t.elapsed())))
+        Ok(Outcome::Pass(format!("{seen}; restarted, {} was attached again after {} ms", leaf.name, ms(t.elapsed()))))
     })
     .await;
 }
@@ -429,7 +293,7 @@ fn hub_names(lab: &Lab) -> Vec<String> {
 
 /// The hub this link is attached to, from the leaf's own `/leafz` (the entry bound to the link's account).
 async fn attached(lab: &Lab, link: &Link<'_>) -> Result<Option<String>, String> {
-    let leafs = lab.monitor.leafs(&lab.endpoint(&link.leaf.name).monitor_url).await?;
+    let leafs = lab.monitor.leafs(lab.monitor_url(&link.leaf.name)?).await?;
     Ok(leafs.into_iter().find(|(hub, account)| account == link.local_account && !hub.is_empty()).map(|(hub, _)| hub))
 }
 
@@ -507,7 +371,7 @@ async fn hub_trip(lab: &Lab, account: &str, a: &str, b: &str) -> Result<Result<S
 
 async fn hub_client(lab: &Lab, hub: &str, account: &str) -> Result<async_nats::Client, String> {
     let access = lab.access(hub, account, &probe_user(account)).ok_or_else(|| format!("no probe user for {account} on {hub}"))?;
-    probes::connect(&access, &format!("natslab-failover-{hub}")).await
+    probes::connect_as(&access, &format!("natslab-failover-{hub}")).await
 }
 
 /// Publishes on `subject` from `from` until `to` receives it as `expect` (bounded by `probes::DELIVERY`).
@@ -532,16 +396,6 @@ mod tests {
         assert_eq!(concrete("domain.*.events.>", "t1"), "domain.t1.events.t1");
         assert_eq!(concrete("leaf.edge-1.telemetry.>", "t1"), "leaf.edge-1.telemetry.t1");
         assert_eq!(concrete("a.b", "t1"), "a.b");
-    }
-
-    #[test]
-    fn worse_keeps_the_most_serious_verdict_and_both_texts() {
-        let o = worse(Outcome::Pass("fine".into()), Outcome::Violated("broken".into()));
-        assert!(matches!(o, Outcome::Violated(t) if t == "fine; broken"));
-        let o = worse(Outcome::Violated("nats".into()), Outcome::Error("harness".into()));
-        assert!(matches!(o, Outcome::Violated(_)));
-        let o = worse(Outcome::Pass(String::new()), Outcome::Error("x".into()));
-        assert!(matches!(o, Outcome::Error(t) if t == "x"));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Ctx, Family, Outcome};
-use crate::plan::Role;
+use super::{Ctx, Family, Outcome, Pending, Spec};
+use crate::lab::Lab;
 use crate::probe::monitor::Monitor;
 
 /// What one server's monitoring port says about it.
@@ -73,101 +73,84 @@ pub async fn assess(monitor: &Monitor, url: &str, window: Duration) -> Result<He
     })
 }
 
-/// The guide's output, with the real answers. Returns whether the server is healthy, as a leaf if
-/// `expect_leaf` (at least one hub connection).
-pub fn print(h: &Health, expect_leaf: bool) -> bool {
-    let mut ok = true;
-    println!("=== NATS health: {} ({}) ===", h.server_name, h.url);
-    match &h.healthy {
-        Ok(()) => println!("✓ server: healthy (/healthz ok)"),
-        Err(e) => {
-            ok = false;
-            println!("✗ server: {e}");
-        }
-    }
-    if h.leafs.is_empty() {
-        if expect_leaf {
-            ok = false;
-            println!("✗ leaf connection: none to a hub (no `is_spoke` entry in /leafz .leafs)");
-        } else {
-            println!("- leaf connections: none");
-        }
-    } else {
-        for (hub, account) in &h.leafs {
-            println!("✓ leaf connection: {hub} (account {account})");
-        }
-    }
-    if h.accepted_leafs > 0 {
-        println!("✓ leaf nodes attached here: {}", h.accepted_leafs);
-    }
-    match &h.jetstream {
-        Some(js) => println!(
-            "✓ JetStream: enabled{}; {} streams, {} consumers, {} messages",
-            js.domain.as_deref().map(|d| format!(" (domain {d})")).unwrap_or_default(),
-            js.streams,
-            js.consumers,
-            js.messages
-        ),
-        None => println!("- JetStream: not enabled"),
-    }
-    println!("✓ message rate: {:.1} msg/s in, {:.1} msg/s out (from /varz counters)", h.in_msgs_per_s, h.out_msgs_per_s);
-    println!("=== {} ===", if ok { "healthy" } else { "NOT healthy" });
-    ok
-}
-
 pub async fn run(ctx: &mut Ctx<'_, '_>) {
     let monitor = ctx.lab.monitor.clone();
-    let nodes: Vec<(String, Role, String)> =
-        ctx.lab.plan.nodes.iter().map(|n| (n.name.clone(), n.role, ctx.lab.endpoint(&n.name).monitor_url.clone())).collect();
+    let t = ctx.declared;
+    let nodes: Vec<(String, bool)> = t.hub_names().map(|h| (h.to_string(), false)).chain(t.leaves.iter().map(|l| (l.name.clone(), true))).collect();
     // Rates need a window per node: take them all at once.
-    let assessed = futures::future::join_all(nodes.iter().map(|(_, _, url)| assess(&monitor, url, Duration::from_millis(200)))).await;
-    for ((name, role, _), assessed) in nodes.into_iter().zip(assessed) {
-        let declared_leaf = ctx.declared.leaf(&name);
-        let declared_js = match role {
-            Role::Hub => ctx.declared.hub.jetstream.as_ref(),
-            Role::Leaf => declared_leaf.and_then(|l| l.jetstream.as_ref()),
-        };
-        let mut p = ctx.rec.start(Family::Health, format!("{name}: healthy"), "/healthz ok, rate computed from /varz counters");
+    let urls: Vec<Option<String>> = nodes.iter().map(|(n, _)| ctx.lab.monitor_url(n).ok().map(String::from)).collect();
+    let assessed = futures::future::join_all(urls.iter().map(|url| async {
+        match url {
+            Some(u) => assess(&monitor, u, Duration::from_millis(200)).await,
+            None => Err("the node is not part of this lab".to_string()),
+        }
+    }))
+    .await;
+    for ((name, is_leaf), assessed) in nodes.into_iter().zip(assessed) {
+        let name = name.as_str();
+        let declared_leaf = t.leaf(name);
+        let declared_js = if is_leaf { declared_leaf.and_then(|l| l.jetstream.as_ref()) } else { t.hub.jetstream.as_ref() };
+        let spec = Spec::new(Family::Health, "healthy", &[name], format!("{name}: healthy"), "/healthz ok, rate computed from /varz counters");
+        // An unreachable node is violated, not a harness error: the lab does not do what was declared.
         let h = match assessed {
             Ok(h) => h,
             Err(e) => {
-                ctx.rec.finish(p, Outcome::Error(e));
+                ctx.check(spec, async |_: &mut Lab, _: &mut Pending| Ok(Outcome::Violated(format!("its monitoring endpoint does not answer: {e}")))).await;
                 continue;
             }
         };
-        p.metric("in_msgs_per_s", h.in_msgs_per_s);
-        p.metric("out_msgs_per_s", h.out_msgs_per_s);
-        let outcome = match &h.healthy {
-            Ok(()) => Outcome::Pass(format!("healthz ok; {:.1} msg/s in, {:.1} msg/s out", h.in_msgs_per_s, h.out_msgs_per_s)),
-            Err(e) => Outcome::Violated(e.clone()),
-        };
-        ctx.rec.finish(p, outcome);
+        ctx.check(spec, async |_: &mut Lab, p: &mut Pending| {
+            p.metric("in_msgs_per_s", h.in_msgs_per_s);
+            p.metric("out_msgs_per_s", h.out_msgs_per_s);
+            Ok(match &h.healthy {
+                Ok(()) => Outcome::Pass(format!("healthz ok; {:.1} msg/s in, {:.1} msg/s out", h.in_msgs_per_s, h.out_msgs_per_s)),
+                Err(e) => Outcome::Violated(e.clone()),
+            })
+        })
+        .await;
 
         if let Some(l) = declared_leaf {
             let want = l.remotes.len();
-            let p = ctx.rec.start(Family::Health, format!("{name}: leaf attached"), format!("{want} hub connection(s) in /leafz .leafs"));
-            let names: Vec<String> = h.leafs.iter().map(|(n, a)| format!("{n} ({a})")).collect();
-            ctx.rec.finish(p, Outcome::expect(h.leafs.len() >= want, format!("{} connection(s): {}", h.leafs.len(), names.join(", "))));
+            let spec = Spec::new(Family::Health, "leaf-attached", &[name], format!("{name}: leaf attached"), format!("{want} hub connection(s) in /leafz .leafs"));
+            ctx.check(spec, async |_: &mut Lab, _: &mut Pending| {
+                let names: Vec<String> = h.leafs.iter().map(|(n, a)| format!("{n} ({a})")).collect();
+                Ok(Outcome::expect(h.leafs.len() >= want, format!("{} connection(s): {}", h.leafs.len(), names.join(", "))))
+            })
+            .await;
         }
 
         if let Some(js) = declared_js {
             let domain = js.domain.clone();
-            let p = ctx.rec.start(
+            let spec = Spec::new(
                 Family::Health,
+                "jetstream",
+                &[name],
                 format!("{name}: JetStream enabled"),
                 format!("JetStream on{}", domain.as_deref().map(|d| format!(", domain {d}")).unwrap_or_default()),
             );
-            let outcome = match &h.jetstream {
-                Some(j) if j.domain == domain => Outcome::Pass(format!("enabled, domain {:?}, {} streams", j.domain, j.streams)),
-                Some(j) => Outcome::Violated(format!("domain {:?}", j.domain)),
-                None => Outcome::Violated("JetStream is not enabled".into()),
-            };
-            ctx.rec.finish(p, outcome);
-            if role == Role::Leaf {
-                let declared_streams = declared_leaf.map(|l| l.streams.len()).unwrap_or(0) as u64;
-                let p = ctx.rec.start(Family::Health, format!("{name}: stream count"), format!("at least the {declared_streams} declared stream(s)"));
-                let got = h.jetstream.as_ref().map(|j| j.streams).unwrap_or(0);
-                ctx.rec.finish(p, Outcome::expect(got >= declared_streams, format!("{got} stream(s) in /jsz")));
+            ctx.check(spec, async |_: &mut Lab, _: &mut Pending| {
+                let shown = |d: &Option<String>| d.clone().unwrap_or_else(|| "(none)".into());
+                Ok(match &h.jetstream {
+                    Some(j) if j.domain == domain => Outcome::Pass(format!("enabled, domain {}, {} streams", shown(&j.domain), j.streams)),
+                    Some(j) => Outcome::Violated(format!("domain {}", shown(&j.domain))),
+                    None => Outcome::Violated("JetStream is not enabled".into()),
+                })
+            })
+            .await;
+            if let Some(l) = declared_leaf {
+                let declared_streams = l.streams.len() as u64;
+                let spec = Spec::new(
+                    Family::Health,
+                    "stream-count",
+                    &[name],
+                    format!("{name}: stream count"),
+                    format!("at least the {declared_streams} declared stream(s)"),
+                );
+                ctx.check(spec, async |_: &mut Lab, _: &mut Pending| {
+                    let got = h.jetstream.as_ref().map(|j| j.streams).unwrap_or(0);
+                    Ok(Outcome::expect(got >= declared_streams, format!("{got} stream(s) in /jsz")))
+                })
+                .await;
             }
         }
     }

@@ -9,19 +9,19 @@
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, HeaderMap};
-use base64::Engine;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::check::Pending;
+use super::check::{Concluded, Pending, Spec};
 use super::probes::token;
 use super::{Ctx, Family, Outcome};
 use crate::lab::Lab;
-use crate::provision::{api, consumer_config, stream_config};
+use crate::nemesis::{Capability, Fault};
+use crate::probe::js::{self, ack_error, ack_seq, api, not_found, publish, publish_stored, state_u64, stream_state, API};
+use crate::provision::{consumer_config, drift, stream_config};
 use crate::topology::{subject, AckPolicy, Consumer, Leaf, Retention, Storage, Stream, Topology};
 
 const FAMILY: Family = Family::Jetstream;
-const API: &str = "$JS.API";
 /// Bound on any wait for the servers to reach a state.
 const WAIT: Duration = Duration::from_secs(20);
 /// How long a restarted node (and the lab around it) may take to be ready again.
@@ -121,9 +121,9 @@ async fn hub_client(lab: &Lab, account: &str, avoid: Option<&str>) -> Result<Cli
     Err(last)
 }
 
-/// Records a check's conclusion; `Err` from its body is a harness error.
-fn finish(ctx: &mut Ctx<'_, '_>, p: Pending, body: Result<Outcome, String>) {
-    ctx.rec.finish(p, body.unwrap_or_else(Outcome::Error));
+/// A check of this family: `kind` and the parts of its id, its name and what it expects.
+fn spec(kind: &str, parts: &[&str], name: String, expected: String) -> Spec {
+    Spec::new(FAMILY, kind, parts, name, expected)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -131,8 +131,9 @@ fn finish(ctx: &mut Ctx<'_, '_>, p: Pending, body: Result<Outcome, String>) {
 
 async fn stream_config_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
     let want = stream_config(p.stream);
-    let pending = ctx.rec.start(
-        FAMILY,
+    let spec = spec(
+        "stream-config",
+        &[p.node(), &p.stream.name],
         format!("stream-config {}", p.label()),
         format!(
             "STREAM.INFO.{} in account {} answers with every declared field as declared ({want}; durations in ns, sizes in bytes) \
@@ -140,19 +141,17 @@ async fn stream_config_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
             p.stream.name, p.account, p.stream.replicas
         ),
     );
-    let body = stream_config_body(ctx.lab, p, &want).await;
-    finish(ctx, pending, body);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| stream_config_body(lab, p, &want).await).await;
 }
 
-async fn stream_config_body(lab: &Lab, p: &Placed<'_>, want: &Value) -> Result<Outcome, String> {
+async fn stream_config_body(lab: &Lab, p: &Placed<'_>, want: &Value) -> Concluded {
     let c = client_for(lab, p).await?;
     let info = match api(&c, API, &format!("STREAM.INFO.{}", p.stream.name), &json!({})).await {
         Ok(v) => v,
         Err(e) if not_found(&e) => return Ok(Outcome::Violated(format!("no such stream: {e}"))),
-        Err(e) => return Err(e),
+        Err(e) => return Err(Outcome::Error(e)),
     };
-    let mut bad = Vec::new();
-    diff("", want, &info["config"], &mut bad);
+    let mut bad = drift(want, &info["config"]);
     let held_by = peers(&info);
     if held_by != Some(p.stream.replicas as usize) && !(held_by.is_none() && p.stream.replicas == 1) {
         bad.push(format!("peers: declared {}, got {}", p.stream.replicas, held_by.map_or("no leader".into(), |n| n.to_string())));
@@ -162,25 +161,23 @@ async fn stream_config_body(lab: &Lab, p: &Placed<'_>, want: &Value) -> Result<O
 
 async fn consumer_config_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>, c: &Consumer) {
     let want = consumer_config(c);
-    let pending = ctx.rec.start(
-        FAMILY,
+    let spec = spec(
+        "consumer-config",
+        &[p.node(), &p.stream.name, &c.name],
         format!("consumer-config {}/{}", p.label(), c.name),
         format!("CONSUMER.INFO.{}.{} answers with every declared field as declared ({want}; durations in ns)", p.stream.name, c.name),
     );
-    let body = consumer_config_body(ctx.lab, p, c, &want).await;
-    finish(ctx, pending, body);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| consumer_config_body(lab, p, c, &want).await).await;
 }
 
-async fn consumer_config_body(lab: &Lab, p: &Placed<'_>, c: &Consumer, want: &Value) -> Result<Outcome, String> {
+async fn consumer_config_body(lab: &Lab, p: &Placed<'_>, c: &Consumer, want: &Value) -> Concluded {
     let client = client_for(lab, p).await?;
     let info = match api(&client, API, &format!("CONSUMER.INFO.{}.{}", p.stream.name, c.name), &json!({})).await {
         Ok(v) => v,
         Err(e) if not_found(&e) => return Ok(Outcome::Violated(format!("no such consumer: {e}"))),
-        Err(e) => return Err(e),
+        Err(e) => return Err(Outcome::Error(e)),
     };
-    let mut bad = Vec::new();
-    diff("", want, &info["config"], &mut bad);
-    Ok(config_outcome(bad, &info))
+    Ok(config_outcome(drift(want, &info["config"]), &info))
 }
 
 fn config_outcome(bad: Vec<String>, info: &Value) -> Outcome {
@@ -192,45 +189,11 @@ fn config_outcome(bad: Vec<String>, info: &Value) -> Outcome {
     }
 }
 
-/// Every field of `want` (recursively) compared with `got`; extra fields in `got` are server defaults.
-fn diff(path: &str, want: &Value, got: &Value, out: &mut Vec<String>) {
-    let at = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
-    match (want, got) {
-        (Value::Object(w), Value::Object(g)) => {
-            for (k, wv) in w {
-                match g.get(k) {
-                    Some(gv) => diff(&at(k), wv, gv, out),
-                    None => out.push(format!("{}: declared {wv}, got nothing", at(k))),
-                }
-            }
-        }
-        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => {
-            for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
-                diff(&format!("{path}[{i}]"), wv, gv, out);
-            }
-        }
-        (Value::Number(w), Value::Number(g)) if same_number(w, g) => {}
-        _ if want == got => {}
-        _ => out.push(format!("{path}: declared {want}, got {got}")),
-    }
-}
-
-fn same_number(a: &serde_json::Number, b: &serde_json::Number) -> bool {
-    match (a.as_i64(), b.as_i64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => a.as_u64().zip(b.as_u64()).map_or(a.as_f64() == b.as_f64(), |(x, y)| x == y),
-    }
-}
-
 /// How many servers hold a stream (leader plus replicas), from STREAM.INFO's `cluster`.
 fn peers(info: &Value) -> Option<usize> {
     let c = info.get("cluster")?;
     c.get("leader").and_then(Value::as_str).filter(|s| !s.is_empty())?;
     Some(1 + c.get("replicas").and_then(Value::as_array).map_or(0, Vec::len))
-}
-
-fn not_found(e: &str) -> bool {
-    ["err_code 10059", "err_code 10014", "err_code 10037"].iter().any(|c| e.contains(c))
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -339,73 +302,13 @@ fn filters_of(c: &Consumer) -> Vec<&str> {
 // ---------------------------------------------------------------------------------------------------------
 // JetStream plumbing
 
-/// A JetStream publish: the PubAck as JSON (it may carry an `error`). `Err` only when no answer came.
-async fn publish(c: &Client, subject: &str, headers: Option<HeaderMap>, payload: Vec<u8>) -> Result<Value, String> {
-    let answer = match headers {
-        Some(h) => c.request_with_headers(subject.to_string(), h, payload.into()).await,
-        None => c.request(subject.to_string(), payload.into()).await,
-    }
-    .map_err(|e| format!("publish to {subject}: {e}"))?;
-    serde_json::from_slice(&answer.payload)
-        .map_err(|e| format!("publish to {subject}: not a PubAck ({e}): {}", String::from_utf8_lossy(&answer.payload)))
-}
-
-fn ack_error(ack: &Value) -> Option<String> {
-    ack.get("error").map(|e| {
-        format!(
-            "{} (err_code {})",
-            e.get("description").and_then(Value::as_str).unwrap_or("error"),
-            e.get("err_code").and_then(Value::as_i64).unwrap_or(0)
-        )
-    })
-}
-
-fn ack_seq(ack: &Value) -> Option<u64> {
-    ack.get("seq").and_then(Value::as_u64)
-}
-
-/// A publish that must be stored: its sequence number, or why not.
-async fn publish_stored(c: &Client, subject: &str, payload: &str) -> Result<u64, String> {
-    let ack = publish(c, subject, None, payload.as_bytes().to_vec()).await?;
-    if let Some(e) = ack_error(&ack) {
-        return Err(format!("publish to {subject} refused: {e}"));
-    }
-    ack_seq(&ack).ok_or_else(|| format!("publish to {subject}: PubAck without seq: {ack}"))
-}
-
-async fn stream_state(c: &Client, prefix: &str, stream: &str) -> Result<Value, String> {
-    Ok(api(c, prefix, &format!("STREAM.INFO.{stream}"), &json!({})).await?["state"].clone())
-}
-
-fn state_u64(state: &Value, key: &str) -> u64 {
-    state.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
 /// One stored message: (subject, payload), or `None` when that sequence holds nothing.
 async fn get_msg(c: &Client, stream: &str, seq: u64) -> Result<Option<(String, String)>, String> {
-    match api(c, API, &format!("STREAM.MSG.GET.{stream}"), &json!({ "seq": seq })).await {
-        Ok(v) => Ok(Some(decode_msg(&v["message"])?.1)),
-        Err(e) if e.contains("err_code 10037") => Ok(None),
-        Err(e) => Err(e),
-    }
+    Ok(js::get_msg(c, API, stream, seq).await?.map(|m| (m.subject, m.payload)))
 }
 
-/// A message from STREAM.MSG.GET: (seq, (subject, payload)).
-fn decode_msg(m: &Value) -> Result<(u64, (String, String)), String> {
-    let seq = m.get("seq").and_then(Value::as_u64).ok_or_else(|| format!("message without seq: {m}"))?;
-    let subject = m.get("subject").and_then(Value::as_str).unwrap_or_default().to_string();
-    let data = m.get("data").and_then(Value::as_str).unwrap_or_default();
-    let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("message {seq}: bad base64: {e}"))?;
-    Ok((seq, (subject, String::from_utf8_lossy(&bytes).to_string())))
-}
-
-/// Asks a pull consumer for up to `batch` messages, delivered to `inbox` within `expires`.
 async fn pull(c: &Client, stream: &str, consumer: &str, inbox: &str, batch: usize, expires: Duration) -> Result<(), String> {
-    let body = json!({ "batch": batch, "expires": expires.as_nanos() as u64 }).to_string();
-    c.publish_with_reply(format!("{API}.CONSUMER.MSG.NEXT.{stream}.{consumer}"), inbox.to_string(), body.into())
-        .await
-        .map_err(|e| format!("pull from {stream}/{consumer}: {e}"))?;
-    c.flush().await.map_err(|e| format!("pull from {stream}/{consumer}: {e}"))
+    js::pull(c, API, stream, consumer, inbox, batch, expires).await
 }
 
 /// Waits for the message with `payload` through a declared consumer (pull or push) and returns it.
@@ -446,9 +349,7 @@ async fn ack_sync(c: &Client, m: &async_nats::Message) -> Result<(), String> {
 }
 
 async fn wait_ready_all(lab: &Lab) -> Result<(), String> {
-    let names: Vec<String> = lab.plan.nodes.iter().map(|n| n.name.clone()).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    lab.wait_ready(&refs, RESTART).await.map_err(|e| e.to_string())
+    lab.wait_ready_all(RESTART).await.map_err(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -493,6 +394,14 @@ impl Side {
         }
     }
 
+    /// For check ids: `hub:ACCOUNT` or `leaf:ACCOUNT`.
+    fn id(&self) -> String {
+        match self {
+            Side::Hub(a) => format!("hub:{a}"),
+            Side::Leaf(l, a) => format!("{l}:{a}"),
+        }
+    }
+
     async fn client(&self, lab: &Lab) -> Result<Client, String> {
         match self {
             Side::Hub(a) => hub_client(lab, a, None).await,
@@ -504,6 +413,7 @@ impl Side {
 /// A stream is invisible through the asking side's own `$JS.API`: its own domain answers "not found".
 async fn isolation_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream: &str, domain: &str, shadow: bool) {
     let name = format!("domain-isolation {label} from {}", from.describe());
+    let parts = [label, &from.id()];
     let expected = format!(
         "$JS.API.STREAM.INFO.{stream} from {} answers from its own domain: stream not found (10059), and STREAM.NAMES lacks it \
          (the stream lives in domain {domain})",
@@ -511,15 +421,13 @@ async fn isolation_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream
     );
     if shadow {
         let why = format!("{} declares its own stream named {stream}: the names collide, isolation cannot be told apart", from.describe());
-        ctx.rec.skip(FAMILY, name, expected, why);
+        ctx.skip(spec("domain-isolation", &parts, name, expected), why);
         return;
     }
-    let pending = ctx.rec.start(FAMILY, name, expected);
-    let body = isolation_body(ctx.lab, from, stream).await;
-    finish(ctx, pending, body);
+    ctx.check(spec("domain-isolation", &parts, name, expected), async |lab: &mut Lab, _: &mut Pending| isolation_body(lab, from, stream).await).await;
 }
 
-async fn isolation_body(lab: &Lab, from: &Side, stream: &str) -> Result<Outcome, String> {
+async fn isolation_body(lab: &Lab, from: &Side, stream: &str) -> Concluded {
     let c = from.client(lab).await?;
     // A timeout is no answer either way (the JetStream API of a just-settled cluster can be slow): ask again.
     let mut answer = api(&c, API, &format!("STREAM.INFO.{stream}"), &json!({})).await;
@@ -535,7 +443,7 @@ async fn isolation_body(lab: &Lab, from: &Side, stream: &str) -> Result<Outcome,
             return Ok(Outcome::Pass("no JetStream answers $JS.API on this side: nothing is visible".into()))
         }
         Err(e) if e.contains("err_code 10059") => e,
-        Err(e) => return Err(e),
+        Err(e) => return Err(Outcome::Error(e)),
     };
     let names = api(&c, API, "STREAM.NAMES", &json!({})).await?;
     let listed: Vec<&str> = names["streams"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
@@ -545,23 +453,23 @@ async fn isolation_body(lab: &Lab, from: &Side, stream: &str) -> Result<Outcome,
 /// The same stream is reachable across the link through its domain's API prefix.
 async fn access_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream: &str, domain: Option<&str>) {
     let name = format!("domain-access {label} from {}", from.describe());
+    let parts = [label, &from.id()];
     let Some(domain) = domain else {
         let why = "the hub declares no JetStream domain: there is no $JS.<domain>.API prefix to reach it by";
-        ctx.rec.skip(FAMILY, name, format!("hub stream {stream} reachable from {}", from.describe()), why);
+        ctx.skip(spec("domain-access", &parts, name, format!("hub stream {stream} reachable from {}", from.describe())), why);
         return;
     };
     let prefix = format!("$JS.{domain}.API");
-    let pending = ctx.rec.start(FAMILY, name, format!("{prefix}.STREAM.INFO.{stream} from {} finds the stream", from.describe()));
-    let body = async {
-        let c = from.client(ctx.lab).await?;
+    let spec = spec("domain-access", &parts, name, format!("{prefix}.STREAM.INFO.{stream} from {} finds the stream", from.describe()));
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+        let c = from.client(lab).await?;
         match api(&c, &prefix, &format!("STREAM.INFO.{stream}"), &json!({})).await {
             Ok(v) => Ok(Outcome::expect(v["config"]["name"] == stream, format!("found: config.name {}", v["config"]["name"]))),
             Err(e) if not_found(&e) || e.contains("no responders") || e.contains("timed out") => Ok(Outcome::Violated(e)),
-            Err(e) => Err(e),
+            Err(e) => Err(Outcome::Error(e)),
         }
-    }
+    })
     .await;
-    finish(ctx, pending, body);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -575,16 +483,15 @@ async fn dedup_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
          says duplicate with the first one's sequence, and the stream's last sequence moves by one"
     );
     let tok = token();
+    let spec = spec("dedup", &[p.node(), &p.stream.name], name, expected);
     let Some(subj) = sample(&p.stream.subjects, &[], &tok, 0) else {
-        ctx.rec.skip(FAMILY, name, expected, "the stream only sources other streams: nothing can be published into it");
+        ctx.skip(spec, "the stream only sources other streams: nothing can be published into it");
         return;
     };
-    let pending = ctx.rec.start(FAMILY, name, expected);
-    let body = dedup_body(ctx.lab, p, &subj, &tok).await;
-    finish(ctx, pending, body);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| dedup_body(lab, p, &subj, &tok).await).await;
 }
 
-async fn dedup_body(lab: &Lab, p: &Placed<'_>, subj: &str, tok: &str) -> Result<Outcome, String> {
+async fn dedup_body(lab: &Lab, p: &Placed<'_>, subj: &str, tok: &str) -> Concluded {
     let c = client_for(lab, p).await?;
     let before = state_u64(&stream_state(&c, API, &p.stream.name).await?, "last_seq");
     let mut h = HeaderMap::new();
@@ -609,33 +516,26 @@ async fn max_msg_size_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
         limit + 1
     );
     let tok = token();
+    let spec = spec("max-msg-size", &[p.node(), &p.stream.name], name, expected);
     let Some(subj) = sample(&p.stream.subjects, &[], &tok, 0) else {
-        ctx.rec.skip(FAMILY, name, expected, "the stream only sources other streams: nothing can be published into it");
+        ctx.skip(spec, "the stream only sources other streams: nothing can be published into it");
         return;
     };
-    let c = match client_for(ctx.lab, p).await {
-        Ok(c) => c,
-        Err(e) => {
-            let pending = ctx.rec.start(FAMILY, name, expected);
-            ctx.rec.finish(pending, Outcome::Error(e));
-            return;
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+        let c = client_for(lab, p).await?;
+        let max_payload = c.server_info().max_payload;
+        if limit >= max_payload {
+            return Ok(Outcome::Skipped(format!(
+                "max_msg_size {limit} is not below the server's max_payload {max_payload}: a bigger message is refused by the \
+                 connection itself (Maximum Payload Violation) before JetStream sees it"
+            )));
         }
-    };
-    let max_payload = c.server_info().max_payload;
-    if limit >= max_payload {
-        let why = format!(
-            "max_msg_size {limit} is not below the server's max_payload {max_payload}: a bigger message is refused by the \
-             connection itself (Maximum Payload Violation) before JetStream sees it"
-        );
-        ctx.rec.skip(FAMILY, name, expected, why);
-        return;
-    }
-    let pending = ctx.rec.start(FAMILY, name, expected);
-    let body = max_msg_size_body(&c, p, &subj, limit).await;
-    finish(ctx, pending, body);
+        max_msg_size_body(&c, p, &subj, limit).await
+    })
+    .await;
 }
 
-async fn max_msg_size_body(c: &Client, p: &Placed<'_>, subj: &str, limit: usize) -> Result<Outcome, String> {
+async fn max_msg_size_body(c: &Client, p: &Placed<'_>, subj: &str, limit: usize) -> Concluded {
     let before = state_u64(&stream_state(c, API, &p.stream.name).await?, "last_seq");
     let over = publish(c, subj, None, vec![b'x'; limit + 1]).await?;
     let at = publish(c, subj, None, vec![b'y'; limit]).await?;
@@ -673,16 +573,15 @@ async fn interest_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
         "a message stays while any interested consumer ({}) has not acked it, and is removed once every one has",
         names.join(", ")
     );
+    let spec = spec("interest-retention", &[p.node(), &p.stream.name], name, expected);
     let Some(subj) = subj.filter(|_| !consumers.is_empty()) else {
-        ctx.rec.skip(FAMILY, name, expected, "no subject reaches both the stream and a consumer");
+        ctx.skip(spec, "no subject reaches both the stream and a consumer");
         return;
     };
-    let pending = ctx.rec.start(FAMILY, name, expected);
-    let body = interest_body(ctx.lab, p, &consumers, &subj, &tok).await;
-    finish(ctx, pending, body);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| interest_body(lab, p, &consumers, &subj, &tok).await).await;
 }
 
-async fn interest_body(lab: &Lab, p: &Placed<'_>, consumers: &[&Consumer], subj: &str, tok: &str) -> Result<Outcome, String> {
+async fn interest_body(lab: &Lab, p: &Placed<'_>, consumers: &[&Consumer], subj: &str, tok: &str) -> Concluded {
     let c = client_for(lab, p).await?;
     let stream = &p.stream.name;
     let payload = format!("interest {tok}");
@@ -730,28 +629,26 @@ async fn max_deliver_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>, c: &Consumer) 
          the probe message{}), deleted afterwards",
         if c.deliver_subject.is_some() { ", delivering to a private subject" } else { "" }
     );
+    let spec = spec("max-deliver", &[p.node(), &p.stream.name, &c.name], name, expected);
     if c.ack_policy != AckPolicy::Explicit {
-        ctx.rec.skip(FAMILY, name, expected, "max_deliver is probed on ack_policy explicit consumers, where each message is acked alone");
+        ctx.skip(spec, "max_deliver is probed on ack_policy explicit consumers, where each message is acked alone");
         return;
     }
     if p.stream.retention == Retention::Workqueue {
-        ctx.rec.skip(FAMILY, name, expected, "a work-queue stream refuses a second consumer with an overlapping filter: no temporary copy can be made");
+        ctx.skip(spec, "a work-queue stream refuses a second consumer with an overlapping filter: no temporary copy can be made");
         return;
     }
     let tok = token();
     let Some(subj) = sample(&p.stream.subjects, &filters_of(c), &tok, 0) else {
-        ctx.rec.skip(FAMILY, name, expected, "no subject reaches both the stream and the consumer's filter");
+        ctx.skip(spec, "no subject reaches both the stream and the consumer's filter");
         return;
     };
-    let pending = ctx.rec.start(FAMILY, name, expected);
-    let body = match client_for(ctx.lab, p).await {
-        Ok(client) => {
-            let probe = Probe { client: &client, stream: &p.stream.name, consumer: c, name: &probe, tok: &tok };
-            probe.run(&subj, max).await
-        }
-        Err(e) => Err(e),
-    };
-    finish(ctx, pending, body);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+        let client = client_for(lab, p).await?;
+        let probe = Probe { client: &client, stream: &p.stream.name, consumer: c, name: &probe, tok: &tok };
+        Ok(probe.run(&subj, max).await?)
+    })
+    .await;
 }
 
 /// A temporary copy of a live consumer that counts deliveries of one unacked message.
@@ -899,16 +796,11 @@ async fn durability_check(ctx: &mut Ctx<'_, '_>, l: &Leaf) {
         if t.temporary { " (temporary: the leaf declares no file stream that keeps what it is given)" } else { "" },
         l.name
     );
-    if !ctx.lab.faults().contains(&crate::backend::FaultKind::Kill) {
-        ctx.rec.skip(FAMILY, name, expected, "this backend cannot kill a node");
-        return;
-    }
-    let mut pending = ctx.rec.start(FAMILY, name, expected);
-    let body = durability_body(ctx.lab, l, &t, &tok, &mut pending).await;
-    finish(ctx, pending, body);
+    let spec = spec("file-store-durable", &[&l.name], name, expected).needs(Capability::Kill);
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| durability_body(lab, l, &t, &tok, p).await).await;
 }
 
-async fn durability_body(lab: &mut Lab, l: &Leaf, t: &Target, tok: &str, pending: &mut Pending) -> Result<Outcome, String> {
+async fn durability_body(lab: &mut Lab, l: &Leaf, t: &Target, tok: &str, pending: &mut Pending) -> Concluded {
     let c = lab.probe(&l.name, &t.account).await.map_err(|e| e.to_string())?;
     if t.temporary {
         let cfg = json!({ "name": t.stream, "subjects": t.subjects, "storage": "file", "num_replicas": 1 });
@@ -921,9 +813,9 @@ async fn durability_body(lab: &mut Lab, l: &Leaf, t: &Target, tok: &str, pending
         written.push((publish_stored(&c, &subj, &payload).await?, (subj, payload)));
     }
     drop(c);
-    lab.kill(&l.name).await.map_err(|e| e.to_string())?;
+    lab.apply(&Fault::Kill { node: l.name.clone() }).await.map_err(|e| e.to_string())?;
     let restarted = Instant::now();
-    lab.start(&l.name).await.map_err(|e| e.to_string())?;
+    lab.apply(&Fault::Start { node: l.name.clone() }).await.map_err(|e| e.to_string())?;
     wait_ready_all(lab).await?;
     pending.metric_duration("restart_ms", restarted.elapsed());
     let c = lab.probe(&l.name, &t.account).await.map_err(|e| e.to_string())?;
@@ -979,14 +871,11 @@ async fn store_and_forward_check(ctx: &mut Ctx<'_, '_>, t: &Topology, p: &Placed
         src.subject_transform.as_ref().map_or(String::new(), |x| format!(" as {} → {}", x.src, x.dest)),
         BEFORE + DURING
     );
+    let spec = spec("store-and-forward", &[&p.stream.name, &domain, &src.name], name, expected).needs(Capability::Kill);
     let Some(f) = feed(t, src) else {
-        ctx.rec.skip(FAMILY, name, expected, format!("no leaf declares stream {} in domain {domain}", src.name));
+        ctx.skip(spec, format!("no leaf declares stream {} in domain {domain}", src.name));
         return;
     };
-    if !ctx.lab.faults().contains(&crate::backend::FaultKind::Kill) {
-        ctx.rec.skip(FAMILY, name, expected, "this backend cannot kill a node");
-        return;
-    }
     let tok = token();
     let mut filters: Vec<&str> = src.filter_subject.iter().map(String::as_str).collect();
     filters.extend(src.subject_transform.iter().map(|x| x.src.as_str()));
@@ -1001,12 +890,10 @@ async fn store_and_forward_check(ctx: &mut Ctx<'_, '_>, t: &Topology, p: &Placed
         })
         .collect();
     let Some(plan) = plan else {
-        ctx.rec.skip(FAMILY, name, expected, "no subject reaches the source stream, its filter and its transform (or the transform uses functions the harness cannot predict)");
+        ctx.skip(spec, "no subject reaches the source stream, its filter and its transform (or the transform uses functions the harness cannot predict)");
         return;
     };
-    let mut pending = ctx.rec.start(FAMILY, name, expected);
-    let body = SourceRun { p, feed: &f, plan: &plan, tok: &tok }.run(ctx.lab, &mut pending).await;
-    finish(ctx, pending, body);
+    ctx.check(spec, async |lab: &mut Lab, pending: &mut Pending| SourceRun { p, feed: &f, plan: &plan, tok: &tok }.run(lab, pending).await).await;
 }
 
 /// One store-and-forward run: (published subject, expected hub subject, payload) per message.
@@ -1018,7 +905,7 @@ struct SourceRun<'a, 't> {
 }
 
 impl SourceRun<'_, '_> {
-    async fn run(&self, lab: &mut Lab, pending: &mut Pending) -> Result<Outcome, String> {
+    async fn run(&self, lab: &mut Lab, pending: &mut Pending) -> Concluded {
         let leaf = lab.probe(&self.feed.leaf.name, &self.feed.account).await.map_err(|e| e.to_string())?;
         let hub = hub_client(lab, &self.p.account, None).await?;
         let mut reader = Reader::new(&self.p.stream.name, state_u64(&stream_state(&hub, API, &self.p.stream.name).await?, "last_seq") + 1);
@@ -1031,11 +918,11 @@ impl SourceRun<'_, '_> {
         if arrived.len() < BEFORE {
             return Ok(Outcome::Violated(format!("before any fault only {} of {BEFORE} arrived: {arrived:?}", arrived.len())));
         }
-        let killed = lab.leaf_hub(&self.feed.leaf.name).await.ok_or("the leaf is attached to no hub")?;
-        lab.kill(&killed).await.map_err(|e| e.to_string())?;
+        let killed = lab.leaf_hub(&self.feed.leaf.name).await.ok_or_else(|| Outcome::Violated("the leaf is attached to no hub".into()))?;
+        lab.apply(&Fault::Kill { node: killed.clone() }).await.map_err(|e| e.to_string())?;
         let outage = Instant::now();
         let during = self.publish_during(&leaf).await;
-        lab.start(&killed).await.map_err(|e| e.to_string())?;
+        lab.apply(&Fault::Start { node: killed.clone() }).await.map_err(|e| e.to_string())?;
         let restarted = Instant::now();
         pending.metric_duration("outage_ms", outage.elapsed());
         let caught_up = async {
@@ -1097,20 +984,13 @@ impl Reader {
     }
 
     async fn read(&mut self, c: &Client, tok: &str) -> Result<(), String> {
-        loop {
-            let req = json!({ "seq": self.next, "next_by_subj": ">" });
-            match api(c, API, &format!("STREAM.MSG.GET.{}", self.stream), &req).await {
-                Ok(v) => {
-                    let (seq, msg) = decode_msg(&v["message"])?;
-                    self.next = seq + 1;
-                    if msg.1.contains(tok) {
-                        self.got.push(msg);
-                    }
-                }
-                Err(e) if e.contains("err_code 10037") => return Ok(()),
-                Err(e) => return Err(e),
+        while let Some(m) = js::next_msg(c, API, &self.stream, self.next).await? {
+            self.next = m.seq + 1;
+            if m.payload.contains(tok) {
+                self.got.push((m.subject, m.payload));
             }
         }
+        Ok(())
     }
 }
 
@@ -1145,18 +1025,6 @@ mod tests {
         assert_eq!(transform("a.*", "b.*", "a.p").as_deref(), Some("b.p"));
         assert_eq!(transform("a.*", "b.*", "c.p"), None);
         assert_eq!(transform("a.*", "b.{{partition(3,1)}}", "a.p"), None);
-    }
-
-    #[test]
-    fn diff_reports_declared_fields_only() {
-        let want = json!({ "max_deliver": 3, "ack_wait": 30_000_000_000u64, "sources": [{ "external": { "api": "$JS.x.API" } }] });
-        let got = json!({ "max_deliver": 4, "ack_wait": 30_000_000_000u64, "max_waiting": 512, "sources": [{ "external": { "api": "$JS.x.API", "deliver": "" } }] });
-        let mut out = Vec::new();
-        diff("", &want, &got, &mut out);
-        assert_eq!(out, vec!["max_deliver: declared 3, got 4".to_string()]);
-        let mut out = Vec::new();
-        diff("", &json!({ "subjects": ["a", "b"] }), &json!({ "subjects": ["a"] }), &mut out);
-        assert_eq!(out, vec![r#"subjects: declared ["a","b"], got ["a"]"#.to_string()]);
     }
 
     #[test]

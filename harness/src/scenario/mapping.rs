@@ -15,21 +15,13 @@
 //! hop across the hub cluster).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
-use async_nats::{Client, Subscriber};
-use futures::StreamExt;
-
-use super::check::{Family, Outcome};
-use super::probes::{drain, token, DELIVERY};
+use super::check::{Concluded, Family, Outcome, Pending, Spec};
+use super::probes::{attached_hub, barrier, connect, control, list, probe_payload, publish_all, publish_one, subjects_with, sync, token, watch};
 use super::Ctx;
 use crate::lab::Lab;
-use crate::plan::{CredKind, Scope, SYSTEM_ACCOUNT};
 use crate::topology::subject::{example, matches};
 use crate::topology::{Flow, Leaf, Remote, Topology};
-
-/// Messages as (subject, payload).
-pub(super) type Seen = Vec<(String, String)>;
 
 pub async fn run(ctx: &mut Ctx<'_, '_>) {
     let declared = ctx.declared.clone();
@@ -89,13 +81,8 @@ impl<'t> Link<'t> {
         }
     }
 
-    /// `cim-prod-001`, or `cim-prod-001#1` for a leaf's second remote.
     pub fn label(&self) -> String {
-        if self.index == 0 {
-            self.leaf.name.clone()
-        } else {
-            format!("{}#{}", self.leaf.name, self.index)
-        }
+        self.leaf.remote_label(self.index)
     }
 }
 
@@ -170,12 +157,11 @@ async fn export(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
         link.peer,
         f.local_subject()
     );
-    let p = ctx.rec.start(Family::Mapping, format!("export {} {}", link.label(), f.subject), expected);
-    let outcome = export_probe(ctx.lab, link, f).await.unwrap_or_else(Outcome::Error);
-    ctx.rec.finish(p, outcome);
+    let spec = Spec::new(Family::Mapping, "export", &[&link.label(), &f.subject], format!("export {} {}", link.label(), f.subject), expected);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| export_probe(lab, link, f).await).await;
 }
 
-async fn export_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, String> {
+async fn export_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Concluded {
     let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
     let tok = token();
     let subject = example(&f.subject, &tok);
@@ -201,12 +187,11 @@ async fn export_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, S
 
 async fn local(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
     let expected = format!("a subscriber on {} ({}) still receives {} unprefixed", link.label(), link.local, f.subject);
-    let p = ctx.rec.start(Family::Mapping, format!("local {} {}", link.label(), f.subject), expected);
-    let outcome = local_probe(ctx.lab, link, f).await.unwrap_or_else(Outcome::Error);
-    ctx.rec.finish(p, outcome);
+    let spec = Spec::new(Family::Mapping, "local", &[&link.label(), &f.subject], format!("local {} {}", link.label(), f.subject), expected);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| local_probe(lab, link, f).await).await;
 }
 
-async fn local_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, String> {
+async fn local_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Concluded {
     let tok = token();
     let subject = example(&f.subject, &tok);
     let mut w = watch(lab, &link.leaf.name, &link.local, ">").await?;
@@ -232,12 +217,11 @@ async fn import(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
         link.local,
         f.local_subject()
     );
-    let p = ctx.rec.start(Family::Mapping, format!("import {} {}", link.label(), f.subject), expected);
-    let outcome = import_probe(ctx.lab, link, f).await.unwrap_or_else(Outcome::Error);
-    ctx.rec.finish(p, outcome);
+    let spec = Spec::new(Family::Mapping, "import", &[&link.label(), &f.subject], format!("import {} {}", link.label(), f.subject), expected);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| import_probe(lab, link, f).await).await;
 }
 
-async fn import_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Result<Outcome, String> {
+async fn import_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Concluded {
     let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
     let tok = token();
     let subject = example(&f.subject, &tok);
@@ -267,12 +251,11 @@ async fn no_leak_up(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
         link.label(),
         link.local
     );
-    let p = ctx.rec.start(Family::Mapping, format!("isolation {} → hub", link.label()), expected);
-    let outcome = no_leak_up_probe(ctx.lab, link).await.unwrap_or_else(Outcome::Error);
-    ctx.rec.finish(p, outcome);
+    let spec = Spec::new(Family::Mapping, "leak-up", &[&link.label()], format!("isolation {} → hub", link.label()), expected);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| no_leak_up_probe(lab, link).await).await;
 }
 
-async fn no_leak_up_probe(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String> {
+async fn no_leak_up_probe(lab: &Lab, link: &Link<'_>) -> Concluded {
     let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
     let mut via = watch(lab, &hub, &link.account, ">").await?;
     let mut watchers = Vec::new();
@@ -309,12 +292,11 @@ async fn no_leak_down(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
         link.label(),
         link.local
     );
-    let p = ctx.rec.start(Family::Mapping, format!("isolation hub → {}", link.label()), expected);
-    let outcome = no_leak_down_probe(ctx.lab, link).await.unwrap_or_else(Outcome::Error);
-    ctx.rec.finish(p, outcome);
+    let spec = Spec::new(Family::Mapping, "leak-down", &[&link.label()], format!("isolation hub → {}", link.label()), expected);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| no_leak_down_probe(lab, link).await).await;
 }
 
-async fn no_leak_down_probe(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String> {
+async fn no_leak_down_probe(lab: &Lab, link: &Link<'_>) -> Concluded {
     let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
     let mut leaf = watch(lab, &link.leaf.name, &link.local, ">").await?;
     let via = connect(lab, &hub, &link.account).await?;
@@ -355,12 +337,11 @@ async fn leaf_to_leaf(ctx: &mut Ctx<'_, '_>, a: &Link<'_>, b: &Link<'_>) {
         a.label(),
         b.label()
     );
-    let p = ctx.rec.start(Family::Mapping, format!("isolation {} → {}", a.label(), b.label()), expected);
-    let outcome = leaf_to_leaf_probe(ctx.lab, a, b).await.unwrap_or_else(Outcome::Error);
-    ctx.rec.finish(p, outcome);
+    let spec = Spec::new(Family::Mapping, "leaf-to-leaf", &[&a.label(), &b.label()], format!("isolation {} → {}", a.label(), b.label()), expected);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| leaf_to_leaf_probe(lab, a, b).await).await;
 }
 
-async fn leaf_to_leaf_probe(lab: &Lab, a: &Link<'_>, b: &Link<'_>) -> Result<Outcome, String> {
+async fn leaf_to_leaf_probe(lab: &Lab, a: &Link<'_>, b: &Link<'_>) -> Concluded {
     let hub_a = attached_hub(lab, &a.leaf.name, &a.account).await?;
     let hub_b = attached_hub(lab, &b.leaf.name, &b.account).await?;
     let mut on_b = watch(lab, &b.leaf.name, &b.local, ">").await?;
@@ -406,192 +387,6 @@ fn leak_outcome(bad: &[String], probes: &[String], where_: &str) -> Outcome {
         ))
     } else {
         Outcome::Violated(format!("undeclared deliveries to {where_}: {}", bad.join("; ")))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Probing helpers, shared with the security family.
-
-/// A subscription on its own connection.
-pub(super) struct Watch {
-    pub client: Client,
-    pub sub: Subscriber,
-}
-
-impl Watch {
-    /// Everything delivered so far: after the round trip, every message the server queued for this
-    /// connection before it has been read.
-    pub async fn settle(&mut self) -> Result<Seen, String> {
-        sync(&self.client).await?;
-        Ok(drain(&mut self.sub).await)
-    }
-}
-
-/// A real round trip to the server. async-nats' `flush` only empties the socket buffer, so it proves
-/// nothing; this subscribes to a fresh subject on the same connection and publishes to it: when the
-/// message comes back, the server has processed everything this connection sent before, and this
-/// connection has read everything the server queued for it before. Needs a full-access client.
-pub(super) async fn sync(client: &Client) -> Result<(), String> {
-    let tok = token();
-    let subject = format!("natslab.sync.{tok}");
-    let mut sub = client.subscribe(subject.clone()).await.map_err(|e| format!("subscribe {subject}: {e}"))?;
-    client.publish(subject.clone(), tok.clone().into()).await.map_err(|e| format!("publish {subject}: {e}"))?;
-    client.flush().await.map_err(|e| format!("flush: {e}"))?;
-    let mut seen = Vec::new();
-    if read_until(&mut sub, &tok, DELIVERY, &mut seen).await {
-        Ok(())
-    } else {
-        Err(format!("no round trip to the server within {DELIVERY:?}"))
-    }
-}
-
-/// A full-access client of `account` on `node`.
-pub(super) async fn connect(lab: &Lab, node: &str, account: &str) -> Result<Client, String> {
-    lab.probe(node, account).await.map_err(|e| e.to_string())
-}
-
-/// Subscribes a fresh full-access client of `account` on `node` to `subject`; the subscription is in
-/// place on the server when this returns.
-pub(super) async fn watch(lab: &Lab, node: &str, account: &str, subject: &str) -> Result<Watch, String> {
-    let client = connect(lab, node, account).await?;
-    let sub = client.subscribe(subject.to_string()).await.map_err(|e| format!("subscribe {subject}: {e}"))?;
-    sync(&client).await?;
-    Ok(Watch { client, sub })
-}
-
-/// Reads `sub` until a message carrying `payload` arrives (kept in `seen`), or `within` passes.
-async fn read_until(sub: &mut Subscriber, payload: &str, within: Duration, seen: &mut Seen) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, sub.next()).await {
-            Ok(Some(m)) => {
-                let p = String::from_utf8_lossy(&m.payload).to_string();
-                let hit = p == payload;
-                seen.push((m.subject.to_string(), p));
-                if hit {
-                    return true;
-                }
-            }
-            _ => return false,
-        }
-    }
-}
-
-/// Publishes `payload` on `subject` every 25 ms until `sub` receives it (interest crosses links and routes
-/// asynchronously). Ok: everything `sub` received up to and including it; Err: everything it received.
-pub(super) async fn send_until(
-    publisher: &Client,
-    subject: &str,
-    payload: &str,
-    sub: &mut Subscriber,
-    within: Duration,
-) -> Result<Seen, Seen> {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        let sent = publisher.publish(subject.to_string(), payload.to_string().into()).await.is_ok();
-        if !sent || publisher.flush().await.is_err() {
-            break;
-        }
-        if read_until(sub, payload, Duration::from_millis(25), &mut seen).await {
-            return Ok(seen);
-        }
-    }
-    Err(seen)
-}
-
-/// Proves that everything `publisher` sent before has been delivered wherever `sub` listens (NATS keeps
-/// per-connection order along one path): publishes a fresh control message until `sub` sees it. Returns
-/// what `sub` received meanwhile.
-pub(super) async fn control(publisher: &Client, sub: &mut Subscriber, path: &str) -> Result<Seen, String> {
-    let tok = token();
-    send_until(publisher, &format!("natslab.control.{tok}"), &format!("control-{tok}"), sub, DELIVERY)
-        .await
-        .map_err(|_| format!("the control message ({path}) never arrived within {DELIVERY:?}"))
-}
-
-/// Orders the hub cluster: once it returns, every message and subscription that `from` had sent towards
-/// `to` (in any hub account) has arrived there. Routes are pooled per account, so the barrier crosses once
-/// per account, each on its account's own route connection.
-pub(super) async fn barrier(lab: &Lab, from: &str, to: &str) -> Result<(), String> {
-    if from == to {
-        return Ok(());
-    }
-    for account in hub_accounts(lab) {
-        let tok = token();
-        let subject = format!("natslab.barrier.{tok}");
-        let mut w = watch(lab, to, &account, &subject).await?;
-        let p = connect(lab, from, &account).await?;
-        send_until(&p, &subject, &tok, &mut w.sub, DELIVERY)
-            .await
-            .map_err(|_| format!("the barrier {from} → {to} in account {account} never arrived within {DELIVERY:?}"))?;
-    }
-    Ok(())
-}
-
-/// Every hub account of the running lab that the harness can reach (not the system account).
-fn hub_accounts(lab: &Lab) -> Vec<String> {
-    let mut out: Vec<String> = lab
-        .plan
-        .secrets
-        .credentials
-        .iter()
-        .filter(|c| c.scope == Scope::Hub && c.kind == CredKind::Probe && c.account != SYSTEM_ACCOUNT)
-        .map(|c| c.account.clone())
-        .collect();
-    out.dedup();
-    out
-}
-
-/// The hub the leaf's link into `account` is attached to now, from the hubs' `/leafz` (which names the
-/// account by its public key in operator mode).
-pub(super) async fn attached_hub(lab: &Lab, leaf: &str, account: &str) -> Result<String, String> {
-    let key = lab.plan.secrets.operator.as_ref().and_then(|o| o.accounts.get(account)).map(|(k, _)| k.clone());
-    let deadline = Instant::now() + DELIVERY;
-    loop {
-        for h in lab.plan.hubs() {
-            if let Ok(ls) = lab.monitor.leafs(&lab.endpoint(&h.name).monitor_url).await {
-                if ls.iter().any(|(n, a)| n == leaf && (a == account || Some(a) == key.as_ref())) {
-                    return Ok(h.name.clone());
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("leaf {leaf} is attached to no hub in account {account} (hubs' /leafz)"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Publishes once. Only the order of this connection's later messages is implied; `sync` it before
-/// relying on the server having processed it.
-pub(super) async fn publish_one(c: &Client, subject: &str, payload: &str) -> Result<(), String> {
-    c.publish(subject.to_string(), payload.to_string().into()).await.map_err(|e| format!("publish {subject}: {e}"))?;
-    c.flush().await.map_err(|e| format!("flush: {e}"))
-}
-
-fn probe_payload(i: usize, tok: &str) -> String {
-    format!("probe-{i}-{tok}")
-}
-
-/// Publishes the i-th subject with `probe_payload(i, tok)`.
-async fn publish_all(c: &Client, subjects: &[String], tok: &str) -> Result<(), String> {
-    for (i, s) in subjects.iter().enumerate() {
-        c.publish(s.clone(), probe_payload(i, tok).into()).await.map_err(|e| format!("publish {s}: {e}"))?;
-    }
-    c.flush().await.map_err(|e| format!("flush: {e}"))
-}
-
-pub(super) fn subjects_with(seen: &Seen, payload: &str) -> BTreeSet<String> {
-    seen.iter().filter(|(_, p)| p == payload).map(|(s, _)| s.clone()).collect()
-}
-
-pub(super) fn list(s: &BTreeSet<String>) -> String {
-    if s.is_empty() {
-        "nothing".into()
-    } else {
-        s.iter().cloned().collect::<Vec<_>>().join(", ")
     }
 }
 

@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::check::Pending;
-use super::jepsen::{record_counts, Workload};
+use super::acked_writes::{record_counts, Workload};
+use super::check::{Pending, Spec};
 use super::{probes, Ctx, Family, Outcome};
-use crate::backend::FaultKind;
 use crate::lab::Lab;
-use crate::nemesis;
-use crate::provision::api;
+use crate::nemesis::{self, Capability, Fault};
+use crate::probe::js::api;
 use crate::topology::{subject, Leaf, Topology};
 
 const READY: Duration = Duration::from_secs(30);
@@ -34,27 +33,9 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
     }
 }
 
-/// Records the check as skipped when the backend cannot do `fault` ("cannot <what>"); true when it did.
-fn lacks(ctx: &mut Ctx<'_, '_>, fault: FaultKind, what: &str, name: &str, expected: &str) -> bool {
-    if ctx.lab.faults().contains(&fault) {
-        return false;
-    }
-    let why = format!("the {:?} backend cannot {what}", ctx.lab.kind()).to_lowercase();
-    ctx.rec.skip(FAMILY, name.to_string(), expected.to_string(), why);
-    true
-}
-
-/// Runs a check body, then heals and waits for the whole lab, whatever the body concluded.
-async fn healed(lab: &mut Lab, outcome: Outcome) -> Outcome {
-    let heal = lab.heal().await;
-    let names: Vec<String> = lab.plan.nodes.iter().map(|n| n.name.clone()).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let ready = lab.wait_ready(&refs, READY).await;
-    match (outcome, heal, ready) {
-        (o, Ok(()), Ok(())) => o,
-        (Outcome::Pass(_), Err(e), _) | (Outcome::Pass(_), _, Err(e)) => Outcome::Error(format!("heal: {e}")),
-        (o, _, _) => o,
-    }
+/// A check of this family.
+fn spec(kind: &str, parts: &[&str], name: impl Into<String>, expected: impl Into<String>) -> Spec {
+    Spec::new(FAMILY, kind, parts, name, expected)
 }
 
 async fn wait_for<F, Fut>(within: Duration, mut f: F) -> bool
@@ -75,7 +56,8 @@ where
 }
 
 async fn uplinks(lab: &Lab, leaf: &str) -> usize {
-    lab.monitor.uplinks(&lab.endpoint(leaf).monitor_url).await.map(|l| l.len()).unwrap_or(0)
+    let Ok(url) = lab.monitor_url(leaf) else { return 0 };
+    lab.monitor.uplinks(url).await.map(|l| l.len()).unwrap_or(0)
 }
 
 /// Hub streams that copy this leaf's streams through its JetStream domain: (hub stream, its account).
@@ -96,13 +78,8 @@ async fn cut_leaf(ctx: &mut Ctx<'_, '_>, t: &Topology, leaf: &Leaf) {
     if !sourced.is_empty() {
         expected.push_str("; after heal the hub streams sourcing it catch up with no loss");
     }
-    if lacks(ctx, FaultKind::Partition, "partition", &name, &expected) {
-        return;
-    }
-    let mut p = ctx.rec.start(FAMILY, name, expected);
-    let outcome = cut_leaf_body(ctx.lab, t, leaf, &sourced, &mut p).await;
-    let outcome = healed(ctx.lab, outcome).await;
-    ctx.rec.finish(p, outcome);
+    let spec = spec("cut-leaf", &[&leaf.name], name, expected).needs(Capability::Partition);
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| Ok(cut_leaf_body(lab, t, leaf, &sourced, p).await)).await;
 }
 
 async fn cut_leaf_body(lab: &mut Lab, t: &Topology, leaf: &Leaf, sourced: &[(&str, String)], p: &mut Pending) -> Outcome {
@@ -120,7 +97,7 @@ async fn cut_leaf_body(lab: &mut Lab, t: &Topology, leaf: &Leaf, sourced: &[(&st
             Err(e) => return Outcome::Error(e),
         }
     }
-    if let Err(e) = lab.partition(&nemesis::cut_leaf(&leaf.name, &hubs)).await {
+    if let Err(e) = lab.apply(&Fault::Partition { grudge: nemesis::cut_leaf(&leaf.name, &hubs) }).await {
         return Outcome::Error(format!("partition: {e}"));
     }
     let at = Instant::now();
@@ -157,7 +134,7 @@ async fn cut_leaf_body(lab: &mut Lab, t: &Topology, leaf: &Leaf, sourced: &[(&st
         seen.push(format!("{} acknowledged {} publishes locally", stream.name, published.len()));
     }
 
-    if let Err(e) = lab.heal().await {
+    if let Err(e) = lab.apply(&Fault::Heal).await {
         return Outcome::Error(format!("heal: {e}"));
     }
     let healed_at = Instant::now();
@@ -219,17 +196,12 @@ async fn hub_payloads(lab: &Lab, t: &Topology, stream: &str, account: &str) -> R
 async fn minority(ctx: &mut Ctx<'_, '_>, t: &Topology) {
     let name = "hub JetStream: a minority hub partitioned away";
     let expected = "the R3 stream keeps taking writes on the majority; no acknowledged message lost, duplicated or unexpected; the minority rejoins after heal";
+    let spec = spec("minority", &[], name, expected).needs(Capability::Isolate);
     if t.hub.jetstream.is_none() || t.hub.nodes.len() < 3 {
-        ctx.rec.skip(FAMILY, name, expected, "needs JetStream on a hub of 3 or more nodes");
+        ctx.skip(spec, "needs JetStream on a hub of 3 or more nodes");
         return;
     }
-    if lacks(ctx, FaultKind::Partition, "partition", &name, &expected) {
-        return;
-    }
-    let mut p = ctx.rec.start(FAMILY, name, expected);
-    let outcome = minority_body(ctx.lab, t, &mut p).await;
-    let outcome = healed(ctx.lab, outcome).await;
-    ctx.rec.finish(p, outcome);
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| Ok(minority_body(lab, t, p).await)).await;
 }
 
 async fn minority_body(lab: &mut Lab, t: &Topology, p: &mut Pending) -> Outcome {
@@ -251,11 +223,12 @@ async fn minority_body(lab: &mut Lab, t: &Topology, p: &mut Pending) -> Outcome 
     }
     let led = workload.stream_leader().await.is_ok_and(|l| l == isolated);
     let at = Instant::now();
-    if let Err(e) = lab.partition(&nemesis::isolate(&isolated, &refs)).await {
+    if let Err(e) = lab.apply(&Fault::Isolate { node: isolated.clone() }).await {
         return finish(workload, p, Outcome::Error(format!("partition: {e}"))).await;
     }
     let cut = wait_for(READY, || async {
-        lab.monitor.route_peers(&lab.endpoint(&isolated).monitor_url).await.is_ok_and(|peers| peers.is_empty())
+        let Ok(url) = lab.monitor_url(&isolated) else { return false };
+        lab.monitor.route_peers(url).await.is_ok_and(|peers| peers.is_empty())
     })
     .await;
     if !cut {
@@ -265,8 +238,8 @@ async fn minority_body(lab: &mut Lab, t: &Topology, p: &mut Pending) -> Outcome 
         return finish(workload, p, Outcome::Violated(format!("no write was acknowledged on the majority within {} s of isolating {isolated}", READY.as_secs()))).await;
     };
     p.metric_duration("partition_unavailable_ms", gap);
-    if let Err(e) = lab.heal().await {
-        return finish(workload, p, Outcome::Error(format!("heal: {e}"))).await;
+    if let Err(e) = lab.apply(&Fault::Rejoin { node: isolated.clone() }).await {
+        return finish(workload, p, Outcome::Error(format!("rejoin: {e}"))).await;
     }
     let healed_at = Instant::now();
     if let Err(e) = lab.wait_ready(&refs, READY).await {
@@ -302,35 +275,30 @@ async fn half_open(ctx: &mut Ctx<'_, '_>, leaf: &Leaf) {
     let name = format!("{}: half-open link to its hub", leaf.name);
     let Some(ping) = leaf.ping_interval.as_ref().map(|d| d.get()) else {
         let expected = "the leaf notices by pings and moves to another hub";
-        ctx.rec.skip(FAMILY, name, expected, "the leaf declares no ping_interval: with the default (2m) a half-open link goes unnoticed for minutes");
+        ctx.skip(spec("half-open", &[&leaf.name], name, expected), "the leaf declares no ping_interval: with the default (2m) a half-open link goes unnoticed for minutes");
         return;
     };
     let max = leaf.ping_max.unwrap_or(2);
     let expected = format!("the leaf notices within about ping_interval × ping_max ({} ms × {max}) and attaches to another hub", ping.as_millis());
+    let spec = spec("half-open", &[&leaf.name], name, expected).needs(Capability::Blackhole);
     if hubs < 2 {
-        ctx.rec.skip(FAMILY, name, expected, "moving needs two or more hubs declared");
+        ctx.skip(spec, "moving needs two or more hubs declared");
         return;
     }
-    if lacks(ctx, FaultKind::Blackhole, "blackhole a link", &name, &expected) {
-        return;
-    }
-    let mut p = ctx.rec.start(FAMILY, name, expected);
-    let outcome = half_open_body(ctx.lab, leaf, ping * (max + 1) + Duration::from_secs(20), &mut p).await;
-    let outcome = healed(ctx.lab, outcome).await;
-    ctx.rec.finish(p, outcome);
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| Ok(half_open_body(lab, leaf, ping * (max + 1) + Duration::from_secs(20), p).await)).await;
 }
 
 async fn half_open_body(lab: &mut Lab, leaf: &Leaf, bound: Duration, p: &mut Pending) -> Outcome {
     let Some(hub) = lab.leaf_hub(&leaf.name).await else {
         return Outcome::Error(format!("{} is attached to no hub before the fault", leaf.name));
     };
-    if let Err(e) = lab.blackhole(&leaf.name, &hub).await {
+    if let Err(e) = lab.apply(&Fault::Blackhole { a: leaf.name.clone(), b: hub.clone() }).await {
         return Outcome::Error(format!("blackhole: {e}"));
     }
     let at = Instant::now();
     let moved = wait_for(bound, || async { lab.leaf_hub(&leaf.name).await.is_some_and(|h| h != hub) }).await;
     let took = at.elapsed();
-    let restore = lab.restore(&leaf.name, &hub).await;
+    let restore = lab.apply(&Fault::Restore { a: leaf.name.clone(), b: hub.clone() }).await;
     if !moved {
         return Outcome::Violated(format!("{} stayed on (or off) {hub} for {} ms of a half-open link", leaf.name, took.as_millis()));
     }
@@ -354,13 +322,8 @@ async fn slow_link(ctx: &mut Ctx<'_, '_>, leaf: &Leaf) {
         WAN_LATENCY.as_millis(),
         WAN_LATENCY.as_millis()
     );
-    if lacks(ctx, FaultKind::Latency, "add latency to a link", &name, &expected) {
-        return;
-    }
-    let mut p = ctx.rec.start(FAMILY, name, expected);
-    let outcome = slow_link_body(ctx.lab, leaf, &mut p).await;
-    let outcome = healed(ctx.lab, outcome).await;
-    ctx.rec.finish(p, outcome);
+    let spec = spec("wan-latency", &[&leaf.name], name, expected).needs(Capability::Latency);
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| Ok(slow_link_body(lab, leaf, p).await)).await;
 }
 
 /// Leaf → hub one-way delivery times of `WAN_SAMPLES` messages (interest already in place), or the first
@@ -403,12 +366,12 @@ async fn slow_link_body(lab: &mut Lab, leaf: &Leaf, p: &mut Pending) -> Outcome 
         Ok(t) => t,
         Err(e) => return Outcome::Violated(format!("before the latency: {e}")),
     };
-    if let Err(e) = lab.slow(&leaf.name, &hub, WAN_LATENCY, Duration::ZERO).await {
+    if let Err(e) = lab.apply(&Fault::Slow { a: leaf.name.clone(), b: hub.clone(), latency: WAN_LATENCY, jitter: Duration::ZERO }).await {
         return Outcome::Error(format!("slow: {e}"));
     }
     let slowed = one_way(&client, &subject, &mut sub).await;
     let still_on = lab.leaf_hub(&leaf.name).await;
-    let fast = lab.fast(&leaf.name, &hub).await;
+    let fast = lab.apply(&Fault::Fast { a: leaf.name.clone(), b: hub.clone() }).await;
     let slowed = match slowed {
         Ok(t) => t,
         Err(e) => return Outcome::Violated(format!("with {} ms latency: {e}", WAN_LATENCY.as_millis())),

@@ -14,7 +14,6 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Event};
@@ -22,14 +21,13 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::check::{Family, Outcome};
-use super::mapping::{
-    attached_hub, connect, control, list, publish_one, send_until, subjects_with, sync, watch, Link, Seen,
-};
-use super::probes::{drain, token, DELIVERY};
+use super::check::{Concluded, Family, Outcome, Pending, Spec};
+use super::mapping::Link;
+use super::probes::{attached_hub, connect, control, drain, list, publish_one, send_until, subjects_with, sync, token, watch, Seen, DELIVERY};
 use super::Ctx;
 use crate::lab::Lab;
-use crate::plan::{probe_user, Role, Scope, SYSTEM_ACCOUNT};
+use crate::nemesis::Capability;
+use crate::plan::{probe_user, SYSTEM_ACCOUNT};
 use crate::probe::client::Access;
 use crate::secrets::{jwt, pki};
 use crate::topology::subject::{example, matches};
@@ -44,7 +42,7 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
     for who in declared_users(&declared) {
         user(ctx, &who).await;
     }
-    for node in node_names(ctx.lab) {
+    for node in declared_nodes(&declared) {
         refusals(ctx, &declared, &node).await;
     }
     tls(ctx, &declared).await;
@@ -56,10 +54,6 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
         }
     }
     secrets_on_disk(ctx).await;
-}
-
-fn node_names(lab: &Lab) -> Vec<String> {
-    lab.plan.nodes.iter().map(|n| n.name.clone()).collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -172,27 +166,25 @@ impl Op {
 }
 
 async fn user(ctx: &mut Ctx<'_, '_>, who: &Who) {
-    let p = ctx.rec.start(
-        Family::Security,
-        format!("connect {}", who.label()),
-        format!("{} connects to {}", who.user, who.node),
-    );
-    let connected = match ctx.lab.access(&who.node, &who.account, &who.user) {
-        None => Err(Outcome::Error(format!("the plan has no credential for {}", who.label()))),
-        Some(a) => match a.connect(&format!("natslab-security-{}", who.user)).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(Outcome::Violated(e.to_string())),
-        },
-    };
-    let ok = connected.is_ok();
-    ctx.rec.finish(p, connected.err().unwrap_or_else(|| Outcome::Pass("connected".into())));
+    let spec = Spec::new(Family::Security, "connect", &[&who.label()], format!("connect {}", who.label()), format!("{} connects to {}", who.user, who.node));
+    let verdict = ctx
+        .check(spec, async |lab: &mut Lab, _: &mut Pending| match lab.access(&who.node, &who.account, &who.user) {
+            None => Err(Outcome::Violated(format!("declared user {} has no way in: node {} is not part of this lab", who.label(), who.node))),
+            Some(a) => match a.connect(&format!("natslab-security-{}", who.user)).await {
+                Ok(_) => Ok(Outcome::Pass("connected".into())),
+                Err(e) => Ok(Outcome::Violated(e.to_string())),
+            },
+        })
+        .await;
+    let ok = verdict != Some(super::Verdict::Violated);
     for op in [Op::Publish, Op::Subscribe] {
         let rule = op.rule(who.perms.as_ref()).cloned();
         let Some(rule) = rule else { continue };
         for pattern in &rule.allow {
             let name = format!("{}-allow {} {pattern}", op.name(), who.label());
             let expected = format!("{} may {} on {pattern}", who.user, op.name());
-            rule_check(ctx, who, op, ok, name, expected, |tok| Probe::Allowed(example(pattern, tok))).await;
+            let spec = Spec::new(Family::Security, &format!("{}-allow", op.name()), &[&who.label(), pattern], name, expected);
+            rule_check(ctx, who, op, ok, spec, |tok| Probe::Allowed(example(pattern, tok))).await;
         }
         for pattern in &rule.deny {
             let name = format!("{}-deny {} {pattern}", op.name(), who.label());
@@ -201,7 +193,8 @@ async fn user(ctx: &mut Ctx<'_, '_>, who: &Who) {
                 who.user,
                 op.name()
             );
-            rule_check(ctx, who, op, ok, name, expected, |tok| Probe::Refused(example(pattern, tok))).await;
+            let spec = Spec::new(Family::Security, &format!("{}-deny", op.name()), &[&who.label(), pattern], name, expected);
+            rule_check(ctx, who, op, ok, spec, |tok| Probe::Refused(example(pattern, tok))).await;
         }
         if outside_subject(Some(&rule), "t").is_some() {
             let name = format!("{}-outside-allow {}", op.name(), who.label());
@@ -212,7 +205,8 @@ async fn user(ctx: &mut Ctx<'_, '_>, who: &Who) {
                 rule.allow.join(", ")
             );
             let r = rule.clone();
-            rule_check(ctx, who, op, ok, name, expected, move |tok| match outside_subject(Some(&r), tok) {
+            let spec = Spec::new(Family::Security, &format!("{}-outside-allow", op.name()), &[&who.label()], name, expected);
+            rule_check(ctx, who, op, ok, spec, move |tok| match outside_subject(Some(&r), tok) {
                 Some(s) => Probe::Refused(s),
                 None => Probe::Nothing,
             })
@@ -227,32 +221,21 @@ enum Probe {
     Nothing,
 }
 
-async fn rule_check(
-    ctx: &mut Ctx<'_, '_>,
-    who: &Who,
-    op: Op,
-    connected: bool,
-    name: String,
-    expected: String,
-    probe: impl Fn(&str) -> Probe,
-) {
-    let p = ctx.rec.start(Family::Security, name, expected);
-    let outcome = if !connected {
-        Outcome::Skipped(format!("{} could not connect", who.user))
-    } else {
+async fn rule_check(ctx: &mut Ctx<'_, '_>, who: &Who, op: Op, connected: bool, spec: Spec, probe: impl Fn(&str) -> Probe) {
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+        if !connected {
+            return Ok(Outcome::Violated(format!("{} could not connect, so no rule of it can be seen to hold", who.user)));
+        }
         let tok = token();
         let rule = op.rule(who.perms.as_ref());
-        let result = match probe(&tok) {
-            Probe::Allowed(s) if !permitted(rule, &s) => {
-                Ok(Outcome::Skipped(format!("{s} is also denied: no example to probe")))
-            }
-            Probe::Allowed(s) => allowed(ctx.lab, who, op, &s, &tok).await,
-            Probe::Refused(s) => refused(ctx.lab, who, op, &s, &tok).await,
+        match probe(&tok) {
+            Probe::Allowed(s) if !permitted(rule, &s) => Ok(Outcome::Skipped(format!("{s} is also denied: no example to probe"))),
+            Probe::Allowed(s) => allowed(lab, who, op, &s, &tok).await,
+            Probe::Refused(s) => refused(lab, who, op, &s, &tok).await,
             Probe::Nothing => Ok(Outcome::Skipped("no subject outside the allow list".into())),
-        };
-        result.unwrap_or_else(Outcome::Error)
-    };
-    ctx.rec.finish(p, outcome);
+        }
+    })
+    .await;
 }
 
 /// A client of the declared user that reports the server's errors (permission violations) on a channel.
@@ -289,7 +272,7 @@ async fn violation(rx: &mut mpsc::UnboundedReceiver<String>, op: Op, subject: &s
 
 /// One message on an allowed subject, then a control message on the same path: once the control has
 /// arrived, the first one has too, or it never will.
-async fn allowed(lab: &Lab, who: &Who, op: Op, subject: &str, tok: &str) -> Result<Outcome, String> {
+async fn allowed(lab: &Lab, who: &Who, op: Op, subject: &str, tok: &str) -> Concluded {
     let rule = op.rule(who.perms.as_ref());
     let Some(ctl) = control_subject(rule, subject) else {
         return Ok(Outcome::Skipped(format!("{} may {} nowhere else: no control subject", who.user, op.name())));
@@ -344,7 +327,7 @@ async fn control_on(publisher: &Client, subject: &str, sub: &mut async_nats::Sub
         .map_err(|_| format!("the control message on {subject} never arrived within {DELIVERY:?}"))
 }
 
-async fn refused(lab: &Lab, who: &Who, op: Op, subject: &str, tok: &str) -> Result<Outcome, String> {
+async fn refused(lab: &Lab, who: &Who, op: Op, subject: &str, tok: &str) -> Concluded {
     let rule = op.rule(who.perms.as_ref());
     let Some(ctl) = control_subject(rule, subject) else {
         return Ok(Outcome::Skipped(format!("{} may {} nowhere: no control subject", who.user, op.name())));
@@ -387,50 +370,49 @@ async fn refused(lab: &Lab, who: &Who, op: Op, subject: &str, tok: &str) -> Resu
 // Refused connections.
 
 /// A credential to try on `node`: its first declared user, else the probe user of its first account.
-fn some_user(lab: &Lab, t: &Topology, node: &str) -> Option<(String, String)> {
-    let accounts = match lab.plan.node(node)?.role {
-        Role::Hub => &t.hub.accounts,
-        Role::Leaf => &t.leaf(node)?.accounts,
+fn some_user(t: &Topology, node: &str) -> Option<(String, String)> {
+    let accounts = match t.leaf(node) {
+        None => &t.hub.accounts,
+        Some(l) => &l.accounts,
     };
     let declared = accounts.iter().find_map(|a| a.users.first().map(|u| (a.name.clone(), u.user.clone())));
     declared.or_else(|| accounts.first().map(|a| (a.name.clone(), probe_user(&a.name))))
 }
 
 async fn refusals(ctx: &mut Ctx<'_, '_>, t: &Topology, node: &str) {
-    let Some((account, user)) = some_user(ctx.lab, t, node) else { return };
-    let Some(good) = ctx.lab.access(node, &account, &user) else { return };
-    let operator_hub = t.security.auth == AuthMode::Operator && ctx.lab.plan.scope_of(node) == Scope::Hub;
-
-    let (name, expected) = if operator_hub {
-        (format!("foreign-creds {node}"), format!("a user JWT signed by a foreign operator is refused on {node}"))
+    let operator_hub = t.security.auth == AuthMode::Operator && t.leaf(node).is_none();
+    let spec = if operator_hub {
+        Spec::new(Family::Security, "foreign-creds", &[node], format!("foreign-creds {node}"), format!("a user JWT signed by a foreign operator is refused on {node}"))
     } else {
-        (format!("wrong-password {node}"), format!("{user} with a wrong password is refused on {node}"))
+        Spec::new(Family::Security, "wrong-password", &[node], format!("wrong-password {node}"), format!("a declared user with a wrong password is refused on {node}"))
     };
-    let p = ctx.rec.start(Family::Security, name, expected);
-    let dir = tempfile::tempdir();
-    let bad = match &dir {
-        Err(e) => Err(format!("tempdir: {e}")),
-        Ok(d) if operator_hub => foreign_creds(d.path()).map(|creds| Access {
-            creds: Some(creds),
-            user: Some("intruder".into()),
-            ..good.clone()
-        }),
-        Ok(_) => Ok(Access { password: good.password.as_ref().map(|p| format!("{p}x")), ..good.clone() }),
-    };
-    let outcome = match bad {
-        Ok(bad) => refused_connect(&good, bad.options(), &bad).await,
-        Err(e) => Outcome::Error(e),
-    };
-    ctx.rec.finish(p, outcome);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+        let good = good_access(lab, t, node)?;
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let bad = if operator_hub {
+            Access { creds: Some(foreign_creds(dir.path())?), user: Some("intruder".into()), ..good.clone() }
+        } else {
+            Access { password: good.password.as_ref().map(|p| format!("{p}x")), ..good.clone() }
+        };
+        Ok(refused_connect(&good, bad.options(), &bad).await)
+    })
+    .await;
+    let spec = Spec::new(Family::Security, "anonymous", &[node], format!("anonymous {node}"), format!("a client without credentials is refused on {node}"));
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+        let good = good_access(lab, t, node)?;
+        let anonymous = Access { user: None, password: None, creds: None, ..good.clone() };
+        Ok(refused_connect(&good, anonymous.options(), &anonymous).await)
+    })
+    .await;
+}
 
-    let p = ctx.rec.start(
-        Family::Security,
-        format!("anonymous {node}"),
-        format!("a client without credentials is refused on {node}"),
-    );
-    let anonymous = Access { user: None, password: None, creds: None, ..good.clone() };
-    let outcome = refused_connect(&good, anonymous.options(), &anonymous).await;
-    ctx.rec.finish(p, outcome);
+/// Proper credentials for `node`; a declared node the lab does not run is a violation.
+fn good_access(lab: &Lab, t: &Topology, node: &str) -> Result<Access, Outcome> {
+    if lab.endpoint(node).is_none() {
+        return Err(Outcome::Violated(format!("declared node {node} is not part of this lab")));
+    }
+    let (account, user) = some_user(t, node).ok_or_else(|| Outcome::Error(format!("{node} declares no account")))?;
+    lab.access(node, &account, &user).ok_or_else(|| Outcome::Error(format!("the plan has no credential for {account}/{user} on {node}")))
 }
 
 /// Pass when `bad` is refused; an error when `good` (the same node, proper credentials) is refused too.
@@ -461,48 +443,54 @@ fn foreign_creds(dir: &Path) -> Result<PathBuf, String> {
 
 async fn tls(ctx: &mut Ctx<'_, '_>, t: &Topology) {
     if !t.security.tls {
-        ctx.rec.skip(Family::Security, "tls", "TLS on every port", "the topology declares no TLS");
+        ctx.skip(Spec::new(Family::Security, "tls", &[], "tls", "TLS on every port"), "the topology declares no TLS");
         return;
     }
-    for node in node_names(ctx.lab) {
-        let Some((account, user)) = some_user(ctx.lab, t, &node) else { continue };
-        let Some(good) = ctx.lab.access(&node, &account, &user) else { continue };
-
-        let p = ctx.rec.start(
-            Family::Security,
-            format!("plaintext {node}"),
-            format!("a plaintext client is refused on {node}"),
-        );
-        let outcome = plaintext(ctx.lab, &node, &good).await;
-        ctx.rec.finish(p, outcome);
-
+    for node in declared_nodes(t) {
+        let node = node.as_str();
+        let spec = Spec::new(Family::Security, "plaintext", &[node], format!("plaintext {node}"), format!("a plaintext client is refused on {node}"));
+        ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+            let good = good_access(lab, t, node)?;
+            Ok(plaintext(lab, node, &good).await)
+        })
+        .await;
         if !t.security.verify_clients {
             continue;
         }
-        let p = ctx.rec.start(
+        let spec = Spec::new(
             Family::Security,
+            "foreign-ca-cert",
+            &[node],
             format!("foreign-ca-cert {node}"),
             format!("a client certificate from a foreign CA is refused on {node}"),
         );
-        let dir = tempfile::tempdir();
-        let outcome = match dir.as_ref().map_err(|e| e.to_string()).and_then(|d| foreign_cert(d.path())) {
-            Ok((cert, key)) => {
-                let bad = Access { cert: Some(cert), key: Some(key), ..good.clone() };
-                refused_connect(&good, bad.options(), &bad).await
-            }
-            Err(e) => Outcome::Error(e),
-        };
-        ctx.rec.finish(p, outcome);
-
-        let p = ctx.rec.start(
+        ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+            let good = good_access(lab, t, node)?;
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let (cert, key) = foreign_cert(dir.path())?;
+            let bad = Access { cert: Some(cert), key: Some(key), ..good.clone() };
+            Ok(refused_connect(&good, bad.options(), &bad).await)
+        })
+        .await;
+        let spec = Spec::new(
             Family::Security,
+            "no-client-cert",
+            &[node],
             format!("no-client-cert {node}"),
             format!("a client without a certificate is refused on {node} (verify_clients)"),
         );
-        let bad = Access { cert: None, key: None, ..good.clone() };
-        let outcome = refused_connect(&good, bad.options(), &bad).await;
-        ctx.rec.finish(p, outcome);
+        ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+            let good = good_access(lab, t, node)?;
+            let bad = Access { cert: None, key: None, ..good.clone() };
+            Ok(refused_connect(&good, bad.options(), &bad).await)
+        })
+        .await;
     }
+}
+
+/// The declared nodes: hubs, then leaves.
+fn declared_nodes(t: &Topology) -> Vec<String> {
+    t.hub_names().map(String::from).chain(t.leaves.iter().map(|l| l.name.clone())).collect()
 }
 
 /// Speaks the client protocol in plaintext to a TLS-only port, with proper credentials: the server must
@@ -581,77 +569,43 @@ fn foreign_cert(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
 // ---------------------------------------------------------------------------------------------------------
 // mTLS: a leaf with a certificate from the lab's own CA, but an identity no account maps.
 
-/// A throwaway nats-server, killed when dropped.
-struct Throwaway {
-    child: Child,
-}
-
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn impostor_leaf(ctx: &mut Ctx<'_, '_>, t: &Topology) {
     if t.security.auth != AuthMode::Mtls {
         return;
     }
-    let p = ctx.rec.start(
+    let spec = Spec::new(
         Family::Security,
         "impostor-leaf",
+        &[],
+        "impostor-leaf",
         "a leaf presenting a certificate of the lab's CA with another, unmapped identity is refused (Authorization Violation) and never attaches",
-    );
-    let outcome = impostor_probe(ctx.lab).await.unwrap_or_else(Outcome::Error);
-    ctx.rec.finish(p, outcome);
+    )
+    .needs(Capability::Guest);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| impostor_probe(lab).await).await;
 }
 
-async fn impostor_probe(lab: &Lab) -> Result<Outcome, String> {
-    let tls = lab.plan.secrets.tls.as_ref().ok_or("the plan has no TLS material")?;
-    let hub = lab.plan.hubs().next().ok_or("no hub")?;
-    let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-    let d = dir.path();
-    // The harness's own client certificate: signed by the lab's CA, so TLS succeeds and only the identity
-    // mapping can refuse it; no account has a user for its subject.
-    let write = |name: &str, text: &str| -> Result<String, String> {
-        let path = d.join(name);
-        crate::files::write_secret(&path, text).map_err(|e| e.to_string())?;
-        Ok(path.display().to_string())
-    };
-    let pair = &tls.probe_client;
-    let (cert, key, ca_file) =
-        (write("cert.pem", &pair.cert_pem)?, write("key.pem", &pair.key_pem)?, write("ca.pem", &tls.ca.cert_pem)?);
-    let identity = pki::mapped_identity("natslab-probe", Some("natslab"));
+async fn impostor_probe(lab: &mut Lab) -> Concluded {
     let name = format!("natslab-impostor-{}", token());
-    let settings = json!({
-        "server_name": name,
-        "listen": "127.0.0.1:-1",
-        "leafnodes": { "remotes": [ {
-            "urls": [format!("tls://{}:{}", hub.addr.host, hub.addr.leaf)],
-            "tls": { "cert_file": cert, "key_file": key, "ca_file": ca_file, "timeout": 3 },
-        } ] },
-    });
-    let conf = d.join("nats.conf");
-    crate::files::write_secret(&conf, &crate::render::to_conf(&settings)).map_err(|e| e.to_string())?;
-    let log = d.join("server.log");
-    let out = std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(&lab.server.path);
-    cmd.arg("-c").arg(&conf).stdin(Stdio::null()).stdout(out).stderr(err);
-    let child = crate::backend::spawn::spawn_guarded(cmd).map_err(|e| format!("spawn the impostor: {e}"))?;
-    let mut guard = Throwaway { child };
+    let (log, identity) = lab.start_impostor(&name).await?;
+    let outcome = watch_impostor(lab, &name, &identity, &log).await;
+    if let Some(g) = lab.guests() {
+        g.stop_guest(&name).await;
+    }
+    outcome
+}
 
+async fn watch_impostor(lab: &mut Lab, name: &str, identity: &str, log: &Path) -> Concluded {
     let deadline = Instant::now() + DELIVERY;
     loop {
-        if let Some(h) = attached_anywhere(lab, &name).await {
+        if let Some(h) = attached_anywhere(lab, name).await {
             return Ok(Outcome::Violated(format!("the impostor ({identity}) attached to {h}")));
         }
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = std::fs::read_to_string(log).unwrap_or_default();
         if let Some(line) = text.lines().find(|l| l.contains("Authorization Violation")) {
             return Ok(Outcome::Pass(format!("{identity} never attached; the impostor logged: {}", line.trim())));
         }
-        if let Ok(Some(status)) = guard.child.try_wait() {
-            return Err(format!("the impostor exited ({status}): {}", text.lines().last().unwrap_or_default()));
+        if let Some(status) = lab.guests().and_then(|g| g.guest_exited(name)) {
+            return Err(Outcome::Error(format!("the impostor exited ({status}): {}", text.lines().last().unwrap_or_default())));
         }
         if Instant::now() >= deadline {
             return Ok(Outcome::Violated(format!(
@@ -665,7 +619,8 @@ async fn impostor_probe(lab: &Lab) -> Result<Outcome, String> {
 
 async fn attached_anywhere(lab: &Lab, name: &str) -> Option<String> {
     for h in lab.plan.hubs() {
-        if let Ok(ls) = lab.monitor.leafs(&lab.endpoint(&h.name).monitor_url).await {
+        let Ok(url) = lab.monitor_url(&h.name) else { continue };
+        if let Ok(ls) = lab.monitor.leafs(url).await {
             if ls.iter().any(|(n, _)| n == name) {
                 return Some(h.name.clone());
             }
@@ -681,18 +636,19 @@ async fn account_isolation(ctx: &mut Ctx<'_, '_>, t: &Topology) {
     let Some(hub) = t.hub.nodes.first().map(|h| h.name.clone()) else { return };
     for a in &t.hub.accounts {
         for b in t.hub.accounts.iter().filter(|b| b.name != a.name) {
-            let p = ctx.rec.start(
+            let spec = Spec::new(
                 Family::Security,
+                "account-isolation",
+                &[&a.name, &b.name],
                 format!("account-isolation {} from {}", a.name, b.name),
                 format!("a subscriber on `>` in {} receives nothing {} publishes (hub accounts import nothing from each other)", a.name, b.name),
             );
-            let outcome = isolation_probe(ctx.lab, t, &hub, &a.name, &b.name).await.unwrap_or_else(Outcome::Error);
-            ctx.rec.finish(p, outcome);
+            ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| isolation_probe(lab, t, &hub, &a.name, &b.name).await).await;
         }
     }
 }
 
-async fn isolation_probe(lab: &Lab, t: &Topology, hub: &str, a: &str, b: &str) -> Result<Outcome, String> {
+async fn isolation_probe(lab: &Lab, t: &Topology, hub: &str, a: &str, b: &str) -> Concluded {
     let mut on_a = watch(lab, hub, a, ">").await?;
     let from_b = connect(lab, hub, b).await?;
     let tok = token();
@@ -713,24 +669,25 @@ async fn isolation_probe(lab: &Lab, t: &Topology, hub: &str, a: &str, b: &str) -
 }
 
 async fn system_account(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
-    let p = ctx.rec.start(
+    let spec = Spec::new(
         Family::Security,
+        "system-request",
+        &[&link.label()],
         format!("system-request {}", link.label()),
         format!("$SYS.REQ.SERVER.PING from {} ({}) gets no answer from the hubs", link.label(), link.local),
     );
-    let outcome = system_request(ctx.lab, link).await.unwrap_or_else(Outcome::Error);
-    ctx.rec.finish(p, outcome);
-
-    let p = ctx.rec.start(
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| system_request(lab, link).await).await;
+    let spec = Spec::new(
         Family::Security,
+        "system-isolation",
+        &[&link.label()],
         format!("system-isolation {}", link.label()),
         format!("nothing crosses between {} ({}) and the hub's system account, either way", link.label(), link.local),
     );
-    let outcome = system_isolation(ctx.lab, link).await.unwrap_or_else(Outcome::Error);
-    ctx.rec.finish(p, outcome);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| system_isolation(lab, link).await).await;
 }
 
-async fn system_request(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String> {
+async fn system_request(lab: &Lab, link: &Link<'_>) -> Concluded {
     let leaf = connect(lab, &link.leaf.name, &link.local).await?;
     let reply = leaf.request("$SYS.REQ.SERVER.PING".to_string(), "".into()).await;
     Ok(match reply {
@@ -743,7 +700,7 @@ async fn system_request(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String> {
     })
 }
 
-async fn system_isolation(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String> {
+async fn system_isolation(lab: &Lab, link: &Link<'_>) -> Concluded {
     let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
     let tok = token();
     let mut bad = Vec::new();
@@ -797,13 +754,14 @@ async fn system_isolation(lab: &Lab, link: &Link<'_>) -> Result<Outcome, String>
 // Files.
 
 async fn secrets_on_disk(ctx: &mut Ctx<'_, '_>) {
-    let p = ctx.rec.start(
+    let spec = Spec::new(
         Family::Security,
+        "secrets-mode",
+        &[],
         "secrets-mode",
         "every file under secrets/ and every node config (nats.conf, settings.json) has mode 0600",
     );
-    let outcome = secrets_probe(ctx.lab);
-    ctx.rec.finish(p, outcome);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| Ok(secrets_probe(lab))).await;
 }
 
 fn secrets_probe(lab: &Lab) -> Outcome {

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::model::Topology;
+use super::problem::Problem;
 use super::validate;
 
 /// Everything wrong with one topology file, each problem with its place and a fix.
@@ -14,15 +15,6 @@ pub struct TopologyError {
     pub problems: Vec<Problem>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    /// Key path in the document (`leaves[0].remotes[0].hubs[1]`), empty for syntax errors.
-    pub path: String,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-    pub hint: Option<String>,
-}
 
 impl fmt::Display for TopologyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -438,6 +438,17 @@ impl Leaf {
     }
 }
 
+impl Leaf {
+    /// The one label of a leaf's remote: `cim-prod-001`, or `cim-prod-001#1` for its second remote.
+    pub fn remote_label(&self, index: usize) -> String {
+        if index == 0 {
+            self.name.clone()
+        } else {
+            format!("{}#{index}", self.name)
+        }
+    }
+}
+
 impl Remote {
     pub fn peer_account<'a>(&'a self, hub: &'a Hub) -> &'a str {
         self.peer.as_deref().unwrap_or(&hub.accounts[0].name)

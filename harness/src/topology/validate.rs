@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::load::Problem;
+use super::problem::Problem;
 use super::model::*;
 use super::subject;
 

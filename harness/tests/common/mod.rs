@@ -50,14 +50,19 @@ pub fn failures(checks: &[natslab::scenario::Check]) -> Vec<String> {
     checks
         .iter()
         .filter(|c| matches!(c.verdict, Verdict::Violated | Verdict::HarnessError))
-        .map(|c| format!("{:?} {}: {}", c.verdict, c.name, c.observed))
+        .map(|c| format!("{:?} {}: {}", c.verdict, c.id, c.observed))
         .collect()
 }
 
-/// The verdict of the check named `name`; a missing check fails the test, listing those there are.
-pub fn verdict_of(checks: &[natslab::scenario::Check], name: &str) -> natslab::scenario::Verdict {
-    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
-    checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name:?} in {names:?}")).verdict
+/// The check with the stable id `id`; a missing check fails the test, listing those there are.
+pub fn check<'a>(checks: &'a [natslab::scenario::Check], id: &str) -> &'a natslab::scenario::Check {
+    let ids: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
+    checks.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no check {id:?} in {ids:?}"))
+}
+
+/// The verdict of the check with the stable id `id`.
+pub fn verdict_of(checks: &[natslab::scenario::Check], id: &str) -> natslab::scenario::Verdict {
+    check(checks, id).verdict
 }
 
 /// Whether this machine can run netns labs; a skip says why (a failure where CI requires everything).

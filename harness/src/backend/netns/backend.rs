@@ -18,14 +18,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use async_trait::async_trait;
+
 use super::names::{self, Names};
 use super::net;
 use super::owner;
 use crate::backend::links::{self, LinkSet};
 use crate::backend::process::ProcessBackend;
-use crate::backend::{Endpoint, FaultKind, FaultSet};
+use crate::backend::{Backend, BackendKind, Endpoint, Guests, Kill, Net, Pause};
 use crate::errors::{Error, Result};
-use crate::nemesis::{self, Grudge};
+use crate::nemesis::{self, Capabilities, Capability, Grudge};
 use crate::plan::{Layout, NodeAddr, NodePlan, Plan};
 use crate::server::NatsServer;
 
@@ -74,7 +76,7 @@ impl NetnsBackend {
     /// Needs root and iproute2/nftables. Clears the leftovers of a dead run that still hold this slot's host
     /// address (a crashed lab releases its slot, not its links).
     pub async fn new(server: NatsServer) -> Result<NetnsBackend> {
-        net::check_tools().map_err(|e| Error::Run(format!("the netns backend needs root (uid 0) and iproute2: {e}")))?;
+        net::check_tools().map_err(|e| Error::Backend { backend: "netns", reason: format!("needs root (uid 0) and iproute2/nftables: {e}") })?;
         let procs = ProcessBackend::new(server)?;
         let slot = procs.slot_index();
         let left = tokio::task::spawn_blocking(move || owner::remove_leftovers_on_slot(slot)).await.unwrap_or_default();
@@ -107,40 +109,14 @@ impl NetnsBackend {
         self.nodes.contains_key(node).then(|| n.node_ns(node))
     }
 
-    pub fn addr(&self, i: usize) -> NodeAddr {
+    pub fn node_addr(&self, i: usize) -> NodeAddr {
         let ip = names::node_ip(self.slot, i);
         NodeAddr { bind: ip.clone(), host: ip, client: CLIENT_PORT, cluster: CLUSTER_PORT, leaf: LEAF_PORT, http: HTTP_PORT }
     }
 
-    /// The namespaces share the host's filesystem.
-    pub fn layout(dir: &Path) -> Layout {
-        Layout::same(dir)
-    }
-
-    pub fn endpoint(node: &NodePlan) -> Endpoint {
-        ProcessBackend::endpoint(node)
-    }
-
-    pub fn faults(&self) -> FaultSet {
-        let mut f: FaultSet = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Blackhole, FaultKind::Bandwidth].into_iter().collect();
-        if self.links.is_some() {
-            f.insert(FaultKind::Latency);
-        }
-        f
-    }
-
-    /// Where each link's proxy listens, on the dialed node's address (see `links::addrs`).
-    pub fn link_addrs(&self, t: &crate::topology::Topology) -> BTreeMap<Pair, String> {
-        links::addrs(t, |i, _| names::node_ip(self.slot, i))
-    }
-
-    pub fn link_counters(&self) -> BTreeMap<Pair, crate::net::Counters> {
-        self.links.as_ref().map(LinkSet::counters).unwrap_or_default()
-    }
-
     /// Builds the lab's network and tells the process backend to start each node in its namespace.
-    pub async fn prepare(&mut self, plan: &Plan) -> Result<()> {
-        let fail = |reason: String| Error::Run(format!("build the netns lab network: {reason}"));
+    async fn build(&mut self, plan: &Plan) -> Result<()> {
+        let fail = |reason: String| Error::Backend { backend: "netns", reason: format!("build the lab network: {reason}") };
         if plan.nodes.len() > names::MAX_NODES {
             return Err(fail(format!("{} nodes, at most {} fit on one bridge", plan.nodes.len(), names::MAX_NODES)));
         }
@@ -165,6 +141,7 @@ impl NetnsBackend {
         }
         let procs = self.procs_mut()?;
         procs.register(plan);
+        procs.set_run_dir(&plan.layout.host_root);
         for (_, node) in &nodes {
             procs.set_prefix(node, vec!["ip".into(), "netns".into(), "exec".into(), n.node_ns(node)]);
         }
@@ -172,35 +149,7 @@ impl NetnsBackend {
     }
 
     fn procs_mut(&mut self) -> Result<&mut ProcessBackend> {
-        self.procs.as_mut().ok_or_else(|| Error::Run("the netns backend was shut down".into()))
-    }
-
-    pub fn start(&mut self, node: &str) -> Result<()> {
-        self.procs_mut()?.start(node)
-    }
-
-    pub async fn kill(&mut self, node: &str) -> Result<()> {
-        self.procs_mut()?.kill(node).await
-    }
-
-    pub fn pause(&mut self, node: &str) -> Result<()> {
-        self.procs_mut()?.pause(node)
-    }
-
-    pub fn resume(&mut self, node: &str) -> Result<()> {
-        self.procs_mut()?.resume(node)
-    }
-
-    pub fn exited(&mut self, node: &str) -> Option<String> {
-        self.procs.as_mut()?.exited(node)
-    }
-
-    pub fn pid(&self, node: &str) -> Option<u32> {
-        self.procs.as_ref()?.pid(node)
-    }
-
-    pub fn pids(&self) -> Vec<u32> {
-        self.procs.as_ref().map(ProcessBackend::pids).unwrap_or_default()
+        self.procs.as_mut().ok_or_else(|| Error::Backend { backend: "netns", reason: "it was shut down".into() })
     }
 
     fn ip(&self, node: &str, op: &'static str) -> Result<String> {
@@ -263,9 +212,110 @@ impl NetnsBackend {
         Ok(())
     }
 
+    /// Network first (that kills the servers in their namespaces), then the process handles, which also
+    /// release the slot: no later lab gets this slot while its addresses still exist.
+    pub async fn teardown_all(mut self) {
+        if let Some(l) = self.links.take() {
+            l.shutdown().await;
+        }
+        if let Some(n) = self.names.take() {
+            let _ = tokio::task::spawn_blocking(move || teardown(&n)).await;
+        }
+        if let Some(p) = self.procs.take() {
+            p.shutdown_all().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for NetnsBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Netns
+    }
+
+    fn addr(&self, i: usize, _name: &str) -> NodeAddr {
+        self.node_addr(i)
+    }
+
+    /// The namespaces share the host's filesystem.
+    fn layout(&self, dir: &Path) -> Layout {
+        Layout::same(dir)
+    }
+
+    /// Where each link's proxy listens, on the dialed node's address (see `links::addrs`).
+    fn link_addrs(&self, t: &crate::topology::Topology) -> Option<BTreeMap<Pair, String>> {
+        Some(links::addrs(t, |i, _| names::node_ip(self.slot, i)))
+    }
+
+    async fn prepare(&mut self, plan: &Plan) -> Result<()> {
+        self.build(plan).await
+    }
+
+    async fn start(&mut self, node: &str) -> Result<()> {
+        self.procs_mut()?.spawn_node(node)
+    }
+
+    fn endpoint(&self, node: &NodePlan) -> Endpoint {
+        ProcessBackend::endpoint_of(node)
+    }
+
+    fn exited(&mut self, node: &str) -> Option<String> {
+        self.procs.as_mut()?.node_exit(node)
+    }
+
+    fn pid(&self, node: &str) -> Option<u32> {
+        self.procs.as_ref()?.node_pid(node)
+    }
+
+    async fn shutdown(self: Box<Self>) {
+        self.teardown_all().await
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn kill(&mut self) -> Option<&mut dyn Kill> {
+        self.procs.as_mut().map(|p| p as &mut dyn Kill)
+    }
+
+    fn pause(&mut self) -> Option<&mut dyn Pause> {
+        self.procs.as_mut().map(|p| p as &mut dyn Pause)
+    }
+
+    fn net(&mut self) -> Option<&mut dyn Net> {
+        Some(self)
+    }
+
+    fn net_ref(&self) -> Option<&dyn Net> {
+        Some(self)
+    }
+
+    /// Guests run in the host's namespace, which reaches every node over the host link.
+    fn guests(&mut self) -> Option<&mut dyn Guests> {
+        self.procs.as_mut().map(|p| p as &mut dyn Guests)
+    }
+}
+
+/// The kernel's network: nftables partitions and blackholes, htb caps; latency through link proxies (no
+/// netem here), where the lab has them.
+#[async_trait]
+impl Net for NetnsBackend {
+    fn kinds(&self) -> Capabilities {
+        let mut k: Capabilities = [Capability::Partition, Capability::Blackhole, Capability::Bandwidth].into_iter().collect();
+        if self.links.is_some() {
+            k.insert(Capability::Latency);
+        }
+        k
+    }
+
     /// Makes `grudge` the lab's partition (replacing any earlier one): every pair it cuts drops each other's
     /// traffic, refuses new connections, and loses its open ones at once.
-    pub async fn partition(&mut self, grudge: &Grudge) -> Result<()> {
+    async fn partition(&mut self, grudge: &Grudge) -> Result<()> {
         let cut = nemesis::cut_pairs(grudge);
         self.check_nodes(cut.iter().flat_map(|(a, b)| [a.as_str(), b.as_str()]), "partition")?;
         let old = std::mem::replace(&mut self.partition, cut.clone());
@@ -279,66 +329,50 @@ impl NetnsBackend {
         self.run_jobs("partition", jobs, |ns, peer| net::kill_connections(ns, peer)).await
     }
 
-    /// Lifts the partition (blackholes and caps stay).
-    pub async fn heal(&mut self) -> Result<()> {
-        let old = std::mem::take(&mut self.partition);
-        let touched = old.iter().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
-        self.sync_rules(touched, "heal").await
-    }
-
     /// Everything between `a` and `b` is dropped, both ways; their connections stay open (the half-open
     /// case only pings detect).
-    pub async fn blackhole(&mut self, a: &str, b: &str) -> Result<()> {
+    async fn blackhole(&mut self, a: &str, b: &str) -> Result<()> {
         self.check_nodes([a, b], "blackhole")?;
         self.dark.insert(pair(a, b));
         self.sync_rules([a.to_string(), b.to_string()].into(), "blackhole").await
     }
 
-    pub async fn restore(&mut self, a: &str, b: &str) -> Result<()> {
+    async fn restore(&mut self, a: &str, b: &str) -> Result<()> {
         self.check_nodes([a, b], "restore")?;
         self.dark.remove(&pair(a, b));
         self.sync_rules([a.to_string(), b.to_string()].into(), "restore").await
     }
 
     /// Caps traffic between `a` and `b` at `bytes_per_s`, each direction.
-    pub async fn cap(&mut self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
+    async fn cap(&mut self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
         self.check_nodes([a, b], "cap")?;
         self.caps.insert(pair(a, b), bytes_per_s);
         self.sync_shaping([a.to_string(), b.to_string()].into(), "cap").await
     }
 
     /// Latency (± jitter) on every link between `a` and `b`, through their proxies.
-    pub fn slow(&mut self, a: &str, b: &str, latency: std::time::Duration, jitter: std::time::Duration) -> Result<()> {
-        let links = self.links.as_ref().ok_or_else(|| Error::Fault {
+    async fn slow(&mut self, a: &str, b: &str, latency: std::time::Duration, jitter: std::time::Duration) -> Result<()> {
+        let links = self.links.as_mut().ok_or_else(|| Error::Fault {
             node: format!("{a}/{b}"),
             op: "slow",
             reason: "this kernel has no netem: latency needs a lab brought up with link proxies".into(),
         })?;
-        links.slow(a, b, latency, jitter)
+        links.slow(a, b, latency, jitter).await
     }
 
     /// No cap, no latency.
-    pub async fn fast(&mut self, a: &str, b: &str) -> Result<()> {
+    async fn fast(&mut self, a: &str, b: &str) -> Result<()> {
         self.check_nodes([a, b], "fast")?;
-        if let Some(links) = &self.links {
-            links.fast(a, b)?;
+        if let Some(links) = &mut self.links {
+            links.fast(a, b).await?;
         }
         self.caps.remove(&pair(a, b));
         self.sync_shaping([a.to_string(), b.to_string()].into(), "fast").await
     }
 
-    /// Network first (that kills the servers in their namespaces), then the process handles, which also
-    /// release the slot: no later lab gets this slot while its addresses still exist.
-    pub async fn shutdown(mut self) {
-        if let Some(l) = self.links.take() {
-            l.shutdown().await;
-        }
-        if let Some(n) = self.names.take() {
-            let _ = tokio::task::spawn_blocking(move || teardown(&n)).await;
-        }
-        if let Some(p) = self.procs.take() {
-            p.shutdown().await;
-        }
+
+    fn counters(&self) -> BTreeMap<Pair, crate::net::Counters> {
+        self.links.as_ref().map(LinkSet::link_counters).unwrap_or_default()
     }
 }
 

@@ -4,8 +4,6 @@
 //!
 //! The scripts themselves (nft rulesets, tc commands) are pure functions, tested without root.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::names::{self, Names, NODE_IF};
@@ -16,20 +14,7 @@ fn run(program: &str, args: &[&str]) -> Result<String, String> {
 }
 
 fn run_with_input(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
-    let shown = || format!("`{program} {}`", args.join(" "));
-    let mut cmd = Command::new(program);
-    cmd.args(args).stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", shown()))?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(text.as_bytes()).map_err(|e| format!("{}: write stdin: {e}", shown()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("{}: {e}", shown()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(format!("{} failed ({}): {err}", shown(), out.status))
-    }
+    crate::tool::run_ok(program, args.iter().copied(), input)
 }
 
 /// Root, and the tools this backend drives.

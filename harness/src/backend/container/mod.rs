@@ -47,12 +47,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
-use testcontainers::bollard::{self, ClientVersion, Docker};
+use testcontainers::bollard;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
@@ -60,14 +60,24 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkConnectRequest, NetworkCreateRequest,
     NetworkDisconnectRequest, NetworkingConfig, PortBinding, PortMap,
 };
-use bollard::query_parameters::{
-    BuildImageOptions, CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
-    ListNetworksOptions, LogsOptions, PruneImagesOptions, RemoveContainerOptions, UploadToContainerOptions,
-};
+use bollard::query_parameters::{CreateContainerOptions, KillContainerOptions, LogsOptions, UploadToContainerOptions};
+
+mod archive;
+mod cleanup;
+mod engine;
+mod image;
+
+pub use cleanup::{remove_leftovers, remove_run, resources_of_run, Leftovers};
+pub use engine::{engine_available, Engine};
+pub use image::image_tag;
+
+use archive::Archive;
+use cleanup::force_remove;
+use engine::engine_error;
 
 use super::links::{self, LinkSet, LinkSpec};
-use super::{Endpoint, FaultKind, FaultSet};
 use super::slot::{self, Slot};
+use super::{Backend, BackendKind, Endpoint, Guests, Isolate, Kill, Net, Pause};
 use crate::errors::{Error, Result};
 use crate::plan::{Layout, NodeAddr, NodePlan, Plan};
 use crate::server::NatsServer;
@@ -98,169 +108,8 @@ const PORTS: [u16; 3] = [CLIENT_PORT, LEAF_PORT, HTTP_PORT];
 const PORT_BASE: u16 = 10000;
 pub const MAX_NODES: usize = 16;
 
-/// The label goes first, so even intermediate layers of a failed build are recognisably ours.
-const DOCKERFILE: &str = "FROM scratch\nLABEL natslab=1\nCOPY nats-server /nats-server\nENTRYPOINT [\"/nats-server\"]\n";
-
 /// How long a single engine operation that should be quick may take before we call the engine broken.
 const ENGINE_WAIT: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------------------------------------------------
-// The engine connection
-
-/// A connection to a Docker engine at the engine's own API version, and where its mapped ports are reached.
-#[derive(Clone)]
-pub struct Engine {
-    pub docker: Docker,
-    host: String,
-    version: (usize, usize),
-    /// The address the harness dials for mapped ports.
-    pub reach: String,
-    /// The host address ports are bound to (`None`: all of them, for a remote engine).
-    bind: Option<String>,
-}
-
-impl Engine {
-    /// Connects to `DOCKER_HOST` (default: the local socket). Errors say why there is no usable engine.
-    /// bollard 0.21 happens to send unversioned paths, which an engine serves at its own API version; should
-    /// it send its own (1.53), an older engine refuses and names its newest, which is then used.
-    pub async fn connect() -> Result<Engine, String> {
-        let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| "unix:///var/run/docker.sock".into());
-        let newest = bollard::API_DEFAULT_VERSION;
-        let first = open(&host, newest)?;
-        let version = match ask_version(&first, &host).await {
-            Ok(()) => (newest.major_version, newest.minor_version),
-            Err(e) => max_supported(&e).ok_or(e)?,
-        };
-        let docker = open(&host, &ClientVersion { major_version: version.0, minor_version: version.1 })?;
-        ask_version(&docker, &host).await?;
-        let (reach, bind) = match host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")) {
-            Some(rest) => (rest.split(':').next().unwrap_or("127.0.0.1").to_string(), None),
-            None => ("127.0.0.1".to_string(), Some("127.0.0.1".to_string())),
-        };
-        Ok(Engine { docker, host, version, reach, bind })
-    }
-
-    /// A fresh connection with the same settings, for use on another runtime (cleanup in `Drop`).
-    fn reopen(&self) -> Result<Docker, String> {
-        open(&self.host, &ClientVersion { major_version: self.version.0, minor_version: self.version.1 })
-    }
-}
-
-/// Whether a Docker engine answers here, and if not why (tests skip on `Err`).
-pub async fn engine_available() -> Result<(), String> {
-    Engine::connect().await.map(|_| ())
-}
-
-fn open(host: &str, v: &ClientVersion) -> Result<Docker, String> {
-    let r = if let Some(path) = host.strip_prefix("unix://") {
-        Docker::connect_with_unix(path, 120, v)
-    } else if host.starts_with("tcp://") || host.starts_with("http://") {
-        Docker::connect_with_http(host, 120, v)
-    } else {
-        return Err(format!("DOCKER_HOST={host}: only unix:// and tcp:// engines are supported"));
-    };
-    r.map_err(|e| format!("connect to the Docker engine at {host}: {e}"))
-}
-
-async fn ask_version(docker: &Docker, host: &str) -> Result<(), String> {
-    match tokio::time::timeout(Duration::from_secs(10), docker.version()).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("no usable Docker engine at {host}: {e}")),
-        Err(_) => Err(format!("no usable Docker engine at {host}: no answer in 10 s")),
-    }
-}
-
-/// The engine's newest API version, from its refusal of a newer client ("client version 1.53 is too new.
-/// Maximum supported API version is 1.41").
-fn max_supported(refusal: &str) -> Option<(usize, usize)> {
-    let tail = refusal.split("Maximum supported API version is ").nth(1)?;
-    let v: String = tail.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
-    let mut it = v.trim_end_matches('.').split('.').map(|p| p.parse::<usize>().ok());
-    Some((it.next()??, it.next()??))
-}
-
-fn engine_error(what: impl std::fmt::Display) -> impl FnOnce(bollard::errors::Error) -> Error {
-    let what = what.to_string();
-    move |e| Error::Run(format!("the container backend: {what}: {e}"))
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// The image
-
-/// Tags already hashed in this process, by (binary, size, mtime): hashing 19 MB is not free.
-type TagCache = HashMap<(PathBuf, u64, Option<std::time::SystemTime>), String>;
-
-/// `natslab/nats-server:<first 12 hex of sha256(binary)>`: the cache key is the binary itself.
-pub fn image_tag(binary: &Path) -> Result<String> {
-    static CACHE: OnceLock<Mutex<TagCache>> = OnceLock::new();
-    let meta = std::fs::metadata(binary).map_err(Error::io(format!("read {}", binary.display())))?;
-    let key = (binary.to_path_buf(), meta.len(), meta.modified().ok());
-    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(tag) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return Ok(tag);
-    }
-    let bytes = std::fs::read(binary).map_err(Error::io(format!("read {}", binary.display())))?;
-    let hex: String = Sha256::digest(&bytes).iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let tag = format!("{IMAGE_REPO}:{hex}");
-    if let Ok(mut c) = cache.lock() {
-        c.insert(key, tag.clone());
-    }
-    Ok(tag)
-}
-
-/// The image to run: the one `NATSLAB_IMAGE` names, else ours for this binary, built if missing.
-async fn ensure_image(engine: &Engine, server: &NatsServer, named: Option<String>) -> Result<String> {
-    // One build at a time in this process: parallel labs would otherwise all build the same image.
-    static BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _one = BUILD.lock().await;
-    match named {
-        Some(image) => {
-            if engine.docker.inspect_image(&image).await.is_err() {
-                pull(engine, &image).await?;
-            }
-            Ok(image)
-        }
-        None => {
-            let tag = image_tag(&server.path)?;
-            if engine.docker.inspect_image(&tag).await.is_err() {
-                build(engine, &server.path, &tag).await?;
-            }
-            Ok(tag)
-        }
-    }
-}
-
-async fn build(engine: &Engine, binary: &Path, tag: &str) -> Result<()> {
-    let bin = tokio::fs::read(binary).await.map_err(Error::io(format!("read {}", binary.display())))?;
-    let mut ctx = Tar::default();
-    ctx.file("Dockerfile", 0o644, DOCKERFILE.as_bytes())?;
-    ctx.file("nats-server", 0o755, &bin)?;
-    let opts = BuildImageOptions {
-        t: Some(tag.to_string()),
-        labels: Some(HashMap::from([(LABEL_IMAGE.to_string(), "1".to_string())])),
-        rm: true,
-        forcerm: true,
-        q: true,
-        ..Default::default()
-    };
-    let mut progress = engine.docker.build_image(opts, None, Some(bollard::body_full(ctx.finish().into())));
-    while let Some(item) = progress.next().await {
-        let info = item.map_err(engine_error(format!("build image {tag}")))?;
-        if let Some(e) = info.error_detail.and_then(|d| d.message) {
-            return Err(Error::Run(format!("the container backend: build image {tag}: {e}")));
-        }
-    }
-    engine.docker.inspect_image(tag).await.map(|_| ()).map_err(engine_error(format!("build image {tag} (not there after the build)")))
-}
-
-async fn pull(engine: &Engine, image: &str) -> Result<()> {
-    let opts = CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() };
-    let mut progress = engine.docker.create_image(Some(opts), None, None);
-    while let Some(item) = progress.next().await {
-        item.map_err(|e| Error::Run(format!("the container backend: image {image} is not on this engine and could not be pulled: {e}")))?;
-    }
-    Ok(())
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // The backend
@@ -319,23 +168,21 @@ pub struct ContainerBackend {
     /// The link proxies, when the lab was brought up with them, and the links they serve.
     pub links: Option<LinkSet>,
     link_specs: Vec<LinkSpec>,
+    /// Throwaway servers beside the lab: their containers, by name.
+    guests: BTreeMap<String, Node>,
+    /// The run directory, once prepared (guests keep their files under it).
+    run_dir: Option<PathBuf>,
 }
 
 impl ContainerBackend {
     /// Connects to the engine and makes sure the image is there (built or pulled); `image` overrides ours.
     pub async fn new(server: &NatsServer, image: Option<String>) -> Result<ContainerBackend> {
-        let engine = Engine::connect().await.map_err(|e| Error::Run(format!("the container backend: {e}")))?;
-        let image = ensure_image(&engine, server, image).await?;
+        let engine = Engine::connect().await.map_err(|reason| Error::Backend { backend: "container", reason })?;
+        let image = image::ensure_image(&engine, server, image.or_else(|| std::env::var(IMAGE_ENV).ok().filter(|i| !i.trim().is_empty()))).await?;
         let slot = slot::acquire()?;
         // A lab that died holding this slot may have left containers on its ports.
-        remove_dead(&engine.docker, &format!("{LABEL_SLOT}={}", slot.index)).await;
-        Ok(ContainerBackend { engine, image, slot, run: None, nodes: BTreeMap::new(), links: None, link_specs: Vec::new() })
-    }
-
-    /// As `new`, with the image named by `NATSLAB_IMAGE` if set.
-    pub async fn from_env(server: &NatsServer) -> Result<ContainerBackend> {
-        let named = std::env::var(IMAGE_ENV).ok().filter(|s| !s.trim().is_empty());
-        ContainerBackend::new(server, named).await
+        cleanup::remove_dead(&engine.docker, &format!("{LABEL_SLOT}={}", slot.index)).await;
+        Ok(ContainerBackend { engine, image, slot, run: None, nodes: BTreeMap::new(), links: None, link_specs: Vec::new(), guests: BTreeMap::new(), run_dir: None })
     }
 
     pub fn image(&self) -> &str {
@@ -357,21 +204,8 @@ impl ContainerBackend {
     }
 
     /// Every node listens on all interfaces of its container at the standard ports; peers dial it by name.
-    pub fn addr(_i: usize, name: &str) -> NodeAddr {
+    pub fn node_addr(name: &str) -> NodeAddr {
         NodeAddr { bind: "0.0.0.0".into(), host: name.into(), client: CLIENT_PORT, cluster: CLUSTER_PORT, leaf: LEAF_PORT, http: HTTP_PORT }
-    }
-
-    /// The containers see the files at the same paths as the host (they are copied there).
-    pub fn layout(dir: &Path) -> Layout {
-        Layout::same(dir)
-    }
-
-    pub fn faults(&self) -> FaultSet {
-        let mut f: FaultSet = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition].into_iter().collect();
-        if self.links.is_some() {
-            f.extend([FaultKind::Blackhole, FaultKind::Latency, FaultKind::Bandwidth]);
-        }
-        f
     }
 
     /// Whether link proxies can be placed in the containers' namespaces: a local engine, and root to enter them.
@@ -382,12 +216,9 @@ impl ContainerBackend {
 
     /// Where each link's proxy listens: `<dialed node's name>:<LINK_PORT_BASE + dialer index>` (see
     /// `links::addrs`); none where proxies cannot be placed, so such a lab has direct links.
-    pub fn link_addrs(&self, t: &crate::topology::Topology) -> BTreeMap<(String, String), String> {
-        if !self.can_proxy() {
-            return BTreeMap::new();
-        }
+    pub fn proxy_addrs(&self, t: &crate::topology::Topology) -> Option<BTreeMap<(String, String), String>> {
         // Peers reach a container by its node name.
-        links::addrs(t, |_, name| name.to_string())
+        self.can_proxy().then(|| links::addrs(t, |_, name| name.to_string()))
     }
 
     /// Places (again) the proxies in front of `node`, inside its network namespace, forwarding to its address
@@ -418,13 +249,8 @@ impl ContainerBackend {
         Ok(())
     }
 
-    /// The link proxies, for network faults (a lab brought up with them).
-    pub fn link_set(&mut self, op: &'static str) -> Result<&mut LinkSet> {
-        self.links.as_mut().ok_or_else(|| links::no_links(op))
-    }
-
     /// Where the harness reaches a node: its fixed host ports on the engine's host.
-    pub fn endpoint(&self, node: &NodePlan) -> Endpoint {
+    pub fn endpoint_of(&self, node: &NodePlan) -> Endpoint {
         let p = self.nodes.get(&node.name).map(|n| n.ports).unwrap_or_default();
         let h = &self.engine.reach;
         Endpoint {
@@ -434,7 +260,7 @@ impl ContainerBackend {
         }
     }
 
-    pub fn pid(&self, node: &str) -> Option<u32> {
+    pub fn node_pid(&self, node: &str) -> Option<u32> {
         self.nodes.get(node).and_then(|n| n.pid)
     }
 
@@ -443,13 +269,17 @@ impl ContainerBackend {
     }
 
     /// Creates the run's networks and every node's container (not started), with its files copied in.
-    pub async fn prepare(&mut self, plan: &Plan) -> Result<()> {
+    async fn prepare_run(&mut self, plan: &Plan) -> Result<()> {
         if plan.nodes.len() > MAX_NODES {
-            return Err(Error::Run(format!("the container backend: at most {MAX_NODES} nodes per lab, and {} has {}", plan.topology.name, plan.nodes.len())));
+            return Err(Error::Backend {
+                backend: "container",
+                reason: format!("at most {MAX_NODES} nodes per lab, and {} has {}", plan.topology.name, plan.nodes.len()),
+            });
         }
         let network = format!("natslab-{}-peers", plan.run_id);
         // Recorded first: from here on, `Drop` sweeps whatever carries the run's label.
         self.run = Some(Run { id: plan.run_id.clone(), network: network.clone() });
+        self.run_dir = Some(plan.layout.host_root.clone());
         self.create_network(&plan.run_id, &network).await?;
         let created = futures::future::join_all(plan.nodes.iter().enumerate().map(|(i, n)| self.create(plan, &network, &n.name, i))).await;
         for (i, (n, id)) in plan.nodes.iter().zip(created).enumerate() {
@@ -545,13 +375,9 @@ impl ContainerBackend {
         info.and_then(|i| i.state).and_then(|s| s.running).unwrap_or(false)
     }
 
-    /// Starts (or restarts: same container, same files, same store) a node; a running one is left alone.
-    pub async fn start(&mut self, node: &str) -> Result<()> {
-        self.start_group(&[node.to_string()]).await
-    }
-
-    /// Starts several nodes at once (hubs must come up together, see the module doc).
-    pub async fn start_group(&mut self, nodes: &[String]) -> Result<()> {
+    /// Starts several nodes at once (hubs must come up together, see the module doc); a running one is left
+    /// alone. A restart is the same container: same files, same store.
+    async fn start_nodes(&mut self, nodes: &[String]) -> Result<()> {
         let mut todo = Vec::new();
         for name in nodes {
             let n = self.node(name, "start")?;
@@ -571,7 +397,7 @@ impl ContainerBackend {
         }
         for (name, _, _) in todo {
             self.refresh(name).await?;
-            let follower = self.follow_log(name)?;
+            let follower = follow_log(&self.engine, self.node(name, "follow log")?);
             self.node_mut(name, "start")?.follower = Some(follower);
             self.place_links(name).await?;
         }
@@ -593,47 +419,14 @@ impl ContainerBackend {
         Ok(())
     }
 
-    /// Appends the container's output to its log file, skipping what an earlier run of it already wrote;
-    /// when the output ends and we did not stop it, records how the container ended.
-    fn follow_log(&self, node: &str) -> Result<JoinHandle<()>> {
-        let n = self.node(node, "follow log")?;
-        let (docker, id, path) = (self.engine.docker.clone(), n.id.clone(), n.log.clone());
-        let (written, stopping, exit) = (n.written.clone(), n.stopping.clone(), n.exit.clone());
-        Ok(tokio::spawn(async move {
-            let skip = written.load(Ordering::SeqCst);
-            let Ok(mut file) = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await else { return };
-            let opts = LogsOptions { follow: true, stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
-            let mut frames = docker.logs(&id, Some(opts));
-            let mut seen = 0usize;
-            while let Some(Ok(frame)) = frames.next().await {
-                seen += 1;
-                if seen > skip {
-                    let _ = file.write_all(&frame.into_bytes()).await;
-                    written.store(seen, Ordering::SeqCst);
-                }
-            }
-            let _ = file.flush().await;
-            if stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            let state = docker.inspect_container(&id, None).await.ok().and_then(|i| i.state);
-            if let Some(s) = state.filter(|s| s.running != Some(true)) {
-                let why = format!("the container exited with code {}", s.exit_code.unwrap_or(-1));
-                if let Ok(mut e) = exit.lock() {
-                    *e = Some(why);
-                }
-            }
-        }))
-    }
-
     /// Whether a node's container has stopped on its own (how, if so).
-    pub fn exited(&self, node: &str) -> Option<String> {
+    pub fn node_exit(&self, node: &str) -> Option<String> {
         self.nodes.get(node)?.exit.lock().ok()?.clone()
     }
 
     /// `docker kill -s KILL`: sudden death, nothing flushed. Returns once the container has stopped and its
     /// log is written out.
-    pub async fn kill(&mut self, node: &str) -> Result<()> {
+    async fn kill_node(&mut self, node: &str) -> Result<()> {
         let id = self.node(node, "kill")?.id.clone();
         let fault = |reason: String| Error::Fault { node: node.into(), op: "kill", reason };
         if !self.running(&id).await {
@@ -673,12 +466,12 @@ impl ContainerBackend {
         Ok(())
     }
 
-    pub async fn pause(&mut self, node: &str) -> Result<()> {
+    async fn pause_node(&mut self, node: &str) -> Result<()> {
         let id = self.node(node, "pause")?.id.clone();
         self.engine.docker.pause_container(&id).await.map_err(|e| Error::Fault { node: node.into(), op: "pause", reason: e.to_string() })
     }
 
-    pub async fn resume(&mut self, node: &str) -> Result<()> {
+    async fn resume_node(&mut self, node: &str) -> Result<()> {
         let id = self.node(node, "resume")?.id.clone();
         self.engine.docker.unpause_container(&id).await.map_err(|e| Error::Fault { node: node.into(), op: "resume", reason: e.to_string() })
     }
@@ -691,7 +484,7 @@ impl ContainerBackend {
     /// open connections included (they go through the node's own network). Open connections between the
     /// node and its peers are aborted on both ends, as the other backends' cuts do: left alone they would
     /// linger until pings time out (minutes, for routes).
-    pub async fn partition(&mut self, node: &str) -> Result<()> {
+    async fn disconnect(&mut self, node: &str) -> Result<()> {
         let (network, id) = (self.network_for(node, "partition")?, self.node(node, "partition")?.id.clone());
         let addresses = self.addresses_on(&network).await;
         let req = NetworkDisconnectRequest { container: id, force: Some(true) };
@@ -724,10 +517,10 @@ impl ContainerBackend {
     /// and a local engine), for the connections between them.
     async fn abort_links(&self, node: &str, addresses: &BTreeMap<String, String>) -> Result<(), String> {
         let own = addresses.get(node).ok_or("it had no address on the run's network")?;
-        let pid = self.pid(node).ok_or("it is not running")?;
+        let pid = self.node_pid(node).ok_or("it is not running")?;
         for (peer, ip) in addresses.iter().filter(|(p, _)| p.as_str() != node) {
             abort_connections(pid, ip).await?;
-            if let Some(peer_pid) = self.pid(peer) {
+            if let Some(peer_pid) = self.node_pid(peer) {
                 abort_connections(peer_pid, own).await?;
             }
         }
@@ -735,7 +528,7 @@ impl ContainerBackend {
     }
 
     /// Reconnects a partitioned node to the run's network under its name.
-    pub async fn heal(&mut self, node: &str) -> Result<()> {
+    async fn reconnect(&mut self, node: &str) -> Result<()> {
         let (network, id) = (self.network_for(node, "heal")?, self.node(node, "heal")?.id.clone());
         let req = NetworkConnectRequest { container: id, endpoint_config: Some(alias(node)) };
         self.engine
@@ -753,11 +546,12 @@ impl ContainerBackend {
     }
 
     /// Removes every container and network of the run, after letting the logs drain.
-    pub async fn shutdown(mut self) {
+    async fn remove_all(mut self) {
         if let Some(l) = self.links.take() {
             l.shutdown().await;
         }
-        let nodes = std::mem::take(&mut self.nodes);
+        let mut nodes = std::mem::take(&mut self.nodes);
+        nodes.extend(std::mem::take(&mut self.guests).into_iter().map(|(n, g)| (format!("guest {n}"), g)));
         let Some(run) = self.run.take() else { return };
         for n in nodes.values() {
             n.stopping.store(true, Ordering::SeqCst);
@@ -768,6 +562,187 @@ impl ContainerBackend {
             let _ = tokio::time::timeout(ENGINE_WAIT, f).await;
         }
         remove_run(docker, &run.id).await;
+    }
+}
+
+#[async_trait]
+impl Backend for ContainerBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Container
+    }
+
+    /// Every node listens on all interfaces of its container at the standard ports; peers dial it by name.
+    fn addr(&self, _i: usize, name: &str) -> NodeAddr {
+        ContainerBackend::node_addr(name)
+    }
+
+    /// The containers see the files at the same paths as the host (they are copied there).
+    fn layout(&self, dir: &Path) -> Layout {
+        Layout::same(dir)
+    }
+
+    fn link_addrs(&self, t: &crate::topology::Topology) -> Option<BTreeMap<(String, String), String>> {
+        self.proxy_addrs(t)
+    }
+
+    async fn prepare(&mut self, plan: &Plan) -> Result<()> {
+        self.prepare_run(plan).await
+    }
+
+    async fn start(&mut self, node: &str) -> Result<()> {
+        self.start_nodes(&[node.to_string()]).await
+    }
+
+    async fn start_group(&mut self, nodes: &[String]) -> Result<()> {
+        self.start_nodes(nodes).await
+    }
+
+    fn endpoint(&self, node: &NodePlan) -> Endpoint {
+        self.endpoint_of(node)
+    }
+
+    fn exited(&mut self, node: &str) -> Option<String> {
+        self.node_exit(node)
+    }
+
+    fn pid(&self, node: &str) -> Option<u32> {
+        self.node_pid(node)
+    }
+
+    async fn shutdown(self: Box<Self>) {
+        (*self).remove_all().await
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn kill(&mut self) -> Option<&mut dyn Kill> {
+        Some(self)
+    }
+
+    fn pause(&mut self) -> Option<&mut dyn Pause> {
+        Some(self)
+    }
+
+    /// Without link proxies a container can only be cut off the run's network as a whole.
+    fn isolate(&mut self) -> Option<&mut dyn Isolate> {
+        if self.links.is_some() {
+            None
+        } else {
+            Some(self)
+        }
+    }
+
+    fn net(&mut self) -> Option<&mut dyn Net> {
+        self.links.as_mut().map(|l| l as &mut dyn Net)
+    }
+
+    fn net_ref(&self) -> Option<&dyn Net> {
+        self.links.as_ref().map(|l| l as &dyn Net)
+    }
+
+    fn guests(&mut self) -> Option<&mut dyn Guests> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Kill for ContainerBackend {
+    async fn kill(&mut self, node: &str) -> Result<()> {
+        self.kill_node(node).await
+    }
+}
+
+#[async_trait]
+impl Pause for ContainerBackend {
+    async fn pause(&mut self, node: &str) -> Result<()> {
+        self.pause_node(node).await
+    }
+
+    async fn resume(&mut self, node: &str) -> Result<()> {
+        self.resume_node(node).await
+    }
+}
+
+#[async_trait]
+impl Isolate for ContainerBackend {
+    async fn isolate(&mut self, node: &str) -> Result<()> {
+        self.disconnect(node).await
+    }
+
+    async fn rejoin(&mut self, node: &str) -> Result<()> {
+        self.reconnect(node).await
+    }
+}
+
+/// A guest is a container on the run's network (peers' names resolve there), with its files copied in at
+/// the paths its settings name.
+#[async_trait]
+impl Guests for ContainerBackend {
+    async fn start_guest(&mut self, name: &str, settings: &serde_json::Value, files: &[(String, String)]) -> Result<PathBuf> {
+        let run = self.run.as_ref().ok_or_else(|| Error::Fault { node: name.into(), op: "guest", reason: "the lab is not prepared".into() })?;
+        let (run_id, network) = (run.id.clone(), run.network.clone());
+        let dir = self.run_dir.clone().ok_or_else(|| Error::Fault { node: name.into(), op: "guest", reason: "the lab is not prepared".into() })?;
+        let gdir = dir.join("guests").join(name);
+        crate::files::mkdir(&gdir)?;
+        let conf = format!("{}/guests/{name}/nats.conf", dir.display());
+        let mut tar = Archive::new();
+        tar.dir(&format!("{}/guests/{name}", dir.display()), 0o700)?;
+        tar.file(&conf, 0o600, crate::render::to_conf(settings).as_bytes())?;
+        for (f, text) in files {
+            tar.file(&format!("{}/guests/{name}/{f}", dir.display()), 0o600, text.as_bytes())?;
+        }
+        let fail = |reason: String| Error::NodeStart { node: name.into(), reason, log: gdir.join("server.log"), tail: String::new() };
+        let mut labels = self.labels(&run_id);
+        labels.insert(LABEL_NODE.into(), format!("guest-{name}"));
+        let body = ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(vec!["-c".into(), conf]),
+            hostname: Some(name.into()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some(network.clone()),
+                log_config: Some(HostConfigLogConfig { typ: Some("json-file".into()), config: None }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions { name: Some(format!("natslab-{run_id}-guest-{name}")), ..Default::default() };
+        let id = self.engine.docker.create_container(Some(opts), body).await.map_err(|e| fail(format!("create container: {e}")))?.id;
+        let mut node = Node::new(id.clone(), gdir.join("server.log"));
+        let to = UploadToContainerOptions { path: "/".into(), ..Default::default() };
+        let uploaded = self.engine.docker.upload_to_container(&id, Some(to), bollard::body_full(tar.finish()?.into())).await;
+        let started = match uploaded {
+            Ok(()) => self.engine.docker.start_container(&id, None).await.map_err(|e| fail(format!("start container: {e}"))),
+            Err(e) => Err(fail(format!("copy files in: {e}"))),
+        };
+        if let Err(e) = started {
+            let _ = self.engine.docker.remove_container(&id, Some(force_remove())).await;
+            return Err(e);
+        }
+        node.follower = Some(follow_log(&self.engine, &node));
+        let log = node.log.clone();
+        self.guests.insert(name.to_string(), node);
+        Ok(log)
+    }
+
+    fn guest_exited(&mut self, name: &str) -> Option<String> {
+        self.guests.get(name)?.exit.lock().ok()?.clone()
+    }
+
+    async fn stop_guest(&mut self, name: &str) {
+        if let Some(g) = self.guests.remove(name) {
+            g.stopping.store(true, Ordering::SeqCst);
+            let _ = self.engine.docker.remove_container(&g.id, Some(force_remove())).await;
+            if let Some(f) = g.follower {
+                let _ = tokio::time::timeout(ENGINE_WAIT, f).await;
+            }
+        }
     }
 }
 
@@ -789,6 +764,38 @@ impl Drop for ContainerBackend {
     }
 }
 
+/// Appends the container's output to its log file, skipping what an earlier run of it already wrote;
+/// when the output ends and we did not stop it, records how the container ended.
+fn follow_log(engine: &Engine, n: &Node) -> JoinHandle<()> {
+    let (docker, id, path) = (engine.docker.clone(), n.id.clone(), n.log.clone());
+    let (written, stopping, exit) = (n.written.clone(), n.stopping.clone(), n.exit.clone());
+    tokio::spawn(async move {
+        let skip = written.load(Ordering::SeqCst);
+        let Ok(mut file) = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await else { return };
+        let opts = LogsOptions { follow: true, stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
+        let mut frames = docker.logs(&id, Some(opts));
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = frames.next().await {
+            seen += 1;
+            if seen > skip {
+                let _ = file.write_all(&frame.into_bytes()).await;
+                written.store(seen, Ordering::SeqCst);
+            }
+        }
+        let _ = file.flush().await;
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let state = docker.inspect_container(&id, None).await.ok().and_then(|i| i.state);
+        if let Some(s) = state.filter(|s| s.running != Some(true)) {
+            let why = format!("the container exited with code {}", s.exit_code.unwrap_or(-1));
+            if let Ok(mut e) = exit.lock() {
+                *e = Some(why);
+            }
+        }
+    })
+}
+
 /// A node's own network: it carries the node's host ports, and partitions leave it alone.
 fn own_network(run_id: &str, node: &str) -> String {
     format!("natslab-{run_id}-host-{node}")
@@ -805,25 +812,17 @@ fn port_bindings(bind: Option<&str>, ports: Ports) -> PortMap {
 
 /// Aborts the TCP connections to `dst` in the network namespace of process `pid`.
 async fn abort_connections(pid: u32, dst: &str) -> Result<(), String> {
-    let out = tokio::process::Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n", "ss", "-K", "-t", "dst", dst])
-        .output()
+    let args = vec!["-t".to_string(), pid.to_string(), "-n".into(), "ss".into(), "-K".into(), "-t".into(), "dst".into(), dst.to_string()];
+    tokio::task::spawn_blocking(move || crate::tool::run_ok("nsenter", args, None))
         .await
-        .map_err(|e| format!("run nsenter: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("nsenter -t {pid} -n ss -K dst {dst}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    }
+        .map_err(|e| format!("run nsenter: {e}"))?
+        .map(|_| ())
 }
 
 fn alias(node: &str) -> EndpointSettings {
     EndpointSettings { aliases: Some(vec![node.to_string()]), ..Default::default() }
 }
 
-fn force_remove() -> RemoveContainerOptions {
-    RemoveContainerOptions { force: true, v: true, ..Default::default() }
-}
 
 /// The host ports of a container's listeners, when all are mapped.
 fn ports_of(map: &PortMap) -> Option<Ports> {
@@ -838,7 +837,7 @@ fn ports_of(map: &PortMap) -> Option<Ports> {
 fn node_files(l: &Layout, node: &str) -> Result<Vec<u8>> {
     let host_config = l.host_config(node);
     let config = std::fs::read_to_string(&host_config).map_err(Error::io(format!("read {}", host_config.display())))?;
-    let mut tar = Tar::default();
+    let mut tar = Archive::new();
     let node_dir = l.node_dir(node);
     for d in [l.root.clone(), format!("{}/nodes", l.root), node_dir.clone(), format!("{}/secrets", l.root)] {
         tar.dir(&d, 0o700)?;
@@ -853,7 +852,7 @@ fn node_files(l: &Layout, node: &str) -> Result<Vec<u8>> {
         let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
         tar.file(&l.secret(name), 0o600, &bytes)?;
     }
-    Ok(tar.finish())
+    tar.finish()
 }
 
 /// Whether `text` names `path` as a whole (not as the prefix of a longer file name).
@@ -864,174 +863,9 @@ fn mentions(text: &str, path: &str) -> bool {
     })
 }
 
-/// Removes every container and network labeled with `run_id`.
-pub async fn remove_run(docker: &Docker, run_id: &str) -> (usize, usize) {
-    remove_labeled(docker, &format!("{LABEL_RUN}={run_id}")).await
-}
-
-/// Removes every container and network carrying `label` (`key=value`). Containers go first (a network with
-/// endpoints cannot be removed); a second pass catches a container whose creation was still in flight.
-async fn remove_labeled(docker: &Docker, label: &str) -> (usize, usize) {
-    let filter = HashMap::from([("label".to_string(), vec![label.to_string()])]);
-    let mut removed = (0, 0);
-    for _ in 0..2 {
-        let list = ListContainersOptions { all: true, filters: Some(filter.clone()), ..Default::default() };
-        let ids: Vec<String> = docker.list_containers(Some(list)).await.unwrap_or_default().into_iter().filter_map(|c| c.id).collect();
-        let results = futures::future::join_all(ids.iter().map(|id| docker.remove_container(id, Some(force_remove())))).await;
-        removed.0 += results.iter().filter(|r| r.is_ok()).count();
-        let nets = ListNetworksOptions { filters: Some(filter.clone()) };
-        for net in docker.list_networks(Some(nets)).await.unwrap_or_default() {
-            if let Some(name) = net.name {
-                if docker.remove_network(&name).await.is_ok() {
-                    removed.1 += 1;
-                }
-            }
-        }
-    }
-    removed
-}
-
-/// What `remove_leftovers` removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Leftovers {
-    pub containers: usize,
-    pub networks: usize,
-    pub images: usize,
-}
-
-/// For `natslab down --all`: removes every container and network of a run whose supervising natslab
-/// process is gone (crashed, `kill -9`ed), and dangling layers of natslab image builds. `None` when there is
-/// no Docker engine (nothing to clean).
-pub async fn remove_leftovers() -> Option<Leftovers> {
-    let engine = Engine::connect().await.ok()?;
-    let docker = &engine.docker;
-    let mut out = remove_dead(docker, LABEL_RUN).await;
-    let dangling = HashMap::from([
-        ("dangling".to_string(), vec!["true".to_string()]),
-        ("label".to_string(), vec![format!("{LABEL_IMAGE}=1")]),
-    ]);
-    if let Ok(r) = docker.prune_images(Some(PruneImagesOptions { filters: Some(dangling) })).await {
-        out.images = r.images_deleted.map(|d| d.len()).unwrap_or(0);
-    }
-    Some(out)
-}
-
-/// Removes the containers, then the networks, carrying `label` (`key` or `key=value`) whose supervisor is
-/// not alive. A live lab's are never touched.
-async fn remove_dead(docker: &Docker, label: &str) -> Leftovers {
-    let dead = |labels: Option<&HashMap<String, String>>| {
-        let pid = labels.and_then(|l| l.get(LABEL_SUPERVISOR)).and_then(|p| p.parse::<u32>().ok());
-        !pid.is_some_and(crate::runs::alive)
-    };
-    let mut out = Leftovers::default();
-    let filter = HashMap::from([("label".to_string(), vec![label.to_string()])]);
-    let list = ListContainersOptions { all: true, filters: Some(filter.clone()), ..Default::default() };
-    let containers = docker.list_containers(Some(list)).await.unwrap_or_default();
-    for id in containers.iter().filter(|c| dead(c.labels.as_ref())).filter_map(|c| c.id.as_ref()) {
-        if docker.remove_container(id, Some(force_remove())).await.is_ok() {
-            out.containers += 1;
-        }
-    }
-    let nets = docker.list_networks(Some(ListNetworksOptions { filters: Some(filter) })).await.unwrap_or_default();
-    for name in nets.iter().filter(|n| dead(n.labels.as_ref())).filter_map(|n| n.name.as_ref()) {
-        if docker.remove_network(name).await.is_ok() {
-            out.networks += 1;
-        }
-    }
-    out
-}
-
-/// Containers and networks labeled with a run id, as (container names, network names): for tests and for
-/// checking that a run left nothing behind.
-pub async fn resources_of_run(run_id: &str) -> Result<(Vec<String>, Vec<String>), String> {
-    let engine = Engine::connect().await?;
-    let docker = &engine.docker;
-    let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_RUN}={run_id}")])]);
-    let list = ListContainersOptions { all: true, filters: Some(filter.clone()), ..Default::default() };
-    let containers = docker.list_containers(Some(list)).await.map_err(|e| e.to_string())?;
-    let names = containers.into_iter().flat_map(|c| c.names.unwrap_or_default()).collect();
-    let nets = docker.list_networks(Some(ListNetworksOptions { filters: Some(filter) })).await.map_err(|e| e.to_string())?;
-    Ok((names, nets.into_iter().filter_map(|n| n.name).collect()))
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// A minimal tar writer (ustar): what the engine's copy and build APIs take, without another dependency.
-
-#[derive(Default)]
-struct Tar {
-    out: Vec<u8>,
-}
-
-impl Tar {
-    fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
-        let path = format!("{}/", path.trim_matches('/'));
-        self.entry(&path, mode, 0, b'5')
-    }
-
-    fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
-        self.entry(path.trim_start_matches('/'), mode, data.len() as u64, b'0')?;
-        self.out.extend_from_slice(data);
-        let pad = (512 - data.len() % 512) % 512;
-        self.out.extend(std::iter::repeat_n(0u8, pad));
-        Ok(())
-    }
-
-    fn entry(&mut self, path: &str, mode: u32, size: u64, kind: u8) -> Result<()> {
-        let (prefix, name) = split_ustar(path).ok_or_else(|| Error::Run(format!("the container backend: path too long to copy into a container: {path}")))?;
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        octal(&mut h[100..108], mode as u64);
-        octal(&mut h[108..116], 0);
-        octal(&mut h[116..124], 0);
-        octal(&mut h[124..136], size);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        octal(&mut h[136..148], now);
-        h[156] = kind;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
-        // The checksum is computed with its own field as spaces.
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u64 = h.iter().map(|b| *b as u64).sum();
-        octal(&mut h[148..155], sum);
-        h[155] = b' ';
-        self.out.extend_from_slice(&h);
-        Ok(())
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.out.extend(std::iter::repeat_n(0u8, 1024));
-        self.out
-    }
-}
-
-/// Zero-padded octal, NUL-terminated, filling the field.
-fn octal(field: &mut [u8], v: u64) {
-    let digits = field.len() - 1;
-    let s = format!("{v:0digits$o}");
-    field[..digits].copy_from_slice(&s.as_bytes()[s.len() - digits..]);
-    field[digits] = 0;
-}
-
-/// ustar keeps a long path as prefix (≤ 155) + '/' + name (≤ 100).
-fn split_ustar(path: &str) -> Option<(&str, &str)> {
-    if path.len() <= 100 {
-        return Some(("", path));
-    }
-    let body = path.trim_end_matches('/');
-    body.match_indices('/').map(|(i, _)| i).filter(|&i| i <= 155 && path.len() - i - 1 <= 100).map(|i| (&path[..i], &path[i + 1..])).next_back()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_engines_newest_api_version_from_its_refusal() {
-        let refusal = "Docker responded with status code 400: client version 1.53 is too new. Maximum supported API version is 1.41";
-        assert_eq!(max_supported(refusal), Some((1, 41)));
-        assert_eq!(max_supported("connection refused"), None);
-    }
 
     #[test]
     fn finds_the_host_ports_of_the_listeners() {
@@ -1051,38 +885,5 @@ mod tests {
         assert!(mentions(conf, "/r/secrets/hub-1-cert.pem"));
         assert!(!mentions(conf, "/r/secrets/hub-1"), "a prefix of another file name");
         assert!(!mentions(conf, "/r/secrets/hub-2-cert.pem"));
-    }
-
-    #[test]
-    fn tar_entries_keep_paths_modes_and_contents() {
-        let dir = tempfile::tempdir().unwrap();
-        let long = format!("{}/nodes/cim-prod-001/nats.conf", "/tmp/a-rather-long-runs-root".repeat(4));
-        let mut t = Tar::default();
-        t.dir("/x/secrets", 0o700).unwrap();
-        t.file("/x/secrets/ca.pem", 0o600, b"pem").unwrap();
-        t.file(&long, 0o640, &[7u8; 1000]).unwrap();
-        t.file("Dockerfile", 0o644, DOCKERFILE.as_bytes()).unwrap();
-        let archive = dir.path().join("a.tar");
-        std::fs::write(&archive, t.finish()).unwrap();
-        let out = std::process::Command::new("tar").arg("-tvf").arg(&archive).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let listing = String::from_utf8_lossy(&out.stdout);
-        let lines: Vec<&str> = listing.lines().collect();
-        assert_eq!(lines.len(), 4, "{listing}");
-        assert!(lines[0].starts_with("drwx------") && lines[0].ends_with(" x/secrets/"), "{}", lines[0]);
-        assert!(lines[1].starts_with("-rw-------") && lines[1].ends_with(" x/secrets/ca.pem"), "{}", lines[1]);
-        assert!(lines[2].starts_with("-rw-r-----") && lines[2].ends_with(long.trim_start_matches('/')), "{}", lines[2]);
-        assert!(lines[3].starts_with("-rw-r--r--") && lines[3].ends_with(" Dockerfile"), "{}", lines[3]);
-        let x = std::process::Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(dir.path()).output().unwrap();
-        assert!(x.status.success());
-        assert_eq!(std::fs::read(dir.path().join("x/secrets/ca.pem")).unwrap(), b"pem");
-        assert_eq!(std::fs::read(dir.path().join(long.trim_start_matches('/'))).unwrap(), vec![7u8; 1000]);
-    }
-
-    #[test]
-    fn paths_beyond_ustar_are_refused_not_truncated() {
-        let mut t = Tar::default();
-        assert!(t.file(&"a".repeat(300), 0o600, b"").is_err());
-        assert!(t.file(&format!("{}/x", "b".repeat(200)), 0o600, b"").is_err(), "a prefix longer than 155");
     }
 }

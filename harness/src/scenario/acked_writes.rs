@@ -1,4 +1,5 @@
-//! A Jepsen-style checker for the hub's JetStream: a dedicated R3 stream takes a steady flow of publishes,
+//! The acknowledged-write workload and its checker (Jepsen-style), for the hub's JetStream, used by the
+//! failover and network families: a dedicated R3 stream takes a steady flow of publishes,
 //! each with a unique id (payload = `Nats-Msg-Id` = id), while the nemesis restarts every hub in turn and
 //! kills the stream leader and the meta leader. The history records which ids were acknowledged; at the end
 //! the whole stream is read back and compared. An acknowledged id that is missing (lost), an id stored twice
@@ -15,18 +16,17 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::check::Pending;
-use super::failover::{Faults, READY};
+use super::check::{Pending, Spec};
 use super::{Ctx, Family, Outcome};
-use crate::backend::FaultKind;
-use crate::lab::Lab;
+use crate::lab::{Lab, READY_AGAIN as READY};
+use crate::nemesis::{Capability, Fault};
 use crate::plan::probe_user;
-use crate::provision::api;
+use crate::probe::js::{api, is_stored};
 use crate::topology::Topology;
 
 pub const STREAM: &str = "NATSLAB_JEPSEN";
 const SUBJECT: &str = "natslab.jepsen.msg";
-const JS_API: &str = "$JS.API";
+use crate::probe::js::API as JS_API;
 /// One publish every tick, without waiting for the previous ack: gaps in acks then resolve to ~10 ms.
 const TICK: Duration = Duration::from_millis(10);
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,7 +59,7 @@ struct Ack {
 
 /// The verdict-relevant figures of a history.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Counts {
+pub struct Tally {
     pub published: usize,
     pub acked: usize,
     /// Acknowledged but not in the stream.
@@ -70,7 +70,7 @@ pub struct Counts {
     pub unexpected: usize,
 }
 
-impl Counts {
+impl Tally {
     /// JetStream kept its promise: nothing acknowledged was lost, nothing stored twice or from nowhere.
     pub fn ok(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.unexpected == 0
@@ -98,14 +98,14 @@ impl History {
         self.read.len() + self.foreign
     }
 
-    pub fn counts(&self) -> Counts {
+    pub fn counts(&self) -> Tally {
         let published: BTreeSet<u64> = self.published.iter().copied().collect();
         let acked: BTreeSet<u64> = self.acks.iter().map(|a| a.id).collect();
         let mut stored: BTreeMap<u64, usize> = BTreeMap::new();
         for id in &self.read {
             *stored.entry(*id).or_default() += 1;
         }
-        Counts {
+        Tally {
             published: published.len(),
             acked: acked.len(),
             lost: acked.iter().filter(|id| !stored.contains_key(id)).count(),
@@ -146,28 +146,24 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
         "stream {STREAM} (R3) under continuous publishing while every hub is restarted in turn and the stream leader \
          and meta leader are killed: 0 lost, 0 duplicated, 0 unexpected"
     );
+    let spec = Spec::new(Family::Failover, "acked-writes", &[], name, expected).needs(Capability::Kill);
     if declared.hub.jetstream.is_none() {
-        ctx.rec.skip(Family::Failover, name, expected, "the hub declares no JetStream");
+        ctx.skip(spec, "the hub declares no JetStream");
         return;
     }
     if declared.hub.nodes.len() < 3 {
         let why = format!("an R3 stream needs 3 hub nodes; the hub declares {}", declared.hub.nodes.len());
-        ctx.rec.skip(Family::Failover, name, expected, why);
+        ctx.skip(spec, why);
         return;
     }
-    if !ctx.lab.faults().contains(&FaultKind::Kill) {
-        ctx.rec.skip(Family::Failover, name, expected, "this backend cannot kill nodes");
-        return;
-    }
-    let mut p = ctx.rec.start(Family::Failover, name, expected);
-    let mut faults = Faults::default();
-    let outcome = check(ctx.lab, declared, &mut p, &mut faults).await;
-    let outcome = super::failover::heal_after(ctx.lab, &mut faults, outcome).await;
-    let outcome = match delete_stream(ctx.lab, declared).await {
-        Ok(()) => outcome,
-        Err(e) => super::failover::worse(outcome, Outcome::Error(format!("could not delete {STREAM}: {e}"))),
-    };
-    ctx.rec.finish(p, outcome);
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| {
+        let outcome = check(lab, declared, p).await;
+        Ok(match delete_stream(lab, declared).await {
+            Ok(()) => outcome,
+            Err(e) => outcome.worse(Outcome::Error(format!("could not delete {STREAM}: {e}"))),
+        })
+    })
+    .await;
 }
 
 /// The checker as a reusable workload: a dedicated R3 stream and a steady publisher, started before some
@@ -204,7 +200,7 @@ impl Workload {
     }
 
     /// Stops publishing, reads the stream back, deletes it; the counts.
-    pub async fn finish(self) -> Result<Counts, String> {
+    pub async fn finish(self) -> Result<Tally, String> {
         let _ = self.stop.send(true);
         self.task.await.map_err(|_| "the publisher task failed".to_string())?;
         read_back(&self.admin, &self.history).await.map_err(|e| format!("read back {STREAM}: {e}"))?;
@@ -214,16 +210,16 @@ impl Workload {
     }
 }
 
-/// The checker's counts as check metrics (the report sums `jepsen_*`).
-pub fn record_counts(p: &mut Pending, counts: &Counts) {
-    p.metric("jepsen_published", counts.published as f64);
-    p.metric("jepsen_acked", counts.acked as f64);
-    p.metric("jepsen_lost", counts.lost as f64);
-    p.metric("jepsen_duplicated", counts.duplicated as f64);
-    p.metric("jepsen_unexpected", counts.unexpected as f64);
+/// The checker's counts as check metrics (the report sums `acked_writes_*`).
+pub fn record_counts(p: &mut Pending, counts: &Tally) {
+    p.metric("acked_writes_published", counts.published as f64);
+    p.metric("acked_writes_acked", counts.acked as f64);
+    p.metric("acked_writes_lost", counts.lost as f64);
+    p.metric("acked_writes_duplicated", counts.duplicated as f64);
+    p.metric("acked_writes_unexpected", counts.unexpected as f64);
 }
 
-async fn check(lab: &mut Lab, declared: &Topology, p: &mut Pending, faults: &mut Faults) -> Outcome {
+async fn check(lab: &mut Lab, declared: &Topology, p: &mut Pending) -> Outcome {
     let hubs: Vec<String> = declared.hub_names().map(String::from).collect();
     let account = declared.hub.accounts[0].name.clone();
     let admin = match connect_cluster(lab, &hubs, &account, "natslab-jepsen-admin").await {
@@ -242,15 +238,19 @@ async fn check(lab: &mut Lab, declared: &Topology, p: &mut Pending, faults: &mut
     let task = tokio::spawn(publish(publisher, history.clone(), stopped));
 
     let mut log = Vec::new();
-    let nemesis = nemesis(lab, &admin, &hubs, &history, p, faults, &mut log).await;
+    let nemesis = nemesis(lab, &admin, &hubs, &history, p, &mut log).await;
     let _ = stop.send(true);
     if task.await.is_err() {
         return Outcome::Error("the publisher task failed".into());
     }
     // Everything back up before reading: every replica has a say in what the stream holds.
-    let nemesis = super::failover::heal_after(lab, faults, nemesis.map_or_else(|o| o, |()| Outcome::Pass(String::new()))).await;
+    let nemesis = nemesis.map_or_else(|o| o, |()| Outcome::Pass(String::new()));
+    let nemesis = match lab.undo_all().await {
+        Ok(_) => nemesis,
+        Err(e) => nemesis.worse(Outcome::Error(e.to_string())),
+    };
     if let Err(e) = read_back(&admin, &history).await {
-        return super::failover::worse(nemesis, Outcome::Error(format!("read back {STREAM}: {e}")));
+        return nemesis.worse(Outcome::Error(format!("read back {STREAM}: {e}")));
     }
     let counts = with(&history, |h| h.counts());
     record_counts(p, &counts);
@@ -266,7 +266,7 @@ async fn check(lab: &mut Lab, declared: &Topology, p: &mut Pending, faults: &mut
     let verdict = Outcome::expect(counts.ok(), seen.clone());
     match nemesis {
         Outcome::Pass(_) => verdict,
-        other => super::failover::worse(verdict, prefix(other, &seen)),
+        other => verdict.worse(prefix(other, &seen)),
     }
 }
 
@@ -287,7 +287,6 @@ async fn nemesis(
     hubs: &[String],
     history: &Shared,
     p: &mut Pending,
-    faults: &mut Faults,
     log: &mut Vec<String>,
 ) -> Result<(), Outcome> {
     let start = Instant::now();
@@ -296,22 +295,22 @@ async fn nemesis(
     }
     let t = Instant::now();
     for h in hubs {
-        faults.kill(lab, h).await.map_err(Outcome::Error)?;
-        faults.start(lab, h).await.map_err(Outcome::Error)?;
+        lab.apply(&Fault::Kill { node: h.clone() }).await.map_err(Outcome::from)?;
+        lab.apply(&Fault::Start { node: h.clone() }).await.map_err(Outcome::from)?;
         settle(lab, admin, hubs, &format!("{h} restarted")).await?;
     }
     p.metric_duration("rolling_restart_ms", t.elapsed());
     log.push(format!("rolling restart of {} hubs took {} ms", hubs.len(), t.elapsed().as_millis()));
 
     let leader = stream_leader(admin).await.map_err(Outcome::Error)?;
-    let gap = kill_leader(lab, admin, hubs, history, faults, &leader).await?;
+    let gap = kill_leader(lab, admin, hubs, history, &leader).await?;
     p.metric_duration("unavailable_ms", gap);
     log.push(format!("stream leader {leader} killed: no acks for {} ms", gap.as_millis()));
 
     // Whether the meta leader also leads the stream decides whether publishes stall (AUDIT §3): say which.
     let meta = meta_leader(lab, hubs).await.map_err(Outcome::Error)?;
     let leader = stream_leader(admin).await.map_err(Outcome::Error)?;
-    let gap = kill_leader(lab, admin, hubs, history, faults, &meta).await?;
+    let gap = kill_leader(lab, admin, hubs, history, &meta).await?;
     p.metric_duration("meta_unavailable_ms", gap);
     let role = if meta == leader { "meta leader, also the stream leader," } else { "meta leader (not the stream leader)" };
     log.push(format!("{role} {meta} killed: no acks for {} ms", gap.as_millis()));
@@ -324,16 +323,15 @@ async fn kill_leader(
     admin: &async_nats::Client,
     hubs: &[String],
     history: &Shared,
-    faults: &mut Faults,
     node: &str,
 ) -> Result<Duration, Outcome> {
     let at = Instant::now();
-    faults.kill(lab, node).await.map_err(Outcome::Error)?;
+    lab.apply(&Fault::Kill { node: node.to_string() }).await.map_err(Outcome::from)?;
     if !wait_until(RECOVERY, || with(history, |h| h.recovered_after(at))).await {
         return Err(Outcome::Violated(format!("{STREAM} took no publish for {} s after {node} was killed", RECOVERY.as_secs())));
     }
     let gap = with(history, |h| h.gap_around(at)).unwrap_or_default();
-    faults.start(lab, node).await.map_err(Outcome::Error)?;
+    lab.apply(&Fault::Start { node: node.to_string() }).await.map_err(Outcome::from)?;
     settle(lab, admin, hubs, &format!("{node} restarted")).await?;
     Ok(gap)
 }
@@ -380,7 +378,8 @@ async fn stream_leader(admin: &async_nats::Client) -> Result<String, String> {
 async fn meta_leader(lab: &Lab, hubs: &[String]) -> Result<String, String> {
     let mut last = String::from("no hub answered");
     for h in hubs {
-        match lab.monitor.meta_leader(&lab.endpoint(h).monitor_url).await {
+        let Ok(url) = lab.monitor_url(h) else { continue };
+        match lab.monitor.meta_leader(url).await {
             Ok(Some(l)) => return Ok(l),
             Ok(None) => last = format!("{h}: no meta leader"),
             Err(e) => last = e,
@@ -492,15 +491,12 @@ async fn publish_one(client: async_nats::Client, id: u64) -> Sent {
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id.to_string().as_str());
     let answer = tokio::time::timeout(ACK_TIMEOUT, client.request_with_headers(SUBJECT, headers, id.to_string().into())).await;
     let acked = match answer {
-        Ok(Ok(m)) if is_pub_ack(&m.payload) => Some(Instant::now()),
+        Ok(Ok(m)) if is_stored(&m.payload) => Some(Instant::now()),
         _ => None,
     };
     (id, sent, acked)
 }
 
-fn is_pub_ack(payload: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(payload).is_ok_and(|v| v.get("error").is_none() && v.get("seq").is_some())
-}
 
 /// Reads the whole stream with an ephemeral push consumer and records every stored payload.
 async fn read_back(admin: &async_nats::Client, history: &Shared) -> Result<(), String> {
@@ -553,7 +549,7 @@ mod tests {
             h.acked(id, ms(base, id), ms(base, id + 1));
             h.read(id.to_string().as_bytes());
         }
-        assert_eq!(h.counts(), Counts { published: 3, acked: 3, lost: 0, duplicated: 0, unexpected: 0 });
+        assert_eq!(h.counts(), Tally { published: 3, acked: 3, lost: 0, duplicated: 0, unexpected: 0 });
         assert!(h.counts().ok());
     }
 
@@ -615,7 +611,7 @@ mod tests {
 
     #[test]
     fn counts_serialize_with_their_names() {
-        let v = serde_json::to_value(Counts { published: 5, acked: 4, lost: 1, duplicated: 0, unexpected: 0 }).unwrap();
+        let v = serde_json::to_value(Tally { published: 5, acked: 4, lost: 1, duplicated: 0, unexpected: 0 }).unwrap();
         assert_eq!(v, json!({"published": 5, "acked": 4, "lost": 1, "duplicated": 0, "unexpected": 0}));
     }
 

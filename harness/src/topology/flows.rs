@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::topology::Topology;
+use super::model::Topology;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccountFlows {
