@@ -84,9 +84,10 @@ rec {
       (shared / "reports").mkdir(exist_ok=True)
 
 
-      def serve(req):
-          m = nodes[req["node"]]
-          op = req["op"]
+      def serve(fault):
+          # One fault, in natslab's wire format (nemesis::Fault): {"op": ..., "node": ...}.
+          op = fault["op"]
+          m = nodes[fault["node"]]
           if op == "kill":
               m.crash()
           elif op == "start":
@@ -101,7 +102,7 @@ rec {
           elif op == "rejoin":
               m.unblock()
           else:
-              raise ValueError(f"unknown fault {op}")
+              raise ValueError(f"this driver cannot {op}")
 
 
       with subtest("natslab run --backend attached"):
@@ -125,10 +126,10 @@ rec {
                       continue
                   req = json.loads(text)
                   try:
-                      serve(req)
-                      resp = {"seq": req["seq"], "ok": True, "error": None}
+                      serve(req["fault"])
+                      resp = {"seq": req["seq"], "ok": True, "message": ""}
                   except Exception as e:
-                      resp = {"seq": req["seq"], "ok": False, "error": str(e)}
+                      resp = {"seq": req["seq"], "ok": False, "message": str(e)}
                   answer.write_text(json.dumps(resp))
               t.assertLess(time.monotonic(), deadline, "natslab run did not finish")
               time.sleep(0.1)

@@ -36,13 +36,14 @@ pub struct Request {
     pub undo_all: bool,
 }
 
-/// Does one fault on the lab; the message says what was done. A start returns once the node is ready.
+/// Does one fault on the lab; the message says what was done. A start returns once the node answers
+/// `/healthz` (not the whole lab's readiness: other nodes may still be faulted on purpose).
 pub async fn apply(lab: &mut Lab, fault: &Fault) -> Result<String> {
     let t = Instant::now();
     lab.apply(fault).await?;
     if let Fault::Start { node } = fault {
-        lab.wait_ready(&[node], READY_WITHIN).await?;
-        return Ok(format!("started {node}; ready in {} ms", t.elapsed().as_millis()));
+        lab.wait_healthy(node, READY_WITHIN).await?;
+        return Ok(format!("started {node}; healthy in {} ms", t.elapsed().as_millis()));
     }
     Ok(done(fault))
 }

@@ -40,7 +40,8 @@ pub struct InventoryNode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaultChannel {
     pub dir: PathBuf,
-    /// Any of `kill`, `pause`, `partition`.
+    /// Capability names (`nemesis::Capability::name`): kill, pause, power-loss, isolate, partition,
+    /// blackhole, latency, bandwidth.
     pub supports: Vec<String>,
     #[serde(default = "default_timeout")]
     pub timeout_s: u64,
@@ -111,7 +112,7 @@ impl Inventory {
         use crate::render::nixos::{CLIENT, FAULTS_DIR, HTTP, SECRETS_ROOT};
         let mut inv = Inventory::of_plan(plan, &plan.run_id, |name| (format!("nats://{name}:{CLIENT}"), format!("http://{name}:{HTTP}")));
         inv.secrets_root = SECRETS_ROOT.into();
-        inv.faults = Some(FaultChannel { dir: FAULTS_DIR.into(), supports: vec!["kill".into(), "pause".into(), "partition".into()], timeout_s: 600 });
+        inv.faults = Some(FaultChannel { dir: FAULTS_DIR.into(), supports: vec!["kill".into(), "pause".into(), "isolate".into()], timeout_s: 600 });
         inv
     }
 }

@@ -94,6 +94,9 @@ pub struct Lab {
     pub plan: Plan,
     pub server: NatsServer,
     backend: Box<dyn Backend>,
+    /// Removes the run directory when the lab goes, however it goes (after the backend: fields drop in
+    /// order, and the servers write their logs there until they die).
+    dir_guard: RunDir,
     caps: Capabilities,
     endpoints: BTreeMap<String, Endpoint>,
     pub monitor: Monitor,
@@ -109,6 +112,20 @@ pub struct Lab {
     grudge: Grudge,
     /// Nodes isolated whole, on backends that can only do that.
     isolated: BTreeSet<String>,
+}
+
+/// Removes a run directory when dropped, unless kept.
+struct RunDir {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 /// Run directory name, unique per run: `<topology>-<nuid tail>`.
@@ -184,9 +201,18 @@ impl Lab {
         let started = Instant::now();
         let deadline = started + opts.timeout;
         let mut lab = Lab::new(plan, server, backend, caps, dir, opts.keep, seed);
-        lab.start_all(deadline, opts.provision, progress).await?;
-        if opts.provision {
-            lab.provision_hub(deadline).await?;
+        let ready = async {
+            lab.start_all(deadline, opts.provision, progress).await?;
+            if opts.provision {
+                lab.provision_hub(deadline).await?;
+            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = ready {
+            // The error names the nodes' logs: they stay.
+            lab.dir_guard.keep = true;
+            return Err(e);
         }
         lab.ready_in = started.elapsed();
         runs::write_info(&lab.describe())?;
@@ -199,6 +225,7 @@ impl Lab {
             plan,
             server,
             backend,
+            dir_guard: RunDir { dir: dir.clone(), keep },
             caps,
             endpoints: BTreeMap::new(),
             monitor: Monitor::new(),
@@ -405,6 +432,11 @@ impl Lab {
         self.backend.pid(node)
     }
 
+    /// What the lab's network has in force now (cuts, blackholes, latency, caps), as its backend sees it.
+    pub fn network_in_force(&self) -> Vec<String> {
+        self.backend.net_ref().map(|n| n.in_force()).unwrap_or_default()
+    }
+
     /// Byte counters of the link proxies, (dialer, dialed) → counters; empty without proxies.
     pub fn link_counters(&self) -> BTreeMap<(String, String), crate::net::Counters> {
         self.backend.net_ref().map(|n| n.counters()).unwrap_or_default()
@@ -593,6 +625,21 @@ impl Lab {
             })
     }
 
+    /// Waits until a node answers `/healthz` ok (it is up; the lab around it may not be whole).
+    pub async fn wait_healthy(&self, node: &str, timeout: Duration) -> Result<()> {
+        let url = self.monitor_url(node).map_err(|reason| Error::Fault { node: node.into(), op: "start", reason })?.to_string();
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.monitor.healthy(&url).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(Error::NotReady { waited_ms: timeout.as_millis(), waiting_for: format!("{node}: {e}"), logs: self.log_tail(node, 8) })
+                }
+                Err(_) => tokio::time::sleep(ready::POLL * 4).await,
+            }
+        }
+    }
+
     /// Waits until every node of the lab is ready.
     pub async fn wait_ready_all(&self, timeout: Duration) -> Result<()> {
         let names: Vec<String> = self.plan.nodes.iter().map(|n| n.name.clone()).collect();
@@ -619,11 +666,9 @@ impl Lab {
 
     /// Kills every node and removes the run directory (unless kept).
     pub async fn shutdown(self) {
-        let Lab { backend, dir, keep, .. } = self;
+        let Lab { backend, dir_guard, .. } = self;
         backend.shutdown().await;
-        if !keep {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+        drop(dir_guard);
     }
 
     /// Writes the lab's `inventory.json` (how another natslab reaches it), with the fault channel its
@@ -639,7 +684,8 @@ impl Lab {
 
     /// The fault channel a supervisor serving `dir` offers: every capability of this lab.
     pub fn fault_channel(&self, dir: PathBuf) -> FaultChannel {
-        FaultChannel { dir, supports: self.caps.iter().map(|c| c.name().to_string()).collect(), timeout_s: 120 }
+        let supports = self.caps.iter().filter(|c| **c != Capability::Guest).map(|c| c.name().to_string()).collect();
+        FaultChannel { dir, supports, timeout_s: 120 }
     }
 
     pub fn describe(&self) -> LabInfo {

@@ -12,10 +12,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, BackendKind, Endpoint, Isolate, Kill, Pause, PowerLoss};
+use super::{Backend, BackendKind, Endpoint, Isolate, Kill, Net, Pause, PowerLoss};
 use crate::errors::{Error, Result};
 use crate::inventory::{FaultChannel, Inventory};
-use crate::nemesis::{Capability, Fault};
+use crate::nemesis::{Capabilities, Capability, Fault, Grudge};
 use crate::plan::{Layout, NodeAddr, NodePlan, Plan};
 
 /// One request on a fault channel.
@@ -48,10 +48,12 @@ impl AttachedBackend {
     }
 
     fn supports(&self, c: Capability) -> bool {
-        // `partition` in older inventories meant what `isolate` says now: the driver cuts whole machines.
-        self.inventory.faults.as_ref().is_some_and(|ch| {
-            ch.supports.iter().any(|s| Capability::parse(s) == Some(c) || (c == Capability::Isolate && s == "partition"))
-        })
+        self.inventory.faults.as_ref().is_some_and(|ch| ch.supports.iter().any(|s| Capability::parse(s) == Some(c)))
+    }
+
+    /// The network faults whoever serves the channel can do on links (not only whole machines).
+    fn link_faults(&self) -> Capabilities {
+        [Capability::Partition, Capability::Blackhole, Capability::Latency, Capability::Bandwidth].into_iter().filter(|c| self.supports(*c)).collect()
     }
 
     /// Asks whoever owns the nodes to perform `fault`, and waits for the answer.
@@ -147,6 +149,51 @@ impl Backend for AttachedBackend {
 
     fn isolate(&mut self) -> Option<&mut dyn Isolate> {
         self.supports(Capability::Isolate).then_some(self as &mut dyn Isolate)
+    }
+
+    fn net(&mut self) -> Option<&mut dyn Net> {
+        (!self.link_faults().is_empty()).then_some(self as &mut dyn Net)
+    }
+
+    fn net_ref(&self) -> Option<&dyn Net> {
+        (!self.link_faults().is_empty()).then_some(self as &dyn Net)
+    }
+}
+
+/// Link faults forwarded to a server that has them (a detached natslab lab's supervisor). The channel's
+/// partition adds to what is in force, so making `grudge` the partition is a heal, then that partition.
+#[async_trait]
+impl Net for AttachedBackend {
+    fn kinds(&self) -> Capabilities {
+        self.link_faults()
+    }
+
+    async fn partition(&mut self, grudge: &Grudge) -> Result<()> {
+        self.request(Fault::Heal).await?;
+        if !grudge.is_empty() {
+            self.request(Fault::Partition { grudge: grudge.clone() }).await?;
+        }
+        Ok(())
+    }
+
+    async fn blackhole(&mut self, a: &str, b: &str) -> Result<()> {
+        self.request(Fault::Blackhole { a: a.into(), b: b.into() }).await
+    }
+
+    async fn restore(&mut self, a: &str, b: &str) -> Result<()> {
+        self.request(Fault::Restore { a: a.into(), b: b.into() }).await
+    }
+
+    async fn slow(&mut self, a: &str, b: &str, latency: Duration, jitter: Duration) -> Result<()> {
+        self.request(Fault::Slow { a: a.into(), b: b.into(), latency, jitter }).await
+    }
+
+    async fn cap(&mut self, a: &str, b: &str, bytes_per_s: u64) -> Result<()> {
+        self.request(Fault::Cap { a: a.into(), b: b.into(), bytes_per_s }).await
+    }
+
+    async fn fast(&mut self, a: &str, b: &str) -> Result<()> {
+        self.request(Fault::Fast { a: a.into(), b: b.into() }).await
     }
 }
 

@@ -252,4 +252,16 @@ impl crate::backend::Net for LinkSet {
     fn counters(&self) -> BTreeMap<(String, String), Counters> {
         self.link_counters()
     }
+
+    fn in_force(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.cut.iter().map(|(a, b)| format!("{a} ↔ {b} cut")).collect();
+        out.extend(self.dark.iter().map(|(a, b)| format!("{a} ↔ {b} blackholed")));
+        for ((from, to), p) in &self.proxies {
+            let t = p.toxics(Direction::Upstream);
+            if t != Toxics::default() {
+                out.push(format!("{from} → {to}: {t:?}"));
+            }
+        }
+        out
+    }
 }

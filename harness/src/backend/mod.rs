@@ -232,6 +232,11 @@ pub trait Net: Send + Sync {
     fn counters(&self) -> BTreeMap<(String, String), crate::net::Counters> {
         BTreeMap::new()
     }
+    /// What this network has in force now (cuts, blackholes, latency, caps), one line each; empty when
+    /// clean or when it cannot tell.
+    fn in_force(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A throwaway server started beside a lab; stopped when dropped or by `Guests::stop`.

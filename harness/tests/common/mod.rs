@@ -78,6 +78,20 @@ pub fn netns_or_skip() -> bool {
     }
 }
 
+/// Whether to run: a Docker engine answers. Without one, skip — or fail where NATSLAB_REQUIRE_ALL is set.
+pub async fn engine_or_skip() -> bool {
+    match natslab::backend::container::engine_available().await {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("NATSLAB_REQUIRE_ALL").is_some() => {
+            panic!("NATSLAB_REQUIRE_ALL is set, and the container backend needs a Docker engine: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: no Docker engine ({e})");
+            false
+        }
+    }
+}
+
 /// The `natslab` binary with runs and `nats` contexts in temporary directories of the test's own.
 pub struct Env {
     pub runs: tempfile::TempDir,

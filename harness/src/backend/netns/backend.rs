@@ -374,6 +374,16 @@ impl Net for NetnsBackend {
     fn counters(&self) -> BTreeMap<Pair, crate::net::Counters> {
         self.links.as_ref().map(LinkSet::link_counters).unwrap_or_default()
     }
+
+    fn in_force(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.partition.iter().map(|(a, b)| format!("{a} ↔ {b} cut (nft)")).collect();
+        out.extend(self.dark.iter().map(|(a, b)| format!("{a} ↔ {b} blackholed (nft)")));
+        out.extend(self.caps.iter().map(|((a, b), r)| format!("{a} ↔ {b} capped at {r} B/s (htb)")));
+        if let Some(l) = &self.links {
+            out.extend(l.in_force());
+        }
+        out
+    }
 }
 
 fn teardown(n: &Names) {
