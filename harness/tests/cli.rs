@@ -165,9 +165,8 @@ fn check_passes_every_reference_topology() {
 #[test]
 fn faults_on_a_running_lab_go_through_its_supervisor() {
     let env = Env::new();
-    let out = env.cmd().args(["up", "--detach", "--json", "--link-proxies"]).arg(topology_path("failover.yaml")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let info: LabInfo = serde_json::from_slice(&out.stdout).unwrap();
+    let lab = env.detach("failover.yaml", &["--link-proxies"]);
+    let info = lab.info.clone();
     let fault = |args: &[&str]| {
         let out = env.cmd().args(["fault", "--run", &info.run_id]).args(args).output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
@@ -222,9 +221,8 @@ fn faults_on_a_running_lab_go_through_its_supervisor() {
 #[test]
 fn a_network_fault_on_a_lab_without_proxies_names_the_flag() {
     let env = Env::new();
-    let out = env.cmd().args(["up", "--detach", "--json"]).arg(topology_path("failover.yaml")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let info: LabInfo = serde_json::from_slice(&out.stdout).unwrap();
+    let lab = env.detach("failover.yaml", &[]);
+    let info = lab.info.clone();
     let out = env.cmd().args(["fault", "--run", &info.run_id, "blackhole", "edge-1", "hub-1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a fault this lab cannot do is bad input");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--link-proxies"), "{}", String::from_utf8_lossy(&out.stderr));

@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use natslab::lab::LabInfo;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -31,9 +30,8 @@ fn zero_when_every_check_passed() {
 #[test]
 fn one_when_a_check_is_violated() {
     let env = Env::new();
-    let out = env.cmd().args(["up", "--detach", "--json"]).arg(topology_path("failover.yaml")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let info: LabInfo = serde_json::from_slice(&out.stdout).unwrap();
+    let lab = env.detach("failover.yaml", &[]);
+    let info = &lab.info;
     let declared = std::fs::read_to_string(topology_path("failover.yaml"))
         .unwrap()
         .replace("exports: [\"commands.>\"]", "exports: [\"commands.>\", \"alerts.>\"]")
@@ -50,8 +48,6 @@ fn one_when_a_check_is_violated() {
         .output()
         .unwrap();
     let (c, text) = code(&out);
-    let down = env.cmd().args(["down", &info.run_id]).output().unwrap();
-    assert!(down.status.success());
     assert_eq!(c, Some(1), "{text}");
     assert!(text.contains("mapping/import/edge-1/alerts.>"), "the violated check is named by its id: {text}");
 }

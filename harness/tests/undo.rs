@@ -89,9 +89,8 @@ async fn undone_on_container() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undone_on_attached() {
     let env = Env::new();
-    let out = env.cmd().args(["up", "--detach", "--json", "--link-proxies"]).arg(topology_path("failover.yaml")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let info: natslab::lab::LabInfo = serde_json::from_slice(&out.stdout).unwrap();
+    let detached = env.detach("failover.yaml", &["--link-proxies"]);
+    let info = &detached.info;
     let t = load("failover.yaml");
     let opts = UpOptions { backend: BackendKind::Attached, inventory: Some(info.dir.join("inventory.json")), ..UpOptions::default() };
     let result = async {
@@ -104,7 +103,5 @@ async fn undone_on_attached() {
         checks
     }
     .await;
-    let down = env.cmd().args(["down", &info.run_id]).output().unwrap();
-    assert!(down.status.success());
     assert_undone(&result);
 }

@@ -98,7 +98,27 @@ pub struct Env {
     pub contexts: tempfile::TempDir,
 }
 
+/// A lab brought up with `natslab up --detach`; torn down when dropped, whatever the test did (a failed
+/// assertion must not leave a supervisor and its servers behind).
+pub struct Detached<'e> {
+    pub env: &'e Env,
+    pub info: natslab::lab::LabInfo,
+}
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        let _ = self.env.cmd().args(["down", &self.info.run_id]).output();
+    }
+}
+
 impl Env {
+    /// `natslab up --detach --json <extra args> <topology file>`, or a panic with its stderr.
+    pub fn detach(&self, topology: &str, extra: &[&str]) -> Detached<'_> {
+        let out = self.cmd().args(["up", "--detach", "--json"]).args(extra).arg(topology_path(topology)).output().unwrap();
+        assert!(out.status.success(), "natslab up --detach failed: {}", String::from_utf8_lossy(&out.stderr));
+        Detached { env: self, info: serde_json::from_slice(&out.stdout).unwrap() }
+    }
+
     pub fn new() -> Env {
         Env { runs: tempfile::tempdir().unwrap(), contexts: tempfile::tempdir().unwrap() }
     }
