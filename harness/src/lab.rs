@@ -335,7 +335,7 @@ impl Lab {
     /// Each leaf's declared streams, as soon as that leaf answers `/healthz` (its JetStream is up), all leaves
     /// at once.
     async fn provision_leaves(&self, deadline: Instant) -> Result<()> {
-        let jobs = self.plan.topology.leaves.iter().filter(|l| !l.streams.is_empty()).map(|l| async move {
+        let jobs = self.plan.topology.leaves.iter().filter(|l| !l.streams.is_empty() && !l.copies_from_elsewhere()).map(|l| async move {
             let base = self.endpoints[&l.name].monitor_url.clone();
             while self.monitor.healthy(&base).await.is_err() {
                 if Instant::now() >= deadline {
@@ -352,10 +352,16 @@ impl Lab {
         Ok(())
     }
 
-    /// The hub's declared streams, once the cluster is ready (R3 streams need their peers).
+    /// The hub's declared streams, once the cluster is ready (R3 streams need their peers), then the leaf
+    /// streams that copy from another domain.
     async fn provision_hub(&self, deadline: Instant) -> Result<()> {
         if let Some(first_hub) = self.plan.hubs().next() {
             self.provision_node(&first_hub.name.clone(), deadline).await?;
+        }
+        // A leaf stream copying from another domain is created once what it copies exists: created before,
+        // its source backs off and starts copying only tens of seconds later.
+        for l in self.plan.topology.leaves.iter().filter(|l| l.copies_from_elsewhere()) {
+            self.provision_node(&l.name, deadline).await?;
         }
         Ok(())
     }

@@ -39,25 +39,26 @@ pub fn stream_config(s: &Stream) -> Value {
         v["compression"] = json!(match c { StreamCompression::None => "none", StreamCompression::S2 => "s2" });
     }
     if !s.sources.is_empty() {
-        v["sources"] = json!(s
-            .sources
-            .iter()
-            .map(|src| {
-                let mut o = json!({ "name": src.name });
-                if let Some(d) = &src.domain {
-                    o["external"] = json!({ "api": format!("$JS.{d}.API") });
-                }
-                if let Some(f) = &src.filter_subject {
-                    o["filter_subject"] = json!(f);
-                }
-                if let Some(t) = &src.subject_transform {
-                    o["subject_transforms"] = json!([{ "src": t.src, "dest": t.dest }]);
-                }
-                o
-            })
-            .collect::<Vec<_>>());
+        v["sources"] = json!(s.sources.iter().map(source_config).collect::<Vec<_>>());
+    }
+    if let Some(m) = &s.mirror {
+        v["mirror"] = source_config(m);
     }
     v
+}
+
+fn source_config(src: &crate::topology::Source) -> Value {
+    let mut o = json!({ "name": src.name });
+    if let Some(d) = &src.domain {
+        o["external"] = json!({ "api": format!("$JS.{d}.API") });
+    }
+    if let Some(f) = &src.filter_subject {
+        o["filter_subject"] = json!(f);
+    }
+    if let Some(t) = &src.subject_transform {
+        o["subject_transforms"] = json!([{ "src": t.src, "dest": t.dest }]);
+    }
+    o
 }
 
 pub fn consumer_config(c: &Consumer) -> Value {
@@ -122,7 +123,7 @@ pub async fn ensure_stream(client: &async_nats::Client, prefix: &str, s: &Stream
             "created"
         }
         Some(info) => {
-            let drift = drift(&config, &info["config"]);
+            let drift = stream_drift(s, &info["config"]);
             if drift.is_empty() {
                 "unchanged"
             } else if update {
@@ -147,7 +148,7 @@ pub async fn ensure_stream(client: &async_nats::Client, prefix: &str, s: &Stream
             Err(e) if js::not_found(&e) => None,
             Err(e) => return Err(Error::Provision { what: what(&format!(" consumer {}", c.name)), reason: e }),
         };
-        let drift = existing.as_ref().map(|i| drift(&config, &i["config"]));
+        let drift = existing.as_ref().map(|i| consumer_drift(c, &i["config"]));
         let action = match drift {
             Some(d) if d.is_empty() => "unchanged",
             Some(d) if !update => {
@@ -168,6 +169,60 @@ pub async fn ensure_stream(client: &async_nats::Client, prefix: &str, s: &Stream
         consumers.push((c.name.clone(), action));
     }
     Ok(Provisioned { stream: s.name.clone(), stream_action, consumers })
+}
+
+/// How a live stream differs from its declaration: every declared field as declared, every undeclared
+/// limit at the server's default (a limit raised behind the topology's back is drift too), and no source or
+/// mirror the topology does not declare. A field the server does not report (an older version) is not
+/// compared.
+pub fn stream_drift(s: &Stream, got: &Value) -> Vec<String> {
+    let declared = stream_config(s);
+    let mut out = drift(&declared, got);
+    let defaults = json!({
+        "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msg_size": -1, "max_msgs_per_subject": -1, "max_consumers": -1,
+        "discard": "old", "sealed": false, "deny_delete": false, "deny_purge": false, "allow_rollup_hdrs": false,
+    });
+    out.extend(undeclared_at_default(&declared, &defaults, got));
+    for key in ["subjects", "sources", "mirror"] {
+        if declared.get(key).is_none() && got.get(key).is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty())) {
+            out.push(format!("{key}: declared none, got {}", got[key]));
+        }
+    }
+    out
+}
+
+/// As `stream_drift`, for a consumer: declared fields as declared, undeclared ones at their defaults, no
+/// filter, deliver subject or rate limit the topology does not declare.
+pub fn consumer_drift(c: &Consumer, got: &Value) -> Vec<String> {
+    let declared = consumer_config(c);
+    let mut out = drift(&declared, got);
+    let mut defaults = json!({ "max_deliver": -1 });
+    if c.ack_policy != AckPolicy::None {
+        defaults["ack_wait"] = json!(30_000_000_000u64);
+        defaults["max_ack_pending"] = json!(1000);
+    }
+    out.extend(undeclared_at_default(&declared, &defaults, got));
+    for key in ["filter_subject", "deliver_subject", "rate_limit_bps"] {
+        if declared.get(key).is_none() && got.get(key).is_some_and(|v| !v.is_null() && v != "" && v != 0) {
+            out.push(format!("{key}: declared none, got {}", got[key]));
+        }
+    }
+    out
+}
+
+fn undeclared_at_default(declared: &Value, defaults: &Value, got: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, want) in defaults.as_object().into_iter().flatten() {
+        if declared.get(k).is_some() {
+            continue;
+        }
+        if let Some(g) = got.get(k) {
+            if !drift(want, g).is_empty() {
+                out.push(format!("{k}: undeclared (default {want}), got {g}"));
+            }
+        }
+    }
+    out
 }
 
 /// Every field of `want` (recursively) compared with `got`, as "path: declared X, got Y"; fields only in
@@ -210,6 +265,18 @@ fn same_number(a: &serde_json::Number, b: &serde_json::Number) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn undeclared_limits_must_be_at_their_defaults() {
+        let s: Stream = serde_yaml::from_str("name: S\nsubjects: ['a.>']").unwrap();
+        let got = json!({ "name": "S", "subjects": ["a.>"], "retention": "limits", "storage": "file", "num_replicas": 1, "max_msgs": -1, "max_bytes": 1024, "discard": "old" });
+        assert_eq!(stream_drift(&s, &got), vec!["max_bytes: undeclared (default -1), got 1024".to_string()]);
+        let got = json!({ "name": "S", "subjects": ["a.>"], "retention": "limits", "storage": "file", "num_replicas": 1, "sources": [{ "name": "X" }] });
+        assert_eq!(stream_drift(&s, &got), vec![r#"sources: declared none, got [{"name":"X"}]"#.to_string()]);
+        let c: Consumer = serde_yaml::from_str("name: c\nack_policy: explicit").unwrap();
+        let got = json!({ "durable_name": "c", "ack_policy": "explicit", "deliver_policy": "all", "replay_policy": "instant", "ack_wait": 30_000_000_000u64, "max_deliver": 5, "filter_subject": "x.>" });
+        assert_eq!(consumer_drift(&c, &got), vec!["max_deliver: undeclared (default -1), got 5".to_string(), r#"filter_subject: declared none, got "x.>""#.to_string()]);
+    }
 
     #[test]
     fn drift_reports_declared_fields_only() {

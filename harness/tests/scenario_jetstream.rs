@@ -80,14 +80,14 @@ async fn jetstream_domains_passes() {
         "jetstream/domain-access/hub/FROM_STORE_1/store-1:LOCAL",
         "jetstream/domain-isolation/store-2/LOCAL_EVENTS/hub:LEAF_STORE_2",
         "jetstream/domain-access/store-2/LOCAL_EVENTS/hub:LEAF_STORE_2",
-        "jetstream/store-and-forward/FROM_STORE_1/store-1/LOCAL_EVENTS",
-        "jetstream/store-and-forward/FROM_STORE_2/store-2/LOCAL_EVENTS",
+        "jetstream/store-and-forward/hub/FROM_STORE_1/store-1/LOCAL_EVENTS",
+        "jetstream/store-and-forward/hub/FROM_STORE_2/store-2/LOCAL_EVENTS",
         "jetstream/file-store-durable/store-1",
         "jetstream/file-store-durable/store-2",
     ] {
         assert_eq!(verdict_of(&checks, id), Verdict::Passed, "{id}");
     }
-    let sf = check(&checks, "jetstream/store-and-forward/FROM_STORE_1/store-1/LOCAL_EVENTS");
+    let sf = check(&checks, "jetstream/store-and-forward/hub/FROM_STORE_1/store-1/LOCAL_EVENTS");
     assert!(sf.metrics.contains_key("catchup_ms"), "{:?}", sf.metrics);
 }
 

@@ -198,8 +198,8 @@ fn hub(plan: &Plan, node: &NodePlan) -> Value {
         m.insert("cluster".into(), c);
     }
     let mut leafnodes = json!({ "listen": hostport(&node.addr.bind, node.addr.leaf) });
-    if plan.proxied() {
-        // Else a leaf learns every hub's real leafnode URL from INFO and dials around the proxy.
+    // With proxies, else a leaf learns every hub's real leafnode URL from INFO and dials around the proxy.
+    if plan.proxied() || t.hub.no_advertise {
         leafnodes["no_advertise"] = json!(true);
     }
     if let Some(tls) = tls_block(plan, node, false, t.security.auth == AuthMode::Mtls) {
@@ -274,6 +274,12 @@ fn leaf(plan: &Plan, node: &NodePlan, l: &Leaf) -> Value {
         let mut rv = json!({ "urls": urls, "account": l.remote_account(remote), "dont_randomize": true });
         if let Some(c) = l.compression {
             rv["compression"] = json!(c.as_str());
+        }
+        if !remote.deny_imports.is_empty() {
+            rv["deny_imports"] = json!(remote.deny_imports);
+        }
+        if !remote.deny_exports.is_empty() {
+            rv["deny_exports"] = json!(remote.deny_exports);
         }
         if t.security.auth == AuthMode::Operator {
             if let Some(c) = cred {

@@ -16,7 +16,7 @@ use super::{acked_writes, probes, Ctx, Family, Outcome};
 use crate::lab::{Lab, READY_AGAIN as READY};
 use crate::nemesis::{Capability, Fault};
 use crate::plan::probe_user;
-use crate::topology::{Flow, Leaf, Topology};
+use crate::topology::{Expect, Flow, Leaf, Topology};
 
 /// `/leafz` polling period while a leaf fails over (AUDIT §3 polled every 20 ms).
 const POLL: Duration = Duration::from_millis(10);
@@ -29,9 +29,10 @@ const DEFAULT_PING_MAX: u32 = 2;
 
 pub async fn run(ctx: &mut Ctx<'_, '_>) {
     let declared: &Topology = ctx.declared;
+    let advertised = !declared.hub.no_advertise && !ctx.lab.plan.proxied();
     for leaf in &declared.leaves {
         for index in 0..leaf.remotes.len() {
-            let link = Link::new(declared, leaf, index);
+            let link = Link::new(declared, leaf, index, advertised);
             kill_hub(ctx, &link).await;
             hung_hub(ctx, &link).await;
             cold_start(ctx, &link).await;
@@ -56,10 +57,17 @@ struct Link<'t> {
     peer: &'t str,
     export: Option<&'t Flow>,
     import: Option<&'t Flow>,
+    /// Hubs in the cluster besides the declared ones that a connected leaf learns (hub gossip; off with
+    /// `no_advertise`).
+    learned: Vec<&'t str>,
+    /// The service levels that apply to this leaf.
+    expect: Expect,
 }
 
 impl<'t> Link<'t> {
-    fn new(t: &'t Topology, leaf: &'t Leaf, index: usize) -> Link<'t> {
+    /// `advertised`: whether the hubs tell leaves about each other in this lab (not with `no_advertise`, nor
+    /// behind link proxies, which must not be bypassed).
+    fn new(t: &'t Topology, leaf: &'t Leaf, index: usize, advertised: bool) -> Link<'t> {
         let remote = &leaf.remotes[index];
         Link {
             leaf,
@@ -70,6 +78,8 @@ impl<'t> Link<'t> {
             peer: remote.peer_account(&t.hub),
             export: remote.exports.first(),
             import: remote.imports.first(),
+            learned: if !advertised { vec![] } else { t.hub_names().filter(|h| !remote.hubs.iter().any(|d| d == h)).collect() },
+            expect: t.expect_for(Some(leaf)),
         }
     }
 
@@ -90,10 +100,43 @@ impl<'t> Link<'t> {
         self.hubs.join(", ")
     }
 
-    /// `None` when this link can be failed over; else why not.
+    /// `None` when a running leaf can move off a faulted hub: it declares another, or it learns the others
+    /// from the cluster (a single-URL remote relies on that gossip); else why not.
     fn cannot_fail_over(&self) -> Option<String> {
-        (self.hubs.len() < 2).then(|| format!("failover needs ≥ 2 hubs declared in the remote; it declares {}", self.hub_list()))
+        if self.hubs.len() >= 2 || !self.learned.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "the remote declares only {} and the hubs advertise no others (no_advertise, or link proxies in the way): \
+             a leaf whose hub dies has nowhere to go",
+            self.hub_list()
+        ))
     }
+
+    /// `None` when a leaf started with its first hub down can attach elsewhere: only the declared list is
+    /// dialled at start, so it needs a second declared hub.
+    fn cannot_cold_start(&self) -> Option<String> {
+        (self.hubs.len() < 2).then(|| {
+            format!(
+                "the remote declares only {}: a leaf started while it is down dials nothing else (gossip is learned only once attached); \
+                 declare more hubs in the remote to survive that",
+                self.hub_list()
+            )
+        })
+    }
+
+    /// Where the leaf may land: every declared hub and every hub it learns.
+    fn candidates(&self) -> String {
+        let mut all: Vec<&str> = self.hubs.iter().map(String::as_str).collect();
+        all.extend(&self.learned);
+        all.join(", ")
+    }
+}
+
+/// The bound a declared service level sets beside the harness's "never" bound: the wait runs to the larger,
+/// and a result beyond the declared one is a violation naming it.
+fn with_expect(never: Duration, declared: Option<Duration>) -> Duration {
+    declared.map_or(never, |d| d.max(never))
 }
 
 fn ms(d: Duration) -> u128 {
@@ -109,20 +152,39 @@ fn spec(kind: &str, link: &str, name: String, expected: String) -> Spec {
 
 async fn kill_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
     let name = format!("{}: fails over when its hub is killed", link.label());
+    let declared = link.expect.failover_within.as_ref().map(|d| d.get());
     let expected = format!(
-        "kill -9 of the hub it is attached to: the leaf attaches to another of [{}] within {} ms (10 s + reconnect_interval {} ms), \
-         a round trip across the link works again, and the restarted hub rejoins the full mesh",
-        link.hub_list(),
-        ms(link.bound()),
-        ms(link.reconnect())
+        "kill -9 of the hub it is attached to: the leaf attaches to another of [{}] within {} ms{}, a round trip across the link \
+         works again, and the restarted hub rejoins the full mesh",
+        link.candidates(),
+        ms(declared.unwrap_or(link.bound())),
+        match declared {
+            Some(_) => " (expect.failover_within)".to_string(),
+            None => format!(" (10 s + reconnect_interval {} ms)", ms(link.reconnect())),
+        }
     );
     let spec = spec("kill-hub", &link.label(), name, expected).needs(Capability::Kill);
     if let Some(why) = link.cannot_fail_over() {
         ctx.skip(spec, why);
         return;
     }
-    let bound = link.bound();
-    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| fail_over(lab, p, link, bound, &KILL).await).await;
+    let bound = Bound { wait: with_expect(link.bound(), declared), declared, what: "expect.failover_within" };
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| fail_over(lab, p, link, &bound, &KILL).await).await;
+}
+
+/// How long a leaf may take to move: `wait` before it counts as never; beyond `declared` (named `what`)
+/// it is a violation too.
+struct Bound {
+    wait: Duration,
+    declared: Option<Duration>,
+    what: &'static str,
+}
+
+impl Bound {
+    /// The violation when `took` is beyond the declared level.
+    fn exceeded(&self, took: Duration) -> Option<String> {
+        self.declared.filter(|d| took > *d).map(|d| format!("{} ms is beyond {} {} ms", ms(took), self.what, ms(d)))
+    }
 }
 
 async fn hung_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
@@ -136,23 +198,26 @@ async fn hung_hub(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
         return;
     };
     let noticed = interval * ping_max;
+    let declared = link.expect.hung_failover_within.as_ref().map(|d| d.get());
     let bound = interval * (ping_max + 2) + link.bound();
     let expected = format!(
         "SIGSTOP of the hub it is attached to: the leaf notices by pings (ping_interval {} ms × ping_max {ping_max} ≈ {} ms, \
-         plus up to one interval and reconnect_interval {} ms) and attaches to another of [{}] within {} ms; a round trip \
+         plus up to one interval and reconnect_interval {} ms) and attaches to another of [{}] within {} ms{}; a round trip \
          across the link works again; resumed, the hub is ready again",
         ms(interval),
         ms(noticed),
         ms(link.reconnect()),
-        link.hub_list(),
-        ms(bound)
+        link.candidates(),
+        ms(declared.unwrap_or(bound)),
+        if declared.is_some() { " (expect.hung_failover_within)" } else { "" }
     );
     let spec = spec("hang-hub", &link.label(), name, expected).needs(Capability::Pause);
     if let Some(why) = link.cannot_fail_over() {
         ctx.skip(spec, why);
         return;
     }
-    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| fail_over(lab, p, link, bound, &HANG).await).await;
+    let bound = Bound { wait: with_expect(bound, declared), declared, what: "expect.hung_failover_within" };
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| fail_over(lab, p, link, &bound, &HANG).await).await;
 }
 
 /// A fault on the hub a leaf is attached to, and its undoing: what the kill and hang checks share.
@@ -188,13 +253,13 @@ const HANG: HubFault = HubFault {
 
 /// Faults the leaf's hub, waits (bounded) until the leaf is on another hub, proves a round trip over it,
 /// undoes the fault and waits until the hub is ready again; records both times.
-async fn fail_over(lab: &mut Lab, p: &mut Pending, link: &Link<'_>, bound: Duration, f: &HubFault) -> Concluded {
+async fn fail_over(lab: &mut Lab, p: &mut Pending, link: &Link<'_>, bound: &Bound, f: &HubFault) -> Concluded {
     let from = attached_before(lab, link).await?;
     let t0 = Instant::now();
     let fault = (f.fault)(&from);
     lab.apply(&fault).await?;
-    let Some((to, took)) = wait_attached(lab, link, Some(&from), t0, bound).await else {
-        return Ok(Outcome::Violated(format!("with {from} {} the leaf was attached to no other hub within {} ms", f.done, ms(bound))));
+    let Some((to, took)) = wait_attached(lab, link, Some(&from), t0, bound.wait).await else {
+        return Ok(Outcome::Violated(format!("with {from} {} the leaf was attached to no other hub within {} ms", f.done, ms(bound.wait))));
     };
     p.metric_duration(f.moved_metric, took);
     let mut seen = format!("{from} {}; attached to {to} after {} ms{}", f.done, ms(took), undeclared_note(link, &to));
@@ -211,7 +276,11 @@ async fn fail_over(lab: &mut Lab, p: &mut Pending, link: &Link<'_>, bound: Durat
         return Ok(Outcome::Violated(format!("{seen}; {from} was not {} after {}: {e}", f.back, f.after)));
     }
     p.metric_duration(f.back_metric, t1.elapsed());
-    Ok(Outcome::Pass(format!("{seen}; {from} {} {} ms after {}", f.back, ms(t1.elapsed()), f.after)))
+    seen.push_str(&format!("; {from} {} {} ms after {}", f.back, ms(t1.elapsed()), f.after));
+    match bound.exceeded(took) {
+        Some(late) => Ok(Outcome::Violated(format!("{seen}; moving took {late}"))),
+        None => Ok(Outcome::Pass(seen)),
+    }
 }
 
 /// A leaf (re)started while its first hub is down must dial the next declared hub. This is what the
@@ -220,16 +289,19 @@ async fn fail_over(lab: &mut Lab, p: &mut Pending, link: &Link<'_>, bound: Durat
 async fn cold_start(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
     let name = format!("{}: starts with its first hub down", link.label());
     let first = link.hubs.first().cloned().unwrap_or_default();
+    let declared = link.expect.cold_start_within.as_ref().map(|d| d.get());
     let expected = format!(
-        "with {first} killed, the restarted leaf attaches to another of [{}] within {} ms",
+        "with {first} killed, the restarted leaf attaches to another of [{}] within {} ms{}",
         link.hub_list(),
-        ms(link.bound())
+        ms(declared.unwrap_or(link.bound())),
+        if declared.is_some() { " (expect.cold_start_within)" } else { "" }
     );
     let spec = spec("cold-start", &link.label(), name, expected).needs(Capability::Kill);
-    if let Some(why) = link.cannot_fail_over() {
+    if let Some(why) = link.cannot_cold_start() {
         ctx.skip(spec, why);
         return;
     }
+    let bound = Bound { wait: with_expect(link.bound(), declared), declared, what: "expect.cold_start_within" };
     let leaf = link.leaf.name.clone();
     ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| {
         attached_before(lab, link).await?;
@@ -238,14 +310,18 @@ async fn cold_start(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
         }
         let t0 = Instant::now();
         lab.apply(&Fault::Start { node: leaf.clone() }).await?;
-        let Some((to, took)) = wait_attached(lab, link, None, t0, link.bound()).await else {
+        let Some((to, took)) = wait_attached(lab, link, None, t0, bound.wait).await else {
             return Ok(Outcome::Violated(format!(
                 "with {first} down, the restarted leaf was attached to no hub within {} ms: it did not dial the other declared hubs",
-                ms(link.bound())
+                ms(bound.wait)
             )));
         };
         p.metric_duration("cold_attach_ms", took);
-        Ok(Outcome::Pass(format!("{first} down; the restarted leaf attached to {to} after {} ms{}", ms(took), undeclared_note(link, &to))))
+        let seen = format!("{first} down; the restarted leaf attached to {to} after {} ms{}", ms(took), undeclared_note(link, &to));
+        Ok(match bound.exceeded(took) {
+            Some(late) => Outcome::Violated(format!("{seen}: {late}")),
+            None => Outcome::Pass(seen),
+        })
     })
     .await;
 }
@@ -402,7 +478,7 @@ mod tests {
     fn links_derive_from_the_declared_remote() {
         let t: Topology = crate::topology::load_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/failover.yaml"))
             .expect("failover.yaml loads");
-        let link = Link::new(&t, &t.leaves[0], 0);
+        let link = Link::new(&t, &t.leaves[0], 0, true);
         assert_eq!(link.hubs, ["hub-1", "hub-2", "hub-3"]);
         assert_eq!(link.hub_account, "LEAF_EDGE_1");
         assert_eq!(link.peer, "HUB");

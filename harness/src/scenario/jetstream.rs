@@ -13,13 +13,14 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::check::{Concluded, Pending, Spec};
-use super::probes::token;
+use super::probes::{connect, token};
+use super::streams::{account_of, client_for, client_for_avoiding, copies, hub_client, literal, placed, sample, servers_of, transform, Copy, Placed};
 use super::{Ctx, Family, Outcome};
 use crate::lab::Lab;
 use crate::nemesis::{Capability, Fault};
 use crate::probe::js::{self, ack_error, ack_seq, api, not_found, publish, publish_stored, state_u64, stream_state, API};
-use crate::provision::{consumer_config, drift, stream_config};
-use crate::topology::{subject, AckPolicy, Consumer, Leaf, Retention, Storage, Stream, Topology};
+use crate::provision::{consumer_config, consumer_drift, stream_config, stream_drift};
+use crate::topology::{subject, AckPolicy, Consumer, Leaf, Retention, Source, Storage, Stream, Topology};
 
 const FAMILY: Family = Family::Jetstream;
 /// Bound on any wait for the servers to reach a state.
@@ -55,11 +56,9 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
             max_deliver_check(ctx, p, c).await;
         }
     }
-    // Sourcing first: after a leaf restarts, the hub takes a while (its stall detection) to source from it again.
-    for p in streams.iter().filter(|p| p.leaf.is_none()) {
-        for src in p.stream.sources.iter().filter(|s| s.domain.is_some()) {
-            store_and_forward_check(ctx, declared, p, src).await;
-        }
+    // Copies first: after a leaf restarts, a stream takes a while (its stall detection) to copy from it again.
+    for copy in copies(declared, &streams) {
+        store_and_forward_check(ctx, declared, copy).await;
     }
     for l in declared.leaves.iter().filter(|l| l.jetstream.is_some()) {
         durability_check(ctx, l).await;
@@ -68,58 +67,6 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Where streams live
-
-/// A declared stream with where it lives: the hub cluster (`leaf: None`) or one leaf, and its account.
-struct Placed<'t> {
-    stream: &'t Stream,
-    leaf: Option<&'t Leaf>,
-    account: String,
-}
-
-impl Placed<'_> {
-    fn node(&self) -> &str {
-        self.leaf.map_or("hub", |l| l.name.as_str())
-    }
-
-    fn label(&self) -> String {
-        format!("{}/{}", self.node(), self.stream.name)
-    }
-}
-
-fn placed(t: &Topology) -> Vec<Placed<'_>> {
-    let mut out: Vec<Placed<'_>> = t
-        .hub
-        .streams
-        .iter()
-        .map(|s| Placed { stream: s, leaf: None, account: s.account.clone().unwrap_or_else(|| t.hub.accounts[0].name.clone()) })
-        .collect();
-    for l in &t.leaves {
-        for s in &l.streams {
-            out.push(Placed { stream: s, leaf: Some(l), account: s.account.clone().unwrap_or_else(|| l.accounts[0].name.clone()) });
-        }
-    }
-    out
-}
-
-/// A full-access client of the stream's account where the stream lives: the leaf, or the first hub that answers.
-async fn client_for(lab: &Lab, p: &Placed<'_>) -> Result<Client, String> {
-    match p.leaf {
-        Some(l) => lab.probe(&l.name, &p.account).await.map_err(|e| e.to_string()),
-        None => hub_client(lab, &p.account, None).await,
-    }
-}
-
-/// A full-access client of a hub account, on the first hub (other than `avoid`) that accepts it.
-async fn hub_client(lab: &Lab, account: &str, avoid: Option<&str>) -> Result<Client, String> {
-    let mut last = format!("no hub to reach account {account} on");
-    for h in lab.plan.hubs().filter(|h| Some(h.name.as_str()) != avoid) {
-        match lab.probe(&h.name, account).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
-}
 
 /// A check of this family: `kind` and the parts of its id, its name and what it expects.
 fn spec(kind: &str, parts: &[&str], name: String, expected: String) -> Spec {
@@ -141,17 +88,17 @@ async fn stream_config_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>) {
             p.stream.name, p.account, p.stream.replicas
         ),
     );
-    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| stream_config_body(lab, p, &want).await).await;
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| stream_config_body(lab, p).await).await;
 }
 
-async fn stream_config_body(lab: &Lab, p: &Placed<'_>, want: &Value) -> Concluded {
+async fn stream_config_body(lab: &Lab, p: &Placed<'_>) -> Concluded {
     let c = client_for(lab, p).await?;
     let info = match api(&c, API, &format!("STREAM.INFO.{}", p.stream.name), &json!({})).await {
         Ok(v) => v,
         Err(e) if not_found(&e) => return Ok(Outcome::Violated(format!("no such stream: {e}"))),
         Err(e) => return Err(Outcome::Error(e)),
     };
-    let mut bad = drift(want, &info["config"]);
+    let mut bad = stream_drift(p.stream, &info["config"]);
     let held_by = peers(&info);
     if held_by != Some(p.stream.replicas as usize) && !(held_by.is_none() && p.stream.replicas == 1) {
         bad.push(format!("peers: declared {}, got {}", p.stream.replicas, held_by.map_or("no leader".into(), |n| n.to_string())));
@@ -167,17 +114,17 @@ async fn consumer_config_check(ctx: &mut Ctx<'_, '_>, p: &Placed<'_>, c: &Consum
         format!("consumer-config {}/{}", p.label(), c.name),
         format!("CONSUMER.INFO.{}.{} answers with every declared field as declared ({want}; durations in ns)", p.stream.name, c.name),
     );
-    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| consumer_config_body(lab, p, c, &want).await).await;
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| consumer_config_body(lab, p, c).await).await;
 }
 
-async fn consumer_config_body(lab: &Lab, p: &Placed<'_>, c: &Consumer, want: &Value) -> Concluded {
+async fn consumer_config_body(lab: &Lab, p: &Placed<'_>, c: &Consumer) -> Concluded {
     let client = client_for(lab, p).await?;
     let info = match api(&client, API, &format!("CONSUMER.INFO.{}.{}", p.stream.name, c.name), &json!({})).await {
         Ok(v) => v,
         Err(e) if not_found(&e) => return Ok(Outcome::Violated(format!("no such consumer: {e}"))),
         Err(e) => return Err(Outcome::Error(e)),
     };
-    Ok(config_outcome(drift(want, &info["config"]), &info))
+    Ok(config_outcome(consumer_drift(c, &info["config"]), &info))
 }
 
 fn config_outcome(bad: Vec<String>, info: &Value) -> Outcome {
@@ -198,102 +145,6 @@ fn peers(info: &Value) -> Option<usize> {
 
 // ---------------------------------------------------------------------------------------------------------
 // Subjects for probe messages
-
-/// The most specific pattern matched by both `a` and `b`, if some subject matches both.
-fn meet(a: &str, b: &str) -> Option<String> {
-    let a: Vec<&str> = a.split('.').collect();
-    let b: Vec<&str> = b.split('.').collect();
-    let mut out: Vec<&str> = Vec::new();
-    for i in 0.. {
-        match (a.get(i), b.get(i)) {
-            (None, None) => break,
-            (Some(&">"), Some(_)) => {
-                out.extend(&b[i..]);
-                break;
-            }
-            (Some(_), Some(&">")) => {
-                out.extend(&a[i..]);
-                break;
-            }
-            (Some(&"*"), Some(y)) => out.push(y),
-            (Some(x), Some(&"*")) => out.push(x),
-            (Some(x), Some(y)) if x == y => out.push(x),
-            _ => return None,
-        }
-    }
-    Some(out.join("."))
-}
-
-/// A literal subject matched by one of the stream's subjects and every filter, carrying `tok` (and `i`
-/// where a `>` leaves room, so that each message of a series has its own subject).
-fn sample(stream_subjects: &[String], filters: &[&str], tok: &str, i: usize) -> Option<String> {
-    stream_subjects.iter().find_map(|s| {
-        let pattern = filters.iter().try_fold(s.clone(), |acc, f| meet(&acc, f))?;
-        Some(literal(&pattern, tok, i))
-    })
-}
-
-fn literal(pattern: &str, tok: &str, i: usize) -> String {
-    pattern
-        .split('.')
-        .map(|t| match t {
-            "*" => tok.to_string(),
-            ">" => format!("{tok}.{i}"),
-            lit => lit.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// A subject through a subject transform (`*` and `>` in order, `{{wildcard(n)}}` and `$n` by position).
-fn transform(src: &str, dest: &str, subject_in: &str) -> Option<String> {
-    let s: Vec<&str> = subject_in.split('.').collect();
-    let src: Vec<&str> = src.split('.').collect();
-    let (mut stars, mut rest) = (Vec::new(), None);
-    for (i, t) in src.iter().enumerate() {
-        match *t {
-            "*" => stars.push(*s.get(i)?),
-            ">" => {
-                if s.len() <= i {
-                    return None;
-                }
-                rest = Some(s[i..].join("."));
-                break;
-            }
-            lit => {
-                if s.get(i) != Some(&lit) {
-                    return None;
-                }
-            }
-        }
-    }
-    if rest.is_none() && src.len() != s.len() {
-        return None;
-    }
-    let mut next = 0;
-    let mut out = Vec::new();
-    for t in dest.split('.') {
-        let piece = match t {
-            "*" => {
-                next += 1;
-                stars.get(next - 1)?.to_string()
-            }
-            ">" => rest.clone()?,
-            t if t.starts_with('$') => stars.get(t[1..].parse::<usize>().ok()?.checked_sub(1)?)?.to_string(),
-            t if t.starts_with("{{") => {
-                let n: String = t.chars().filter(char::is_ascii_digit).collect();
-                let lower = t.to_ascii_lowercase();
-                if !lower.contains("wildcard") {
-                    return None;
-                }
-                stars.get(n.parse::<usize>().ok()?.checked_sub(1)?)?.to_string()
-            }
-            lit => lit.to_string(),
-        };
-        out.push(piece);
-    }
-    Some(out.join("."))
-}
 
 fn filters_of(c: &Consumer) -> Vec<&str> {
     c.filter_subject.iter().map(String::as_str).collect()
@@ -362,19 +213,30 @@ async fn domain_checks(ctx: &mut Ctx<'_, '_>, t: &Topology) {
         for (r, remote) in l.remotes.iter().enumerate() {
             let (local, linked) = (l.remote_account(remote).to_string(), l.hub_account(r));
             // The leaf's streams in the linked account, seen from the hub side of the link.
-            for s in l.streams.iter().filter(|s| s.account.as_deref().unwrap_or(&l.accounts[0].name) == local) {
-                let shadow = t.hub.streams.iter().any(|h| h.name == s.name && h.account.as_deref().unwrap_or(&t.hub.accounts[0].name) == linked);
+            for s in l.streams.iter().filter(|s| account_of(s, &l.accounts[0].name) == local) {
+                let label = format!("{}/{}", l.name, s.name);
                 let from = Side::Hub(linked.clone());
-                isolation_check(ctx, &from, &format!("{}/{}", l.name, s.name), &s.name, &domain, shadow).await;
-                access_check(ctx, &from, &format!("{}/{}", l.name, s.name), &s.name, Some(&domain)).await;
+                let twin = t.hub.streams.iter().find(|h| h.name == s.name && account_of(h, &t.hub.accounts[0].name) == linked);
+                match (twin, hub_domain.as_deref()) {
+                    (Some(h), Some(hd)) => {
+                        let a = Home { node: l.name.clone(), leaf: true, account: local.clone(), domain: domain.clone(), stream: s };
+                        let b = Home { node: "hub".into(), leaf: false, account: linked.clone(), domain: hd.to_string(), stream: h };
+                        same_name_check(ctx, &a, &b).await;
+                    }
+                    _ => isolation_check(ctx, &from, &label, &s.name, &domain).await,
+                }
+                access_check(ctx, t, &from, &label, &s.name, Some(&domain)).await;
             }
-            // Hub streams in the linked account, seen from the leaf.
-            for s in t.hub.streams.iter().filter(|s| s.account.as_deref().unwrap_or(&t.hub.accounts[0].name) == linked) {
-                let shadow = l.streams.iter().any(|x| x.name == s.name && x.account.as_deref().unwrap_or(&l.accounts[0].name) == local);
+            // Hub streams in the linked account, seen from the leaf (a twin was checked above).
+            for s in t.hub.streams.iter().filter(|s| account_of(s, &t.hub.accounts[0].name) == linked) {
+                let label = format!("hub/{}", s.name);
                 let from = Side::Leaf(l.name.clone(), local.clone());
-                let hub_label = hub_domain.clone().unwrap_or_else(|| "(no domain)".into());
-                isolation_check(ctx, &from, &format!("hub/{}", s.name), &s.name, &hub_label, shadow).await;
-                access_check(ctx, &from, &format!("hub/{}", s.name), &s.name, hub_domain.as_deref()).await;
+                let twin = l.streams.iter().any(|x| x.name == s.name && account_of(x, &l.accounts[0].name) == local);
+                if !twin {
+                    let hub_label = hub_domain.clone().unwrap_or_else(|| "(no domain)".into());
+                    isolation_check(ctx, &from, &label, &s.name, &hub_label).await;
+                }
+                access_check(ctx, t, &from, &label, &s.name, hub_domain.as_deref()).await;
             }
         }
     }
@@ -402,16 +264,16 @@ impl Side {
         }
     }
 
-    async fn client(&self, lab: &Lab) -> Result<Client, String> {
+    async fn client(&self, lab: &Lab) -> Result<Client, Outcome> {
         match self {
             Side::Hub(a) => hub_client(lab, a, None).await,
-            Side::Leaf(l, a) => lab.probe(l, a).await.map_err(|e| e.to_string()),
+            Side::Leaf(l, a) => connect(lab, l, a).await,
         }
     }
 }
 
 /// A stream is invisible through the asking side's own `$JS.API`: its own domain answers "not found".
-async fn isolation_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream: &str, domain: &str, shadow: bool) {
+async fn isolation_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream: &str, domain: &str) {
     let name = format!("domain-isolation {label} from {}", from.describe());
     let parts = [label, &from.id()];
     let expected = format!(
@@ -419,39 +281,24 @@ async fn isolation_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream
          (the stream lives in domain {domain})",
         from.describe()
     );
-    if shadow {
-        let why = format!("{} declares its own stream named {stream}: the names collide, isolation cannot be told apart", from.describe());
-        ctx.skip(spec("domain-isolation", &parts, name, expected), why);
-        return;
-    }
     ctx.check(spec("domain-isolation", &parts, name, expected), async |lab: &mut Lab, _: &mut Pending| isolation_body(lab, from, stream).await).await;
 }
 
 async fn isolation_body(lab: &Lab, from: &Side, stream: &str) -> Concluded {
     let c = from.client(lab).await?;
-    // A timeout is no answer either way (the JetStream API of a just-settled cluster can be slow): ask again.
-    let mut answer = api(&c, API, &format!("STREAM.INFO.{stream}"), &json!({})).await;
-    for _ in 0..3 {
-        match &answer {
-            Err(e) if e.contains("timed out") => answer = api(&c, API, &format!("STREAM.INFO.{stream}"), &json!({})).await,
-            _ => break,
-        }
-    }
-    let e = match answer {
+    let e = match js::api_patient(&c, API, &format!("STREAM.INFO.{stream}"), &json!({}), 4).await {
         Ok(v) => return Ok(Outcome::Violated(format!("its own domain found it: {}", v["config"]))),
-        Err(e) if e.contains("no responders") => {
-            return Ok(Outcome::Pass("no JetStream answers $JS.API on this side: nothing is visible".into()))
-        }
+        Err(e) if js::no_responders(&e) => return Ok(Outcome::Pass("no JetStream answers $JS.API on this side: nothing is visible".into())),
         Err(e) if e.contains("err_code 10059") => e,
         Err(e) => return Err(Outcome::Error(e)),
     };
-    let names = api(&c, API, "STREAM.NAMES", &json!({})).await?;
-    let listed: Vec<&str> = names["streams"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    Ok(Outcome::expect(!listed.contains(&stream), format!("STREAM.INFO: {e}; STREAM.NAMES: {listed:?}")))
+    let listed = js::stream_names(&c, API).await?;
+    Ok(Outcome::expect(!listed.iter().any(|n| n == stream), format!("STREAM.INFO: {e}; STREAM.NAMES: {listed:?}")))
 }
 
-/// The same stream is reachable across the link through its domain's API prefix.
-async fn access_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream: &str, domain: Option<&str>) {
+/// The stream is reachable across the link through its domain's API prefix, and that domain answers:
+/// the answer names the domain, and its leader is one of that domain's servers.
+async fn access_check(ctx: &mut Ctx<'_, '_>, t: &Topology, from: &Side, label: &str, stream: &str, domain: Option<&str>) {
     let name = format!("domain-access {label} from {}", from.describe());
     let parts = [label, &from.id()];
     let Some(domain) = domain else {
@@ -459,15 +306,100 @@ async fn access_check(ctx: &mut Ctx<'_, '_>, from: &Side, label: &str, stream: &
         ctx.skip(spec("domain-access", &parts, name, format!("hub stream {stream} reachable from {}", from.describe())), why);
         return;
     };
-    let prefix = format!("$JS.{domain}.API");
-    let spec = spec("domain-access", &parts, name, format!("{prefix}.STREAM.INFO.{stream} from {} finds the stream", from.describe()));
-    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+    let prefix = js::prefix(Some(domain));
+    let servers = servers_of(t, domain);
+    let expected = format!(
+        "{prefix}.STREAM.INFO.{stream} from {} finds the stream, answered by domain {domain} with its leader one of {}",
+        from.describe(),
+        servers.join(", ")
+    );
+    ctx.check(spec("domain-access", &parts, name, expected), async |lab: &mut Lab, _: &mut Pending| {
         let c = from.client(lab).await?;
-        match api(&c, &prefix, &format!("STREAM.INFO.{stream}"), &json!({})).await {
-            Ok(v) => Ok(Outcome::expect(v["config"]["name"] == stream, format!("found: config.name {}", v["config"]["name"]))),
-            Err(e) if not_found(&e) || e.contains("no responders") || e.contains("timed out") => Ok(Outcome::Violated(e)),
-            Err(e) => Err(Outcome::Error(e)),
+        let v = match js::api_patient(&c, &prefix, &format!("STREAM.INFO.{stream}"), &json!({}), 4).await {
+            Ok(v) => v,
+            Err(e) if not_found(&e) || js::no_responders(&e) || e.contains("timed out") => return Ok(Outcome::Violated(e)),
+            Err(e) => return Err(Outcome::Error(e)),
+        };
+        let answered = v.get("domain").and_then(Value::as_str).unwrap_or("");
+        let leader = v.pointer("/cluster/leader").and_then(Value::as_str).unwrap_or("");
+        let seen = format!("config.name {}, answered by domain '{answered}', leader '{leader}'", v["config"]["name"]);
+        let right = v["config"]["name"] == stream && (answered.is_empty() || answered == domain) && servers.iter().any(|s| s == leader);
+        Ok(Outcome::expect(right, seen))
+    })
+    .await;
+}
+
+/// A stream as a domain probe sees it: on which node and account, in which domain.
+struct Home<'t> {
+    node: String,
+    leaf: bool,
+    account: String,
+    domain: String,
+    stream: &'t Stream,
+}
+
+impl Home<'_> {
+    async fn client(&self, lab: &Lab) -> Result<Client, Outcome> {
+        if self.leaf {
+            connect(lab, &self.node, &self.account).await
+        } else {
+            hub_client(lab, &self.account, None).await
         }
+    }
+
+    fn label(&self) -> String {
+        format!("{}/{} (domain {})", self.node, self.stream.name, self.domain)
+    }
+}
+
+/// A subject `x` stores and `y` does not capture, for a probe message.
+fn only_in(x: &Stream, y: &Stream, tok: &str) -> Option<String> {
+    x.subjects.iter().enumerate().map(|(i, p)| literal(p, tok, i)).find(|s| !y.subjects.iter().any(|p| subject::matches(p, s)))
+}
+
+/// Two streams of one name in two domains (and one account, across the link): a message written to each
+/// is stored by its own (the PubAck names stream and domain) and the other holds nothing of it.
+async fn same_name_check(ctx: &mut Ctx<'_, '_>, a: &Home<'_>, b: &Home<'_>) {
+    let name = format!("same-name stream {} in domains {} and {}", a.stream.name, a.domain, b.domain);
+    let expected = format!(
+        "a message written into {} is acknowledged by that stream in domain {}, and {} holds nothing of it; the same the other way",
+        a.label(),
+        a.domain,
+        b.label()
+    );
+    let parts = [a.stream.name.as_str(), &a.domain, &b.domain];
+    let tok = token();
+    let (Some(sa), Some(sb)) = (only_in(a.stream, b.stream, &tok), only_in(b.stream, a.stream, &tok)) else {
+        let why = "every subject one stream stores, the other captures too: across a link data crosses by declaration (domains isolate the API, AUDIT §4a)";
+        ctx.skip(spec("same-name", &parts, name, expected), why);
+        return;
+    };
+    ctx.check(spec("same-name", &parts, name, expected), async |lab: &mut Lab, _: &mut Pending| {
+        let mut seen = Vec::new();
+        for (x, y, subj) in [(a, b, &sa), (b, a, &sb)] {
+            let (cx, cy) = (x.client(lab).await?, y.client(lab).await?);
+            let before = state_u64(&stream_state(&cy, API, &y.stream.name).await?, "last_seq");
+            let ack = publish(&cx, subj, None, format!("same-name {tok}").into_bytes()).await?;
+            if let Some(e) = ack_error(&ack) {
+                return Ok(Outcome::Violated(format!("{} refused a write on {subj}: {e}", x.label())));
+            }
+            let (stream, domain) = (ack["stream"].as_str().unwrap_or(""), ack["domain"].as_str().unwrap_or(""));
+            if stream != x.stream.name || (!domain.is_empty() && domain != x.domain) {
+                return Ok(Outcome::Violated(format!("a write on {subj} meant for {} was acknowledged by stream '{stream}' in domain '{domain}'", x.label())));
+            }
+            // A round trip through the other stream's own domain, after the write was acknowledged.
+            let found = js::last_on(&cy, API, &y.stream.name, subj).await?;
+            let after = state_u64(&stream_state(&cy, API, &y.stream.name).await?, "last_seq");
+            if found.is_some() || after != before {
+                return Ok(Outcome::Violated(format!(
+                    "{subj} written into {} also reached {} (last_seq {before} → {after}, message {found:?})",
+                    x.label(),
+                    y.label()
+                )));
+            }
+            seen.push(format!("{subj}: acknowledged by {stream} in domain {}, seq {}; {} unchanged at seq {after}", if domain.is_empty() { "(unnamed)" } else { domain }, ack_seq(&ack).unwrap_or(0), y.label()));
+        }
+        Ok(Outcome::Pass(seen.join("; ")))
     })
     .await;
 }
@@ -845,44 +777,46 @@ async fn read_after_restart(c: &Client, stream: &str, seq: u64) -> Result<Option
     }
 }
 
-/// A hub stream that sources a leaf stream through the leaf's domain: where the source lives.
-struct Feed<'t> {
-    leaf: &'t Leaf,
-    stream: &'t Stream,
-    account: String,
-}
-
-fn feed<'t>(t: &'t Topology, src: &crate::topology::Source) -> Option<Feed<'t>> {
-    let leaf = t.leaves.iter().find(|l| l.jetstream.as_ref().and_then(|j| j.domain.as_deref()) == src.domain.as_deref())?;
-    let stream = leaf.streams.iter().find(|s| s.name == src.name)?;
-    let account = stream.account.clone().unwrap_or_else(|| leaf.accounts[0].name.clone());
-    Some(Feed { leaf, stream, account })
-}
-
-async fn store_and_forward_check(ctx: &mut Ctx<'_, '_>, t: &Topology, p: &Placed<'_>, src: &crate::topology::Source) {
-    let domain = src.domain.clone().unwrap_or_default();
-    let name = format!("store-and-forward {} from {}:{}", p.label(), domain, src.name);
-    let expected = format!(
-        "{BEFORE} messages published into {} in domain {domain} arrive in hub stream {}{}; then the hub the leaf is attached to \
-         is killed, {DURING} more are published on the leaf, the hub is restarted, and the hub stream holds all {} in order, \
-         same subjects and payloads (metric catchup_ms: from the restart until all are there)",
-        src.name,
-        p.stream.name,
-        src.subject_transform.as_ref().map_or(String::new(), |x| format!(" as {} → {}", x.src, x.dest)),
-        BEFORE + DURING
-    );
-    let spec = spec("store-and-forward", &[&p.stream.name, &domain, &src.name], name, expected).needs(Capability::Kill);
-    let Some(f) = feed(t, src) else {
-        ctx.skip(spec, format!("no leaf declares stream {} in domain {domain}", src.name));
-        return;
+async fn store_and_forward_check(ctx: &mut Ctx<'_, '_>, t: &Topology, copy: Result<Copy<'_>, (&Placed<'_>, &Source, String)>) {
+    let (into, via) = match &copy {
+        Ok(c) => (c.into, c.via),
+        Err((p, s, _)) => (*p, *s),
     };
+    let domain = via.domain.clone().unwrap_or_default();
+    let kind = if copy.as_ref().is_ok_and(|c| c.mirror) || (copy.is_err() && into.stream.mirror.as_ref() == Some(via)) { "mirror" } else { "source" };
+    let name = format!("store-and-forward {} ({kind} of {domain}:{})", into.label(), via.name);
+    let parts = [into.node(), &into.stream.name, &domain, &via.name];
+    let copy = match copy {
+        Ok(c) => c,
+        Err((_, _, why)) => {
+            ctx.skip(spec("store-and-forward", &parts, name, format!("{} copies {domain}:{}", into.label(), via.name)), why);
+            return;
+        }
+    };
+    let hub_sources_leaf = copy.from.leaf.is_some();
+    let expect = t.expect_for(copy.from.leaf.or(copy.into.leaf));
+    let fault = if hub_sources_leaf { "the hub the leaf is attached to is killed" } else { "the leaf holding the copy is killed" };
+    let expected = format!(
+        "{BEFORE} messages published into {} arrive in {}{}; then {fault}, {DURING} more are published, it is restarted, and the copy \
+         holds all {} in order, same subjects and payloads{}{}",
+        copy.from.label(),
+        into.label(),
+        via.subject_transform.as_ref().map_or(String::new(), |x| format!(" as {} → {}", x.src, x.dest)),
+        BEFORE + DURING,
+        if copy.mirror { ", at the same sequence numbers" } else { "" },
+        match &expect.catchup_within {
+            Some(d) => format!(", within {d} of the restart (expect.catchup_within)"),
+            None => " (metric catchup_ms: from the restart until all are there)".into(),
+        }
+    );
+    let spec = spec("store-and-forward", &parts, name, expected).needs(Capability::Kill);
     let tok = token();
-    let mut filters: Vec<&str> = src.filter_subject.iter().map(String::as_str).collect();
-    filters.extend(src.subject_transform.iter().map(|x| x.src.as_str()));
+    let mut filters: Vec<&str> = via.filter_subject.iter().map(String::as_str).collect();
+    filters.extend(via.subject_transform.iter().map(|x| x.src.as_str()));
     let plan: Option<Vec<(String, String, String)>> = (0..BEFORE + DURING)
         .map(|i| {
-            let subj = sample(&f.stream.subjects, &filters, &tok, i)?;
-            let arrives = match &src.subject_transform {
+            let subj = sample(&copy.from.stream.subjects, &filters, &tok, i)?;
+            let arrives = match &via.subject_transform {
                 Some(x) => transform(&x.src, &x.dest, &subj)?,
                 None => subj.clone(),
             };
@@ -893,46 +827,68 @@ async fn store_and_forward_check(ctx: &mut Ctx<'_, '_>, t: &Topology, p: &Placed
         ctx.skip(spec, "no subject reaches the source stream, its filter and its transform (or the transform uses functions the harness cannot predict)");
         return;
     };
-    ctx.check(spec, async |lab: &mut Lab, pending: &mut Pending| SourceRun { p, feed: &f, plan: &plan, tok: &tok }.run(lab, pending).await).await;
+    let within = expect.catchup_within.as_ref().map(|d| d.get());
+    ctx.check(spec, async |lab: &mut Lab, pending: &mut Pending| CopyRun { copy: &copy, plan: &plan, tok: &tok, within }.run(lab, pending).await).await;
 }
 
-/// One store-and-forward run: (published subject, expected hub subject, payload) per message.
-struct SourceRun<'a, 't> {
-    p: &'a Placed<'t>,
-    feed: &'a Feed<'t>,
+/// One store-and-forward run: (published subject, expected subject in the copy, payload) per message.
+struct CopyRun<'a, 't> {
+    copy: &'a Copy<'t>,
     plan: &'a [(String, String, String)],
     tok: &'a str,
+    within: Option<Duration>,
 }
 
-impl SourceRun<'_, '_> {
+impl CopyRun<'_, '_> {
     async fn run(&self, lab: &mut Lab, pending: &mut Pending) -> Concluded {
-        let leaf = lab.probe(&self.feed.leaf.name, &self.feed.account).await.map_err(|e| e.to_string())?;
-        let hub = hub_client(lab, &self.p.account, None).await?;
-        let mut reader = Reader::new(&self.p.stream.name, state_u64(&stream_state(&hub, API, &self.p.stream.name).await?, "last_seq") + 1);
+        let (from, into) = (&self.copy.from, self.copy.into);
+        let source = client_for(lab, from).await?;
+        let copy = client_for(lab, into).await?;
+        let mut reader = Reader::new(&into.stream.name, state_u64(&stream_state(&copy, API, &into.stream.name).await?, "last_seq") + 1);
+        let mut seqs = Vec::new();
         for (subj, _, payload) in &self.plan[..BEFORE] {
-            publish_stored(&leaf, subj, payload).await?;
+            seqs.push(publish_stored(&source, subj, payload).await?);
         }
         let first = Instant::now();
-        let arrived = reader.until(&hub, self.tok, BEFORE, first + RESUME).await;
+        let arrived = reader.until(&copy, self.tok, BEFORE, first + RESUME).await;
         pending.metric_duration("first_arrival_ms", first.elapsed());
         if arrived.len() < BEFORE {
             return Ok(Outcome::Violated(format!("before any fault only {} of {BEFORE} arrived: {arrived:?}", arrived.len())));
         }
-        let killed = lab.leaf_hub(&self.feed.leaf.name).await.ok_or_else(|| Outcome::Violated("the leaf is attached to no hub".into()))?;
-        lab.apply(&Fault::Kill { node: killed.clone() }).await.map_err(|e| e.to_string())?;
+        // Break the link: kill the leaf's hub when the leaf feeds the hub; kill the leaf when it copies the hub.
+        let victim = match from.leaf {
+            Some(l) => lab.leaf_hub(&l.name).await.ok_or_else(|| Outcome::Violated(format!("{} is attached to no hub", l.name)))?,
+            None => into.node().to_string(),
+        };
+        drop(copy);
+        lab.apply(&Fault::Kill { node: victim.clone() }).await?;
         let outage = Instant::now();
-        let during = self.publish_during(&leaf).await;
-        lab.apply(&Fault::Start { node: killed.clone() }).await.map_err(|e| e.to_string())?;
+        // The source keeps taking writes meanwhile (a hub stream through another hub).
+        let source = if from.leaf.is_some() { source } else { client_for_avoiding(lab, from, &victim).await? };
+        let mut during = Ok(());
+        for (subj, _, payload) in &self.plan[BEFORE..] {
+            match publish_stored(&source, subj, payload).await {
+                Ok(seq) => seqs.push(seq),
+                Err(e) => {
+                    during = Err(e);
+                    break;
+                }
+            }
+        }
+        lab.apply(&Fault::Start { node: victim.clone() }).await?;
         let restarted = Instant::now();
         pending.metric_duration("outage_ms", outage.elapsed());
         let caught_up = async {
             during?;
-            let hub = hub_client(lab, &self.p.account, Some(&killed)).await?;
-            Ok::<_, String>(reader.until(&hub, self.tok, BEFORE + DURING, restarted + RESUME).await)
+            // A restarted server listens for clients only once its monitoring says it is healthy.
+            lab.wait_healthy(&victim, RESTART).await.map_err(|e| e.to_string())?;
+            let copy = client_for_avoiding(lab, into, &victim).await.map_err(|o| o.text().to_string())?;
+            Ok::<_, String>(reader.until(&copy, self.tok, BEFORE + DURING, restarted + RESUME).await)
         }
         .await;
+        let took = restarted.elapsed();
         if caught_up.as_ref().is_ok_and(|all| all.len() >= BEFORE + DURING) {
-            pending.metric_duration("catchup_ms", restarted.elapsed());
+            pending.metric_duration("catchup_ms", took);
         }
         // Whatever happened, the lab is whole again before the next check.
         let healing = Instant::now();
@@ -940,15 +896,22 @@ impl SourceRun<'_, '_> {
         pending.metric_duration("ready_again_ms", healing.elapsed());
         let all = caught_up?;
         let want: Vec<(String, String)> = self.plan.iter().map(|(_, s, p)| (s.clone(), p.clone())).collect();
-        let observed = format!("killed {killed}; hub stream got {} of {}: {}", all.len(), want.len(), summary(&all, &want));
-        Ok(Outcome::expect(all == want, observed))
-    }
-
-    async fn publish_during(&self, leaf: &Client) -> Result<(), String> {
-        for (subj, _, payload) in &self.plan[BEFORE..] {
-            publish_stored(leaf, subj, payload).await?;
+        let got: Vec<(String, String)> = all.iter().map(|m| (m.subject.clone(), m.payload.clone())).collect();
+        let mut observed = format!("killed {victim}; the copy got {} of {}: {}", got.len(), want.len(), summary(&got, &want));
+        let mut ok = got == want;
+        if self.copy.mirror {
+            let copied: Vec<u64> = all.iter().map(|m| m.seq).collect();
+            if copied != seqs {
+                ok = false;
+                observed.push_str(&format!("; a mirror keeps sequences: source {seqs:?}, mirror {copied:?}"));
+            }
         }
-        Ok(())
+        if let (true, Some(bound)) = (ok, self.within) {
+            if took > bound {
+                return Ok(Outcome::Violated(format!("{observed}; caught up {} ms after the restart, beyond expect.catchup_within {} ms", took.as_millis(), bound.as_millis())));
+            }
+        }
+        Ok(Outcome::expect(ok, observed))
     }
 }
 
@@ -964,7 +927,7 @@ fn summary(got: &[(String, String)], want: &[(String, String)]) -> String {
 struct Reader {
     stream: String,
     next: u64,
-    got: Vec<(String, String)>,
+    got: Vec<js::Stored>,
 }
 
 impl Reader {
@@ -974,7 +937,7 @@ impl Reader {
 
     /// Polls until `n` probe messages have been read or the deadline passes; errors count as "not yet"
     /// (a hub may be electing a stream leader).
-    async fn until(&mut self, c: &Client, tok: &str, n: usize, deadline: Instant) -> Vec<(String, String)> {
+    async fn until(&mut self, c: &Client, tok: &str, n: usize, deadline: Instant) -> Vec<js::Stored> {
         while self.got.len() < n && Instant::now() < deadline {
             if self.read(c, tok).await.is_err() || self.got.len() < n {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -987,7 +950,7 @@ impl Reader {
         while let Some(m) = js::next_msg(c, API, &self.stream, self.next).await? {
             self.next = m.seq + 1;
             if m.payload.contains(tok) {
-                self.got.push((m.subject, m.payload));
+                self.got.push(m);
             }
         }
         Ok(())
@@ -997,35 +960,6 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn meeting_patterns() {
-        assert_eq!(meet("domain.*.events.>", "domain.graph.>").as_deref(), Some("domain.graph.events.>"));
-        assert_eq!(meet("domain.>", "domain.orders.>").as_deref(), Some("domain.orders.>"));
-        assert_eq!(meet("orders.>", "orders.>").as_deref(), Some("orders.>"));
-        assert_eq!(meet("a.*", "a.b").as_deref(), Some("a.b"));
-        assert_eq!(meet("a.b", "a.c"), None);
-        assert_eq!(meet("a.b", "a.b.c"), None);
-        assert_eq!(meet("metrics.>", "metrics"), None);
-    }
-
-    #[test]
-    fn sample_subjects() {
-        let subjects = vec!["domain.*.events.>".to_string(), "domain.*.commands.>".to_string()];
-        assert_eq!(sample(&subjects, &["domain.graph.>"], "t", 2).as_deref(), Some("domain.graph.events.t.2"));
-        assert_eq!(sample(&subjects, &["domain.x.commands.go"], "t", 0).as_deref(), Some("domain.x.commands.go"));
-        assert_eq!(sample(&subjects, &["nomatch.>"], "t", 0), None);
-        assert_eq!(sample(&[], &[], "t", 0), None);
-    }
-
-    #[test]
-    fn transforms() {
-        assert_eq!(transform("domain.>", "leaf.store-1.domain.>", "domain.a.b").as_deref(), Some("leaf.store-1.domain.a.b"));
-        assert_eq!(transform("a.*.*", "x.{{wildcard(2)}}.$1", "a.p.q").as_deref(), Some("x.q.p"));
-        assert_eq!(transform("a.*", "b.*", "a.p").as_deref(), Some("b.p"));
-        assert_eq!(transform("a.*", "b.*", "c.p"), None);
-        assert_eq!(transform("a.*", "b.{{partition(3,1)}}", "a.p"), None);
-    }
 
     #[test]
     fn peers_count_leader_and_replicas() {

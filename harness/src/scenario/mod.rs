@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod network;
 pub mod probes;
 pub mod security;
+pub mod streams;
 
 pub use check::{Check, Concluded, Family, Observer, Outcome, Pending, Recorder, Silent, Spec, Verdict};
 

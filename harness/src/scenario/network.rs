@@ -6,17 +6,19 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 
 use super::acked_writes::{record_counts, Workload};
-use super::check::{Pending, Spec};
+use super::check::{Concluded, Pending, Spec};
+use super::streams::{copies, hub_client, placed, sample, Copy, Placed};
 use super::{probes, Ctx, Family, Outcome};
 use crate::lab::Lab;
 use crate::nemesis::{self, Capability, Fault};
-use crate::probe::js::api;
+use crate::probe::js;
 use crate::topology::{subject, Leaf, Topology};
 
 const READY: Duration = Duration::from_secs(30);
+/// How long a hub stream may take to copy what a cut leaf stored (stall detection, then backoff).
+const CATCHUP: Duration = Duration::from_secs(60);
 const FAMILY: Family = Family::Network;
 
 pub async fn run(ctx: &mut Ctx<'_, '_>) {
@@ -60,137 +62,136 @@ async fn uplinks(lab: &Lab, leaf: &str) -> usize {
     lab.monitor.uplinks(url).await.map(|l| l.len()).unwrap_or(0)
 }
 
-/// Hub streams that copy this leaf's streams through its JetStream domain: (hub stream, its account).
-fn sourcing_streams<'a>(t: &'a Topology, leaf: &Leaf) -> Vec<(&'a str, String)> {
-    let Some(domain) = leaf.jetstream.as_ref().and_then(|j| j.domain.as_deref()) else { return vec![] };
-    t.hub
-        .streams
-        .iter()
-        .filter(|s| s.sources.iter().any(|src| src.domain.as_deref() == Some(domain)))
-        .map(|s| (s.name.as_str(), s.account.clone().unwrap_or_else(|| t.hub.accounts[0].name.clone())))
-        .collect()
-}
-
 async fn cut_leaf(ctx: &mut Ctx<'_, '_>, t: &Topology, leaf: &Leaf) {
     let name = format!("{}: cut from every hub keeps serving locally", leaf.name);
-    let sourced = sourcing_streams(t, leaf);
-    let mut expected = "its hubs lose it; local clients still publish and subscribe; local JetStream still stores".to_string();
-    if !sourced.is_empty() {
-        expected.push_str("; after heal the hub streams sourcing it catch up with no loss");
-    }
-    let spec = spec("cut-leaf", &[&leaf.name], name, expected).needs(Capability::Partition);
-    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| Ok(cut_leaf_body(lab, t, leaf, &sourced, p).await)).await;
-}
-
-async fn cut_leaf_body(lab: &mut Lab, t: &Topology, leaf: &Leaf, sourced: &[(&str, String)], p: &mut Pending) -> Outcome {
-    let hubs: Vec<&str> = t.hub_names().collect();
-    let account = leaf.accounts[0].name.clone();
-    let local = match lab.probe(&leaf.name, &account).await {
-        Ok(c) => c,
-        Err(e) => return Outcome::Error(e.to_string()),
+    let streams = placed(t);
+    let copies: Vec<Copy<'_>> = copies(t, &streams).into_iter().filter_map(Result::ok).filter(|c| c.from.leaf.is_some_and(|l| l.name == leaf.name)).collect();
+    let plan = match local_plan(leaf, &streams, &copies) {
+        Ok(p) => p,
+        Err(why) => {
+            ctx.skip(spec("cut-leaf", &[&leaf.name], name, "its hubs lose it; local clients and JetStream keep working"), why);
+            return;
+        }
     };
-    // What the hub streams hold before: the catch-up is measured against it.
-    let mut before = Vec::new();
-    for (stream, acc) in sourced {
-        match hub_messages(lab, t, stream, acc).await {
-            Ok(m) => before.push(m),
-            Err(e) => return Outcome::Error(e),
+    let within = t.expect_for(Some(leaf)).reattach_within.as_ref().map(|d| d.get());
+    let mut expected = "its hubs lose it; local clients still publish and subscribe".to_string();
+    if let Some(p) = &plan {
+        expected.push_str(&format!("; local stream {} still acknowledges writes", p.stream.label()));
+        for c in &p.copies {
+            expected.push_str(&format!("; after heal hub stream {} holds each of them exactly once", c.into.label()));
         }
     }
-    if let Err(e) = lab.apply(&Fault::Partition { grudge: nemesis::cut_leaf(&leaf.name, &hubs) }).await {
-        return Outcome::Error(format!("partition: {e}"));
+    expected.push_str(&match within {
+        Some(d) => format!("; it is attached again within {} ms of the heal (expect.reattach_within)", d.as_millis()),
+        None => "; it is attached again after the heal (metric reattach_ms)".into(),
+    });
+    let spec = spec("cut-leaf", &[&leaf.name], name, expected).needs(Capability::Partition);
+    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| cut_leaf_body(lab, t, leaf, plan.as_ref(), within, p).await).await;
+}
+
+/// What a cut leaf writes locally: into a stream the hub copies when there is one (so the catch-up is
+/// checked), else into its first stream with subjects. `None`: the leaf stores nothing.
+struct LocalWrites<'a, 't> {
+    stream: &'a Placed<'t>,
+    subjects: Vec<String>,
+    /// The hub streams copying `stream` whose filters take every one of `subjects`.
+    copies: Vec<&'a Copy<'t>>,
+}
+
+const CUT_WRITES: usize = 5;
+
+fn local_plan<'a, 't>(leaf: &Leaf, streams: &'a [Placed<'t>], copies: &'a [Copy<'t>]) -> Result<Option<LocalWrites<'a, 't>>, String> {
+    if leaf.jetstream.is_none() {
+        return Ok(None);
     }
+    let tok = probes::token();
+    let first = copies.first();
+    let stream = match first {
+        Some(c) => &c.from,
+        None => match streams.iter().find(|p| p.leaf.is_some_and(|l| l.name == leaf.name) && !p.stream.subjects.is_empty()) {
+            Some(p) => p,
+            None => return Ok(None),
+        },
+    };
+    // The plan refers into `streams` or `copies`; both outlive it.
+    let filters: Vec<&str> = first.map(|c| c.via.filter_subject.iter().chain(c.via.subject_transform.iter().map(|x| &x.src)).map(String::as_str).collect()).unwrap_or_default();
+    let subjects: Option<Vec<String>> = (0..CUT_WRITES).map(|i| sample(&stream.stream.subjects, &filters, &tok, i)).collect();
+    let subjects = subjects.ok_or_else(|| format!("no subject of {} passes the filter of the hub's copy", stream.label()))?;
+    let takes = |c: &Copy<'_>| {
+        c.from.stream.name == stream.stream.name
+            && c.from.account == stream.account
+            && subjects.iter().all(|s| c.via.filter_subject.iter().chain(c.via.subject_transform.iter().map(|x| &x.src)).all(|f| subject::matches(f, s)))
+    };
+    let copies = copies.iter().filter(|c| takes(c)).collect();
+    Ok(Some(LocalWrites { stream, subjects, copies }))
+}
+
+async fn cut_leaf_body(lab: &mut Lab, t: &Topology, leaf: &Leaf, plan: Option<&LocalWrites<'_, '_>>, within: Option<Duration>, p: &mut Pending) -> Concluded {
+    let hubs: Vec<&str> = t.hub_names().collect();
+    let account = plan.map_or_else(|| leaf.accounts[0].name.clone(), |w| w.stream.account.clone());
+    let local = probes::connect(lab, &leaf.name, &account).await?;
+    lab.apply(&Fault::Partition { grudge: nemesis::cut_leaf(&leaf.name, &hubs) }).await?;
     let at = Instant::now();
     if !wait_for(READY, || async { uplinks(lab, &leaf.name).await == 0 }).await {
-        return Outcome::Error(format!("{} still shows a hub link {} s after the cut: the partition did not take", leaf.name, READY.as_secs()));
+        return Err(Outcome::Error(format!("{} still shows a hub link {} s after the cut: the partition did not take", leaf.name, READY.as_secs())));
     }
     p.metric_duration("detach_ms", at.elapsed());
 
     // Local core NATS still works.
     let tok = probes::token();
     let subj = format!("natslab.local.{tok}");
-    let mut sub = match local.subscribe(subj.clone()).await {
-        Ok(s) => s,
-        Err(e) => return Outcome::Error(e.to_string()),
-    };
+    let mut sub = local.subscribe(subj.clone()).await.map_err(|e| e.to_string())?;
     if probes::publish_until_received(&local, &subj, &tok, &mut sub, probes::DELIVERY).await.is_none() {
-        return Outcome::Violated(format!("a local subscriber on {} got nothing while the leaf was cut off", leaf.name));
+        return Ok(Outcome::Violated(format!("a local subscriber on {} got nothing while the leaf was cut off", leaf.name)));
     }
     let mut seen = vec![format!("{} detached in {} ms; local pub/sub works", leaf.name, at.elapsed().as_millis())];
 
-    // Local JetStream still stores, into the leaf's first stream.
+    // Local JetStream still stores.
     let mut published = Vec::new();
-    if let (Some(_), Some(stream)) = (&leaf.jetstream, leaf.streams.iter().find(|s| !s.subjects.is_empty())) {
-        let base = subject::example(&stream.subjects[0], "natslab");
-        for i in 0..5 {
-            let payload = format!("{tok}-{i}");
-            let subj = format!("{base}.{tok}");
-            match local.request(subj.clone(), payload.clone().into()).await {
-                Ok(m) if serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| v.get("seq").is_some()) => published.push(payload),
-                Ok(m) => return Outcome::Violated(format!("local stream {} refused a publish while cut off: {}", stream.name, String::from_utf8_lossy(&m.payload))),
-                Err(e) => return Outcome::Violated(format!("local stream {} did not acknowledge a publish while cut off: {e}", stream.name)),
+    if let Some(w) = plan {
+        for (i, subj) in w.subjects.iter().enumerate() {
+            let payload = format!("cut {tok} {i}");
+            match js::publish(&local, subj, None, payload.clone().into_bytes()).await {
+                Ok(ack) if js::ack_seq(&ack).is_some() => published.push(payload),
+                Ok(ack) => return Ok(Outcome::Violated(format!("local stream {} refused {subj} while cut off: {ack}", w.stream.label()))),
+                Err(e) => return Ok(Outcome::Violated(format!("local stream {} did not acknowledge {subj} while cut off: {e}", w.stream.label()))),
             }
         }
-        seen.push(format!("{} acknowledged {} publishes locally", stream.name, published.len()));
+        seen.push(format!("{} acknowledged {} publishes locally", w.stream.label(), published.len()));
     }
 
-    if let Err(e) = lab.apply(&Fault::Heal).await {
-        return Outcome::Error(format!("heal: {e}"));
-    }
+    lab.apply(&Fault::Heal).await?;
     let healed_at = Instant::now();
     if !wait_for(READY, || async { uplinks(lab, &leaf.name).await > 0 }).await {
-        return Outcome::Violated(format!("{} did not reattach within {} s of the heal", leaf.name, READY.as_secs()));
+        return Ok(Outcome::Violated(format!("{} did not reattach within {} s of the heal", leaf.name, READY.as_secs())));
     }
-    p.metric_duration("reattach_ms", healed_at.elapsed());
+    let reattach = healed_at.elapsed();
+    p.metric_duration("reattach_ms", reattach);
+    seen.push(format!("attached again {} ms after the heal", reattach.as_millis()));
 
-    for ((stream, acc), before) in sourced.iter().zip(before) {
-        let want = before + published.len() as u64;
-        let caught_up = wait_for(Duration::from_secs(60), || async { hub_messages(lab, t, stream, acc).await.is_ok_and(|m| m >= want) }).await;
-        if !caught_up {
-            let got = hub_messages(lab, t, stream, acc).await.unwrap_or(0);
-            return Outcome::Violated(format!("hub stream {stream} holds {got} messages, wanted at least {want} after the heal"));
+    for c in plan.map(|w| w.copies.as_slice()).unwrap_or_default() {
+        let hub = hub_client(lab, &c.into.account, None).await?;
+        let deadline = Instant::now() + CATCHUP;
+        let mut counts = Vec::new();
+        while Instant::now() < deadline {
+            let msgs = js::all_msgs(&hub, js::API, &c.into.stream.name, 10_000).await.unwrap_or_default();
+            counts = published.iter().map(|x| msgs.iter().filter(|m| &m.payload == x).count()).collect();
+            if counts.iter().all(|n| *n >= 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let wrong: Vec<String> = published.iter().zip(&counts).filter(|(_, n)| **n != 1).map(|(x, n)| format!("{x:?} ×{n}")).collect();
+        if counts.len() != published.len() || !wrong.is_empty() {
+            return Ok(Outcome::Violated(format!("{}; hub stream {} after the heal: {}", seen.join("; "), c.into.label(), if wrong.is_empty() { "nothing read".into() } else { wrong.join(", ") })));
         }
         p.metric_duration("catchup_ms", healed_at.elapsed());
-        match hub_payloads(lab, t, stream, acc).await {
-            Ok(payloads) => {
-                let missing: Vec<&String> = published.iter().filter(|x| payloads.iter().filter(|y| y == x).count() != 1).collect();
-                if !missing.is_empty() {
-                    return Outcome::Violated(format!("hub stream {stream}: payloads missing or duplicated after catch-up: {missing:?}"));
-                }
-            }
-            Err(e) => return Outcome::Error(e),
-        }
-        seen.push(format!("{stream} caught up in {} ms", healed_at.elapsed().as_millis()));
+        seen.push(format!("{} caught up in {} ms", c.into.label(), healed_at.elapsed().as_millis()));
     }
-    Outcome::Pass(seen.join("; "))
-}
-
-async fn hub_client(lab: &Lab, t: &Topology, account: &str) -> Result<async_nats::Client, String> {
-    let hub = t.hub.nodes.first().map(|h| h.name.clone()).ok_or("no hub")?;
-    lab.probe(&hub, account).await.map_err(|e| e.to_string())
-}
-
-async fn hub_messages(lab: &Lab, t: &Topology, stream: &str, account: &str) -> Result<u64, String> {
-    let c = hub_client(lab, t, account).await?;
-    let info = api(&c, "$JS.API", &format!("STREAM.INFO.{stream}"), &json!({})).await?;
-    Ok(info.pointer("/state/messages").and_then(Value::as_u64).unwrap_or(0))
-}
-
-/// Every payload in a (small) hub stream, by sequence.
-async fn hub_payloads(lab: &Lab, t: &Topology, stream: &str, account: &str) -> Result<Vec<String>, String> {
-    use base64::Engine;
-    let c = hub_client(lab, t, account).await?;
-    let info = api(&c, "$JS.API", &format!("STREAM.INFO.{stream}"), &json!({})).await?;
-    let first = info.pointer("/state/first_seq").and_then(Value::as_u64).unwrap_or(1);
-    let last = info.pointer("/state/last_seq").and_then(Value::as_u64).unwrap_or(0);
-    let mut out = Vec::new();
-    for seq in first..=last.min(first + 5000) {
-        let Ok(m) = api(&c, "$JS.API", &format!("STREAM.MSG.GET.{stream}"), &json!({ "seq": seq })).await else { continue };
-        let data = m.pointer("/message/data").and_then(Value::as_str).unwrap_or_default();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default();
-        out.push(String::from_utf8_lossy(&bytes).to_string());
+    if let Some(bound) = within.filter(|b| reattach > *b) {
+        return Ok(Outcome::Violated(format!("{}; beyond expect.reattach_within {} ms", seen.join("; "), bound.as_millis())));
     }
-    Ok(out)
+    Ok(Outcome::Pass(seen.join("; ")))
 }
 
 async fn minority(ctx: &mut Ctx<'_, '_>, t: &Topology) {

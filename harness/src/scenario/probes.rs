@@ -99,14 +99,24 @@ pub async fn sync(client: &Client) -> Result<(), String> {
     }
 }
 
-/// A full-access client of `account` on `node`.
-pub async fn connect(lab: &Lab, node: &str, account: &str) -> Result<Client, String> {
-    lab.probe(node, account).await.map_err(|e| e.to_string())
+/// A full-access client of `account` on `node`. A declared node that is not there, or does not let the
+/// harness's own user in, is what the calling check is about: a violation, not a harness error.
+pub async fn connect(lab: &Lab, node: &str, account: &str) -> Result<Client, Outcome> {
+    let Some(access) = lab.access(node, account, &crate::plan::probe_user(account)) else {
+        return Err(match lab.endpoint(node) {
+            None => Outcome::Violated(format!("declared node {node} is not part of this lab")),
+            Some(_) => Outcome::Error(format!("the plan has no harness user of account {account} on {node}")),
+        });
+    };
+    access
+        .connect(&format!("natslab-probe-{node}"))
+        .await
+        .map_err(|e| Outcome::Violated(format!("{node} does not let the harness's user of account {account} in: {e}")))
 }
 
 /// Subscribes a fresh full-access client of `account` on `node` to `subject`; the subscription is in
 /// place on the server when this returns.
-pub async fn watch(lab: &Lab, node: &str, account: &str, subject: &str) -> Result<Watch, String> {
+pub async fn watch(lab: &Lab, node: &str, account: &str, subject: &str) -> Result<Watch, Outcome> {
     let client = connect(lab, node, account).await?;
     let sub = client.subscribe(subject.to_string()).await.map_err(|e| format!("subscribe {subject}: {e}"))?;
     sync(&client).await?;
@@ -162,7 +172,7 @@ pub async fn control(publisher: &Client, sub: &mut Subscriber, path: &str) -> Re
 /// Orders the hub cluster: once it returns, every message and subscription that `from` had sent towards
 /// `to` (in any hub account) has arrived there. Routes are pooled per account, so the barrier crosses once
 /// per account, each on its account's own route connection.
-pub async fn barrier(lab: &Lab, from: &str, to: &str) -> Result<(), String> {
+pub async fn barrier(lab: &Lab, from: &str, to: &str) -> Result<(), Outcome> {
     if from == to {
         return Ok(());
     }

@@ -310,7 +310,7 @@ async fn subscribe_both(
     user: &Client,
     subject: &str,
     ctl: &str,
-) -> Result<(async_nats::Subscriber, async_nats::Subscriber, Client), String> {
+) -> Result<(async_nats::Subscriber, async_nats::Subscriber, Client), Outcome> {
     let sub = user.subscribe(subject.to_string()).await.map_err(|e| format!("subscribe {subject}: {e}"))?;
     let mut ctl_sub = user.subscribe(ctl.to_string()).await.map_err(|e| format!("subscribe {ctl}: {e}"))?;
     user.flush().await.map_err(|e| format!("flush: {e}"))?;

@@ -19,6 +19,34 @@ pub struct Topology {
     pub hub: Hub,
     #[serde(default)]
     pub leaves: Vec<Leaf>,
+    /// Service levels the run must meet; without one, the timing is a measurement only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+}
+
+/// Service levels an operator states, as upper bounds on what the checks measure. Each applies to every
+/// leaf unless the leaf states its own (`leaves[].expect`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// A leaf whose hub is killed is attached to another hub within this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_within: Option<Duration>,
+    /// A leaf whose hub hangs (SIGSTOP) is attached to another hub within this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hung_failover_within: Option<Duration>,
+    /// A leaf started while its first hub is down is attached within this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start_within: Option<Duration>,
+    /// A stream sourcing another across a leaf link holds everything within this of the link coming back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup_within: Option<Duration>,
+    /// A leaf cut off from its hubs is attached again within this of the heal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reattach_within: Option<Duration>,
+    /// The hub's R3 stream takes writes again within this of its leader being killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_recovery_within: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -59,6 +87,10 @@ pub struct Hub {
     pub nodes: Vec<HubNode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jetstream: Option<JetStream>,
+    /// `leafnodes.no_advertise`: the hubs do not tell leaves about each other, so a leaf knows only the
+    /// hubs its remote lists (a single-URL leaf then cannot fail over).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_advertise: bool,
     /// The hub's own accounts (for the hub's clients, e.g. a control plane). The first one is the
     /// default partner of every leaf's imports and exports.
     #[serde(default = "default_hub_accounts")]
@@ -136,6 +168,9 @@ pub struct Leaf {
     pub accounts: Vec<Account>,
     #[serde(default)]
     pub streams: Vec<Stream>,
+    /// This leaf's own service levels, instead of the topology's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
 }
 
 fn default_leaf_accounts() -> Vec<Account> {
@@ -187,6 +222,13 @@ pub struct Remote {
     /// Leaf → hub: subjects the hub receives from the leaf, optionally under a prefix.
     #[serde(default)]
     pub exports: Vec<Flow>,
+    /// The remote's `deny_imports`: subjects (as they cross the link, prefixes applied) the leaf never
+    /// receives from the hub, whatever the accounts import.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_imports: Vec<String>,
+    /// The remote's `deny_exports`: subjects the leaf never sends to the hub.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_exports: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -315,6 +357,9 @@ pub struct Stream {
     /// Other streams this one copies from, possibly in another JetStream domain (store-and-forward).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<Source>,
+    /// A stream this one is a mirror of (same messages, same sequences); a mirror has no subjects or sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Source>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<Consumer>,
 }
@@ -418,6 +463,12 @@ impl Topology {
 }
 
 impl Leaf {
+    /// Whether a stream of this leaf sources or mirrors a stream of another JetStream domain.
+    pub fn copies_from_elsewhere(&self) -> bool {
+        let own = self.jetstream.as_ref().and_then(|j| j.domain.as_deref());
+        self.streams.iter().flat_map(|s| s.sources.iter().chain(s.mirror.iter())).any(|src| src.domain.is_some() && src.domain.as_deref() != own)
+    }
+
     /// The local account a remote binds (explicit, or the leaf's first account).
     pub fn remote_account<'a>(&'a self, remote: &'a Remote) -> &'a str {
         remote.account.as_deref().unwrap_or(&self.accounts[0].name)
@@ -434,6 +485,21 @@ impl Leaf {
             base
         } else {
             format!("{base}_{index}")
+        }
+    }
+}
+
+impl Topology {
+    /// The service levels that apply to a leaf: its own, else the topology's.
+    pub fn expect_for(&self, leaf: Option<&Leaf>) -> Expect {
+        leaf.and_then(|l| l.expect.clone()).or_else(|| self.expect.clone()).unwrap_or_default()
+    }
+
+    /// The JetStream domain streams of `node` live in (a leaf's own, or the hub's).
+    pub fn domain_of<'a>(&'a self, leaf: Option<&'a Leaf>) -> Option<&'a str> {
+        match leaf {
+            Some(l) => l.jetstream.as_ref()?.domain.as_deref(),
+            None => self.hub.jetstream.as_ref()?.domain.as_deref(),
         }
     }
 }

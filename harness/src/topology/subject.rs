@@ -89,9 +89,71 @@ pub fn example(pattern: &str, token: &str) -> String {
         .join(".")
 }
 
+/// Literal subjects just outside a pattern, where a too-wide rule would let something through: its
+/// parents (`domain`, `domain.graph` for `domain.graph.>`), its siblings at every literal token
+/// (`tok.x`, `domain.tok`, `domain.tok.x`: e.g. `domain.workflow.x`), one level below a `*`, and the
+/// pattern's own example. `tok` stands in for every wildcard and invented token.
+pub fn edges(pattern: &str, tok: &str) -> Vec<String> {
+    let tokens: Vec<&str> = pattern.split('.').collect();
+    let literal: Vec<&str> = tokens.iter().take_while(|t| **t != "*" && **t != ">").copied().collect();
+    let mut out = vec![example(pattern, tok)];
+    for k in 1..=literal.len() {
+        if k < tokens.len() {
+            out.push(literal[..k].join("."));
+        }
+    }
+    for i in 0..literal.len() {
+        let head = literal[..i].iter().map(|s| s.to_string()).chain([tok.to_string()]).collect::<Vec<_>>();
+        out.push(head.join("."));
+        out.push(format!("{}.x", head.join(".")));
+    }
+    if tokens.last() == Some(&"*") {
+        out.push(format!("{}.deeper", example(pattern, tok)));
+    }
+    out.dedup();
+    out
+}
+
+/// The most specific pattern matched by both `a` and `b`, if some subject matches both.
+pub fn meet(a: &str, b: &str) -> Option<String> {
+    let a: Vec<&str> = a.split('.').collect();
+    let b: Vec<&str> = b.split('.').collect();
+    let mut out: Vec<&str> = Vec::new();
+    for i in 0.. {
+        match (a.get(i), b.get(i)) {
+            (None, None) => break,
+            (Some(&">"), Some(_)) => {
+                out.extend(&b[i..]);
+                break;
+            }
+            (Some(_), Some(&">")) => {
+                out.extend(&a[i..]);
+                break;
+            }
+            (Some(&"*"), Some(y)) => out.push(y),
+            (Some(x), Some(&"*")) => out.push(x),
+            (Some(x), Some(y)) if x == y => out.push(x),
+            _ => return None,
+        }
+    }
+    Some(out.join("."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edges_of_a_pattern_lie_just_outside_it() {
+        let e = edges("domain.graph.>", "t");
+        for s in ["domain.graph.t", "domain", "domain.graph", "t", "t.x", "domain.t", "domain.t.x", "domain.graph.t.x"] {
+            let want_inside = s.starts_with("domain.graph.");
+            assert_eq!(matches("domain.graph.>", s), want_inside, "{s}");
+        }
+        assert!(e.contains(&"domain.t.x".to_string()) && e.contains(&"domain".to_string()) && e.contains(&"domain.graph".to_string()), "{e:?}");
+        assert!(edges("a.*", "t").contains(&"a.t.deeper".to_string()));
+        assert_eq!(edges("metrics", "t"), vec!["metrics".to_string(), "t".to_string(), "t.x".to_string()]);
+    }
 
     #[test]
     fn validity() {

@@ -140,6 +140,31 @@ impl Checker {
         }
     }
 
+    /// A source or mirror of stream `s` (in account `acc`), at `path`.
+    fn source(&mut self, path: &str, s: &Stream, src: &Source, acc: &str, domains: &BTreeSet<String>, leaf_domains: &BTreeMap<String, (String, Vec<String>)>) {
+        if let Some(d) = &src.domain {
+            if !domains.contains(d) {
+                self.err(format!("{path}.domain"), format!("no node has JetStream domain '{d}'"), format!("use one of: {}", domains.iter().cloned().collect::<Vec<_>>().join(", ")));
+            } else if let Some((leaf, links)) = leaf_domains.get(d) {
+                // `$JS.<leaf domain>.API` crosses the leaf link only inside the account the link lands in.
+                if !links.iter().any(|a| a == acc) {
+                    self.err(
+                        format!("{path}.domain"),
+                        format!("stream '{}' lives in account '{acc}', but leaf '{leaf}' (domain '{d}') is reachable only from {}: it would never copy anything", s.name, links.join(", ")),
+                        format!("set account: {} on this stream", links[0]),
+                    );
+                }
+            }
+        }
+        if let Some(f) = &src.filter_subject {
+            self.subject(&format!("{path}.filter_subject"), f);
+        }
+        if let Some(t) = &src.subject_transform {
+            self.subject(&format!("{path}.subject_transform.src"), &t.src);
+            self.subject(&format!("{path}.subject_transform.dest"), &t.dest);
+        }
+    }
+
     /// `leaf_domains` (hub streams only): each leaf JetStream domain → (leaf, the hub accounts its links land in).
     #[allow(clippy::too_many_arguments)]
     fn streams(
@@ -171,7 +196,12 @@ impl Checker {
                     self.err(format!("{sp}.account"), format!("stream account '{a}' does not exist here"), format!("use one of: {}", accounts.join(", ")));
                 }
             }
-            if s.subjects.is_empty() && s.sources.is_empty() {
+            if let Some(m) = &s.mirror {
+                if !s.subjects.is_empty() || !s.sources.is_empty() {
+                    self.err(format!("{sp}.mirror"), format!("stream '{}' is a mirror and also has subjects or sources", s.name), "a mirror copies one stream as it is: drop its subjects and sources");
+                }
+                self.source(&format!("{sp}.mirror"), s, m, acc, domains, leaf_domains);
+            } else if s.subjects.is_empty() && s.sources.is_empty() {
                 self.err(format!("{sp}.subjects"), format!("stream '{}' has no subjects and no sources", s.name), "list the subjects it stores, e.g. subjects: ['events.>']");
             }
             for (j, subj) in s.subjects.iter().enumerate() {
@@ -196,24 +226,7 @@ impl Checker {
                 self.err(format!("{sp}.retention"), format!("stream '{}' has interest retention and no consumers: it keeps nothing", s.name), "declare its consumers, or use retention: limits");
             }
             for (j, src) in s.sources.iter().enumerate() {
-                if let Some(d) = &src.domain {
-                    if !domains.contains(d) {
-                        self.err(format!("{sp}.sources[{j}].domain"), format!("no node has JetStream domain '{d}'"), format!("use one of: {}", domains.iter().cloned().collect::<Vec<_>>().join(", ")));
-                    } else if let Some((leaf, links)) = leaf_domains.get(d) {
-                        // `$JS.<leaf domain>.API` crosses the leaf link only inside the account the link lands in.
-                        if !links.iter().any(|a| a == acc) {
-                            self.err(
-                                format!("{sp}.sources[{j}].domain"),
-                                format!("stream '{}' lives in account '{acc}', but leaf '{leaf}' (domain '{d}') is reachable only from {}: the source would never copy anything", s.name, links.join(", ")),
-                                format!("set account: {} on this stream", links[0]),
-                            );
-                        }
-                    }
-                }
-                if let Some(t) = &src.subject_transform {
-                    self.subject(&format!("{sp}.sources[{j}].subject_transform.src"), &t.src);
-                    self.subject(&format!("{sp}.sources[{j}].subject_transform.dest"), &t.dest);
-                }
+                self.source(&format!("{sp}.sources[{j}]"), s, src, acc, domains, leaf_domains);
             }
             let mut consumers = BTreeSet::new();
             for (j, c) in s.consumers.iter().enumerate() {
@@ -407,6 +420,11 @@ pub fn validate(t: &Topology) -> Vec<Problem> {
                     c.literal_prefix(&format!("{fp}.prefix"), p);
                 }
             }
+            for (key, list) in [("deny_imports", &remote.deny_imports), ("deny_exports", &remote.deny_exports)] {
+                for (k, s) in list.iter().enumerate() {
+                    c.subject(&format!("{rp}.{key}[{k}]"), s);
+                }
+            }
         }
         if let Some(js) = &l.jetstream {
             c.jetstream(&format!("{lp}.jetstream"), js);
@@ -448,8 +466,124 @@ pub fn validate(t: &Topology) -> Vec<Problem> {
         let accs: Vec<&str> = l.accounts.iter().map(|a| a.name.as_str()).collect();
         let mut names = BTreeSet::new();
         c.streams(&format!("leaves[{i}].streams"), &l.streams, &accs, 1, l.jetstream.is_some(), &domains, &BTreeMap::new(), &mut names);
+        leaf_streams_from_the_hub(&mut c, t, i, l);
     }
+    import_cycles(&mut c, t);
     c.problems
+}
+
+/// A leaf stream that sources or mirrors a hub stream reaches the hub's JetStream API through its remote,
+/// which lands in one hub account: the hub stream must live there.
+fn leaf_streams_from_the_hub(c: &mut Checker, t: &Topology, i: usize, l: &Leaf) {
+    let Some(hub_domain) = t.hub.jetstream.as_ref().and_then(|j| j.domain.clone()) else { return };
+    for (j, s) in l.streams.iter().enumerate() {
+        let Some(acc) = s.account.clone().or_else(|| l.accounts.first().map(|a| a.name.clone())) else { continue };
+        let links: Vec<String> = l.remotes.iter().enumerate().filter(|(_, r)| l.remote_account(r) == acc).map(|(r, _)| l.hub_account(r)).collect();
+        let froms = s.sources.iter().enumerate().map(|(k, src)| (format!("sources[{k}]"), src)).chain(s.mirror.iter().map(|m| ("mirror".to_string(), m)));
+        for (key, src) in froms {
+            if src.domain.as_deref() != Some(hub_domain.as_str()) {
+                continue;
+            }
+            let found = t.hub.streams.iter().find(|h| h.name == src.name);
+            let in_link = found.is_some_and(|h| links.iter().any(|a| Some(a.as_str()) == h.account.as_deref()));
+            if !in_link {
+                c.err(
+                    format!("leaves[{i}].streams[{j}].{key}.name"),
+                    format!(
+                        "leaf stream '{}' copies hub stream '{}', which is not declared in a hub account this leaf's remotes land in ({})",
+                        s.name,
+                        src.name,
+                        if links.is_empty() { "none binds account ".to_string() + &acc } else { links.join(", ") }
+                    ),
+                    match links.first() {
+                        Some(a) => format!("declare hub stream '{}' with account: {a}", src.name),
+                        None => "bind a remote to the stream's account".to_string(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Stream imports that carry a subject back into an account it already flowed through, where it would
+/// flow again (nats-server refuses such configs at startup: "import forms a cycle"; `-t` reports it only
+/// as an error on a config line). Followed as a message would go: from an account, along every import of
+/// what it exports, prefixes applied.
+fn import_cycles(c: &mut Checker, t: &Topology) {
+    /// One stream import: `into` imports `subject` from `from`, seen there as `local`.
+    struct Import {
+        into: String,
+        from: String,
+        subject: String,
+        prefix: Option<String>,
+        path: String,
+    }
+    if t.hub.accounts.is_empty() {
+        return; // reported already
+    }
+    let mut imports = Vec::new();
+    for (i, l) in t.leaves.iter().enumerate() {
+        for (r, remote) in l.remotes.iter().enumerate() {
+            let link = l.hub_account(r);
+            let peer = remote.peer_account(&t.hub).to_string();
+            for (k, f) in remote.imports.iter().enumerate() {
+                imports.push(Import { into: link.clone(), from: peer.clone(), subject: f.subject.clone(), prefix: f.prefix.clone(), path: format!("leaves[{i}].remotes[{r}].imports[{k}]") });
+            }
+            for (k, f) in remote.exports.iter().enumerate() {
+                imports.push(Import { into: peer.clone(), from: link.clone(), subject: f.subject.clone(), prefix: f.prefix.clone(), path: format!("leaves[{i}].remotes[{r}].exports[{k}]") });
+            }
+        }
+    }
+    if imports.iter().any(|i| subject::invalid(&i.subject).is_some()) {
+        return; // reported as invalid subjects already
+    }
+    /// Where a message on `subject` in account `at` goes next: (account, subject there, the import).
+    fn next<'a>(imports: &'a [Import], at: &str, subject: &str) -> Vec<(&'a Import, String)> {
+        imports
+            .iter()
+            .filter(|im| im.from == at)
+            .filter_map(|im| {
+                let met = subject::meet(&im.subject, subject)?;
+                Some((im, match &im.prefix {
+                    Some(p) => format!("{p}.{met}"),
+                    None => met,
+                }))
+            })
+            .collect()
+    }
+    fn around(imports: &[Import], at: &str, subject: &str, seen: &mut Vec<(String, String)>, route: &mut Vec<String>) -> bool {
+        if seen.len() > 8 {
+            return false;
+        }
+        for (im, there) in next(imports, at, subject) {
+            route.push(format!("{} imports '{}' from {}", im.into, im.subject, im.from));
+            if seen.iter().any(|(a, s)| *a == im.into && subject::overlap(s, &there)) {
+                return true;
+            }
+            seen.push((im.into.clone(), there.clone()));
+            if around(imports, &im.into, &there, seen, route) {
+                return true;
+            }
+            seen.pop();
+            route.pop();
+        }
+        false
+    }
+    let mut reported = BTreeSet::new();
+    for im in &imports {
+        let mut seen = vec![(im.from.clone(), im.subject.clone())];
+        let mut route = Vec::new();
+        if around(&imports, &im.from, &im.subject, &mut seen, &mut route) && route.first().is_some_and(|r| r.starts_with(&im.into)) {
+            let key: BTreeSet<&str> = route.iter().map(String::as_str).collect();
+            if reported.insert(key.into_iter().collect::<Vec<_>>().join("|")) {
+                c.err(
+                    format!("{}.subject", im.path),
+                    format!("stream imports form a cycle: {} — nats-server refuses to start ('import forms a cycle')", route.join(", then ")),
+                    "a subject must not flow back into an account it came from: give one direction a prefix the other does not export, or drop the import or the export",
+                );
+            }
+        }
+    }
 }
 
 /// Hub streams default to the first declared hub account but may live in any hub-side account.
