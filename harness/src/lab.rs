@@ -658,14 +658,14 @@ impl Lab {
         self.backend.guests()
     }
 
-    /// Starts an impostor leaf called `name` beside the lab (`render::guest::impostor_leaf`: the lab's CA,
-    /// an identity no account maps); its log and the identity it presents.
-    pub async fn start_impostor(&mut self, name: &str) -> Result<(PathBuf, String)> {
-        let kind = self.kind();
+    /// Starts an intruding leaf called `name` beside the lab (`render::guest::intruder_leaf`); its log and
+    /// the identity it presents.
+    pub async fn start_intruder(&mut self, kind: render::guest::Intruder, name: &str) -> Result<(PathBuf, String)> {
+        let backend_kind = self.kind();
         let hub = self.plan.hubs().next().cloned().ok_or_else(|| Error::Fault { node: name.into(), op: "guest", reason: "the lab has no hub".into() })?;
-        let (settings, files, identity) = render::guest::impostor_leaf(&self.plan, name, &hub)
+        let (settings, files, identity) = render::guest::intruder_leaf(&self.plan, kind, name, &hub)
             .ok_or_else(|| Error::Fault { node: name.into(), op: "guest", reason: "the lab has no TLS material".into() })?;
-        let guests = self.backend.guests().ok_or_else(|| backend::cannot(kind, Capability::Guest))?;
+        let guests = self.backend.guests().ok_or_else(|| backend::cannot(backend_kind, Capability::Guest))?;
         let log = guests.start_guest(name, &settings, &files).await?;
         Ok((log, identity))
     }

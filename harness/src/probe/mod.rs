@@ -3,3 +3,4 @@
 pub mod client;
 pub mod js;
 pub mod monitor;
+pub mod wire;

@@ -6,11 +6,45 @@ use serde_json::{json, Value};
 use crate::plan::{NodePlan, Plan};
 use crate::secrets::pki;
 
+/// A leaf beside the lab that must not get in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intruder {
+    /// The lab's CA signed its certificate, but for an identity no account maps (`auth: mtls`).
+    Impostor,
+    /// TLS with the lab's CA, but no client certificate at all (where the leafnode port verifies).
+    Certless,
+}
+
+/// An intruding leaf of `kind` dialling `hub`'s leafnode port: the settings, the files (name, text) they
+/// read from the guest's directory, and the identity it presents. `None` without TLS material.
+pub fn intruder_leaf(plan: &Plan, kind: Intruder, name: &str, hub: &NodePlan) -> Option<(Value, Vec<(String, String)>, String)> {
+    match kind {
+        Intruder::Impostor => impostor_leaf(plan, name, hub),
+        Intruder::Certless => certless_leaf(plan, name, hub),
+    }
+}
+
+/// A leaf that speaks TLS and trusts the lab's CA but presents no certificate: only the hub's demand for
+/// one (verify) can refuse it.
+fn certless_leaf(plan: &Plan, name: &str, hub: &NodePlan) -> Option<(Value, Vec<(String, String)>, String)> {
+    let tls = plan.secrets.tls.as_ref()?;
+    let file = |f: &str| plan.layout.guest_file(name, f);
+    let settings = json!({
+        "server_name": name,
+        "listen": "127.0.0.1:-1",
+        "leafnodes": { "remotes": [ {
+            "urls": [format!("tls://{}", plan.dial(name, hub, hub.addr.leaf))],
+            "tls": { "ca_file": file("ca.pem"), "timeout": 3 },
+        } ] },
+    });
+    Some((settings, vec![("ca.pem".to_string(), tls.ca.cert_pem.clone())], "no client certificate".to_string()))
+}
+
 /// An impostor leaf: it dials `hub`'s leafnode port over TLS with the harness's own client certificate —
 /// signed by the lab's CA, so TLS succeeds and only the identity mapping can refuse it — whose subject no
 /// account maps. `None` without TLS material. Returns the settings, the files (name, text) they read from
 /// the guest's directory, and the identity it presents.
-pub fn impostor_leaf(plan: &Plan, name: &str, hub: &NodePlan) -> Option<(Value, Vec<(String, String)>, String)> {
+fn impostor_leaf(plan: &Plan, name: &str, hub: &NodePlan) -> Option<(Value, Vec<(String, String)>, String)> {
     let tls = plan.secrets.tls.as_ref()?;
     let file = |f: &str| plan.layout.guest_file(name, f);
     let settings = json!({

@@ -20,7 +20,7 @@ use super::check::{Concluded, Family, Outcome, Pending, Spec};
 use super::probes::{attached_hub, barrier, connect, control, list, probe_payload, publish_all, publish_one, subjects_with, sync, token, watch};
 use super::Ctx;
 use crate::lab::Lab;
-use crate::topology::subject::{example, matches};
+use crate::topology::subject::{edges, example, matches};
 use crate::topology::{Flow, Leaf, Remote, Topology};
 
 pub async fn run(ctx: &mut Ctx<'_, '_>) {
@@ -93,26 +93,45 @@ fn prefixed(prefix: Option<&str>, subject: &str) -> String {
     }
 }
 
+fn denied(list: &[String], subject: &str) -> bool {
+    list.iter().any(|d| matches(d, subject))
+}
+
 /// Where a message the leaf publishes on `subject` (in the link's local account) may appear in the hub's
-/// accounts, as (account, subject). The link's own hub account sees all of it and is not listed.
+/// accounts, as (account, subject): the link's own hub account as sent, each peer export under its prefix
+/// — nothing at all when the remote's `deny_exports` holds it back.
 pub(super) fn hub_sees(link: &Link, subject: &str) -> BTreeSet<(String, String)> {
-    link.remote
-        .exports
-        .iter()
-        .filter(|f| matches(&f.subject, subject))
-        .map(|f| (link.peer.clone(), prefixed(f.prefix.as_deref(), subject)))
-        .collect()
+    if denied(&link.remote.deny_exports, subject) {
+        return BTreeSet::new();
+    }
+    let exports = link.remote.exports.iter().filter(|f| matches(&f.subject, subject));
+    let mut out: BTreeSet<(String, String)> = exports.map(|f| (link.peer.clone(), prefixed(f.prefix.as_deref(), subject))).collect();
+    out.insert((link.account.clone(), subject.to_string()));
+    out
+}
+
+/// The subjects under which a link's hub account receives what hub account `account` publishes on
+/// `subject`: itself as sent, and its declared imports from its peer under their prefixes.
+pub(super) fn link_account_gets(t: &Topology, leaf: &Leaf, index: usize, account: &str, subject: &str) -> BTreeSet<String> {
+    let r = &leaf.remotes[index];
+    let mut out: BTreeSet<String> = if r.peer_account(&t.hub) == account {
+        r.imports.iter().filter(|f| matches(&f.subject, subject)).map(|f| prefixed(f.prefix.as_deref(), subject)).collect()
+    } else {
+        BTreeSet::new()
+    };
+    if leaf.hub_account(index) == account {
+        out.insert(subject.to_string());
+    }
+    out
 }
 
 /// The subjects under which leaf-local account `local` of `leaf` receives what hub account `account`
-/// publishes on `subject`: through every remote bound to `local` whose peer is `account`.
+/// publishes on `subject`: through every remote bound to `local`, less what its `deny_imports` holds back
+/// (the subject as it crosses the link).
 pub(super) fn leaf_sees(t: &Topology, leaf: &Leaf, local: &str, account: &str, subject: &str) -> BTreeSet<String> {
-    leaf.remotes
-        .iter()
-        .filter(|r| leaf.remote_account(r) == local && r.peer_account(&t.hub) == account)
-        .flat_map(|r| r.imports.iter())
-        .filter(|f| matches(&f.subject, subject))
-        .map(|f| prefixed(f.prefix.as_deref(), subject))
+    (0..leaf.remotes.len())
+        .filter(|i| leaf.remote_account(&leaf.remotes[*i]) == local)
+        .flat_map(|i| link_account_gets(t, leaf, i, account, subject).into_iter().filter(move |s| !denied(&leaf.remotes[i].deny_imports, s)))
         .collect()
 }
 
@@ -125,19 +144,67 @@ pub(super) fn leaf_to_leaf_sees(a: &Link, b: &Link, subject: &str) -> BTreeSet<S
         .collect()
 }
 
-/// The subjects to try in negative probes: a private one, and every subject the declared topology moves
-/// anywhere, both as sent and as received (`commands.t`, `hub.commands.t`, `leaf.x.domain.graph.t`...), so
-/// a flow rendered for the wrong leaf, account or prefix is caught wherever it lands.
-pub(super) fn probe_subjects(t: &Topology, tok: &str) -> Vec<String> {
-    let mut out = vec![format!("natslab.private.{tok}")];
+/// The subjects to try in negative probes: the edges (`subject::edges`: parents, siblings, one level
+/// deeper) of every pattern the declared topology moves anywhere, both as sent and as received
+/// (`commands.t`, `hub.commands.t`, `leaf.x.domain.graph.t`...), of every deny list, hub export, and of
+/// what the sending accounts' users may use and their streams store; a private subject; random tokens.
+/// A flow rendered for the wrong leaf, account or prefix, or wider than declared, is caught wherever it
+/// lands. System subjects (`$…`, `_INBOX.…`) are left alone: publishing into an API is not probing.
+pub(super) fn probe_subjects(t: &Topology, tok: &str, senders: &[Sender<'_>]) -> Vec<String> {
+    let mut patterns: Vec<&str> = Vec::new();
     for a in &t.hub.accounts {
-        out.extend(a.exports.iter().map(|e| example(e, tok)));
+        patterns.extend(a.exports.iter().map(String::as_str));
     }
-    for f in t.leaves.iter().flat_map(|l| &l.remotes).flat_map(|r| r.imports.iter().chain(&r.exports)) {
-        out.push(example(&f.subject, tok));
-        out.push(example(&f.local_subject(), tok));
+    let mut received = Vec::new();
+    for r in t.leaves.iter().flat_map(|l| &l.remotes) {
+        for f in r.imports.iter().chain(&r.exports) {
+            patterns.push(&f.subject);
+            received.push(f.local_subject());
+        }
+        patterns.extend(r.deny_imports.iter().chain(&r.deny_exports).map(String::as_str));
+    }
+    patterns.extend(received.iter().map(String::as_str));
+    let mut used = Vec::new();
+    for s in senders {
+        used.extend(s.patterns(t));
+    }
+    patterns.extend(used.iter().map(String::as_str));
+    let mut out = vec![format!("natslab.private.{tok}"), random_token(), format!("{}.{}.{}", random_token(), random_token(), random_token())];
+    for p in patterns.into_iter().filter(|p| !p.starts_with('$') && !p.starts_with("_INBOX")) {
+        out.extend(edges(p, tok));
     }
     dedup(out)
+}
+
+/// A fresh token, unrelated to the probe's own: a subject nobody declared anything about.
+fn random_token() -> String {
+    token()
+}
+
+/// An account that publishes probes: the hub's (`leaf: None`) or a leaf's.
+pub(super) struct Sender<'t> {
+    pub leaf: Option<&'t Leaf>,
+    pub account: &'t str,
+}
+
+impl Sender<'_> {
+    /// What this account's users may publish or subscribe to, and what its streams store.
+    fn patterns(&self, t: &Topology) -> Vec<String> {
+        let (accounts, streams, default) = match self.leaf {
+            Some(l) => (&l.accounts, &l.streams, &l.accounts[0].name),
+            None => (&t.hub.accounts, &t.hub.streams, &t.hub.accounts[0].name),
+        };
+        let mut out = Vec::new();
+        for u in accounts.iter().filter(|a| a.name == self.account).flat_map(|a| &a.users) {
+            for rule in u.permissions.iter().flat_map(|p| p.publish.iter().chain(&p.subscribe)) {
+                out.extend(rule.allow.iter().chain(&rule.deny).cloned());
+            }
+        }
+        for s in streams.iter().filter(|s| s.account.as_ref().unwrap_or(default) == self.account) {
+            out.extend(s.subjects.iter().cloned());
+        }
+        out
+    }
 }
 
 fn dedup(v: Vec<String>) -> Vec<String> {
@@ -256,27 +323,35 @@ async fn no_leak_up(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
 }
 
 async fn no_leak_up_probe(lab: &Lab, link: &Link<'_>) -> Concluded {
+    let t = link.topology;
     let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
     let mut via = watch(lab, &hub, &link.account, ">").await?;
+    // Every account on the hub a leaf's message could land in: the declared ones, this link's own (its
+    // deny_exports), and every other link's (the way to another leaf).
     let mut watchers = Vec::new();
-    for a in &link.topology.hub.accounts {
-        watchers.push((a.name.clone(), watch(lab, &hub, &a.name, ">").await?));
+    for account in receiving_accounts(t, link) {
+        let w = if account == link.account { None } else { Some(watch(lab, &hub, &account, ">").await?) };
+        watchers.push((account, w));
     }
     let leaf = connect(lab, &link.leaf.name, &link.local).await?;
     // Once a control has crossed, the hub's interest in everything is known to the leaf: whatever it
-    // publishes next crosses the link, and only the hub's account boundaries can hold it back.
+    // publishes next crosses the link, and only deny_exports and the accounts' boundaries can hold it back.
     control(&leaf, &mut via.sub, "leaf → its hub account").await?;
     let tok = token();
-    let probes = probe_subjects(link.topology, &tok);
+    let probes = probe_subjects(t, &tok, &[Sender { leaf: Some(link.leaf), account: &link.local }]);
     publish_all(&leaf, &probes, &tok).await?;
-    control(&leaf, &mut via.sub, "leaf → its hub account").await?;
+    let mut own = control(&leaf, &mut via.sub, "leaf → its hub account").await?;
+    own.extend(via.settle().await?);
     let mut bad = Vec::new();
     for (account, w) in &mut watchers {
-        let seen = w.settle().await?;
+        let seen = match w {
+            Some(w) => w.settle().await?,
+            None => own.clone(),
+        };
         for (i, s) in probes.iter().enumerate() {
-            let allowed = hub_sees(link, s);
+            let allowed = reaches(t, link, account, s);
             for got in subjects_with(&seen, &probe_payload(i, &tok)) {
-                if !allowed.contains(&(account.clone(), got.clone())) {
+                if !allowed.contains(&got) {
                     bad.push(format!("{s} arrived in {account} as {got}"));
                 }
             }
@@ -284,6 +359,31 @@ async fn no_leak_up_probe(lab: &Lab, link: &Link<'_>) -> Concluded {
     }
     let accounts: Vec<&str> = watchers.iter().map(|(a, _)| a.as_str()).collect();
     Ok(leak_outcome(&bad, &probes, &format!("hub accounts {} on {hub}", accounts.join(", "))))
+}
+
+/// The hub accounts that may receive from a leaf: the declared ones, then every link's account.
+fn receiving_accounts(t: &Topology, link: &Link<'_>) -> Vec<String> {
+    let mut out: Vec<String> = t.hub.accounts.iter().map(|a| a.name.clone()).collect();
+    out.push(link.account.clone());
+    for l in &t.leaves {
+        out.extend((0..l.remotes.len()).map(|i| l.hub_account(i)));
+    }
+    dedup(out)
+}
+
+/// The subjects under which hub account `account` receives what the link's leaf publishes on `subject`:
+/// directly (`hub_sees`), or through a peer account into another link's account by that link's imports.
+pub(super) fn reaches(t: &Topology, link: &Link<'_>, account: &str, subject: &str) -> BTreeSet<String> {
+    let direct = hub_sees(link, subject);
+    let mut out: BTreeSet<String> = direct.iter().filter(|(a, _)| a == account).map(|(_, s)| s.clone()).collect();
+    for l in &t.leaves {
+        for i in (0..l.remotes.len()).filter(|i| l.hub_account(*i) == account) {
+            for (via, on_hub) in direct.iter().filter(|(a, _)| a != account) {
+                out.extend(link_account_gets(t, l, i, via, on_hub));
+            }
+        }
+    }
+    out
 }
 
 async fn no_leak_down(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
@@ -297,26 +397,30 @@ async fn no_leak_down(ctx: &mut Ctx<'_, '_>, link: &Link<'_>) {
 }
 
 async fn no_leak_down_probe(lab: &Lab, link: &Link<'_>) -> Concluded {
+    let t = link.topology;
     let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
     let mut leaf = watch(lab, &link.leaf.name, &link.local, ">").await?;
     let via = connect(lab, &hub, &link.account).await?;
     // The leaf's interest in everything has reached the hub once a control has come down.
     control(&via, &mut leaf.sub, "hub link account → leaf").await?;
     let tok = token();
-    let probes = probe_subjects(link.topology, &tok);
-    let mut publishers = Vec::new();
-    for a in &link.topology.hub.accounts {
-        let c = connect(lab, &hub, &a.name).await?;
-        publish_all(&c, &probes, &format!("{}-{tok}", a.name)).await?;
+    // Publishers: every declared hub account, and the link's own account (all of it crosses, but for the
+    // remote's deny_imports).
+    let mut accounts: Vec<String> = t.hub.accounts.iter().map(|a| a.name.clone()).collect();
+    accounts.push(link.account.clone());
+    let senders: Vec<Sender<'_>> = accounts.iter().map(|a| Sender { leaf: None, account: a }).collect();
+    let probes = probe_subjects(t, &tok, &senders);
+    for a in &accounts {
+        let c = if *a == link.account { via.clone() } else { connect(lab, &hub, a).await? };
+        publish_all(&c, &probes, &format!("{a}-{tok}")).await?;
         sync(&c).await?;
-        publishers.push((a.name.clone(), c));
     }
     let mut seen = control(&via, &mut leaf.sub, "hub link account → leaf").await?;
     seen.extend(leaf.settle().await?);
     let mut bad = Vec::new();
-    for (account, _) in &publishers {
+    for account in &accounts {
         for (i, s) in probes.iter().enumerate() {
-            let allowed = leaf_sees(link.topology, link.leaf, &link.local, account, s);
+            let allowed = leaf_sees(t, link.leaf, &link.local, account, s);
             for got in subjects_with(&seen, &probe_payload(i, &format!("{account}-{tok}"))) {
                 if !allowed.contains(&got) {
                     bad.push(format!("{s} from {account} arrived as {got}"));
@@ -324,7 +428,6 @@ async fn no_leak_down_probe(lab: &Lab, link: &Link<'_>) -> Concluded {
             }
         }
     }
-    let accounts: Vec<&str> = publishers.iter().map(|(a, _)| a.as_str()).collect();
     Ok(leak_outcome(&bad, &probes, &format!("{} from hub accounts {} on {hub}", link.label(), accounts.join(", "))))
 }
 
@@ -359,7 +462,7 @@ async fn leaf_to_leaf_probe(lab: &Lab, a: &Link<'_>, b: &Link<'_>) -> Concluded 
     control(&from_a, &mut via_a.sub, "leaf A → its hub account").await?;
 
     let tok = token();
-    let probes = probe_subjects(a.topology, &tok);
+    let probes = probe_subjects(a.topology, &tok, &[Sender { leaf: Some(a.leaf), account: &a.local }]);
     publish_all(&from_a, &probes, &tok).await?;
     control(&from_a, &mut via_a.sub, "leaf A → its hub account").await?;
     barrier(lab, &hub_a, &hub_b).await?;
@@ -403,13 +506,29 @@ mod tests {
     fn exports_land_in_the_peer_under_their_prefix_only() {
         let t = topology();
         let a = Link::of(&t, &t.leaves[0], 0);
+        let own = |s: &str| ("LEAF_SITE_A".to_string(), s.to_string());
         assert_eq!(
             hub_sees(&a, "domain.graph.x"),
-            BTreeSet::from([("HUB".to_string(), "leaf.site-a.domain.graph.x".to_string())])
+            BTreeSet::from([("HUB".to_string(), "leaf.site-a.domain.graph.x".to_string()), own("domain.graph.x")])
         );
-        assert_eq!(hub_sees(&a, "metrics.x"), BTreeSet::from([("HUB".to_string(), "metrics.x".to_string())]));
-        assert!(hub_sees(&a, "natslab.private.x").is_empty());
-        assert!(hub_sees(&a, "commands.x").is_empty());
+        assert_eq!(hub_sees(&a, "metrics.x"), BTreeSet::from([("HUB".to_string(), "metrics.x".to_string()), own("metrics.x")]));
+        assert_eq!(hub_sees(&a, "natslab.private.x"), BTreeSet::from([own("natslab.private.x")]));
+        assert_eq!(reaches(&t, &a, "HUB", "commands.x"), BTreeSet::new());
+    }
+
+    #[test]
+    fn deny_lists_hold_back_what_the_accounts_would_carry() {
+        let mut t = topology();
+        t.leaves[0].remotes[0].deny_exports = vec!["domain.graph.secret.>".into()];
+        t.leaves[0].remotes[0].deny_imports = vec!["hub.commands.admin.>".into()];
+        let a = Link::of(&t, &t.leaves[0], 0);
+        assert!(hub_sees(&a, "domain.graph.secret.x").is_empty(), "nothing crosses, not even into the link's account");
+        assert_eq!(hub_sees(&a, "domain.graph.open.x").len(), 2);
+        assert!(leaf_sees(&t, &t.leaves[0], "APP", "HUB", "commands.admin.x").is_empty());
+        assert_eq!(leaf_sees(&t, &t.leaves[0], "APP", "HUB", "commands.x"), BTreeSet::from(["hub.commands.x".to_string()]));
+        // The link's own account reaches the leaf as published, but for deny_imports.
+        assert_eq!(leaf_sees(&t, &t.leaves[0], "APP", "LEAF_SITE_A", "anything.x"), BTreeSet::from(["anything.x".to_string()]));
+        assert!(leaf_sees(&t, &t.leaves[0], "APP", "LEAF_SITE_A", "hub.commands.admin.x").is_empty());
     }
 
     #[test]
@@ -438,8 +557,9 @@ mod tests {
     }
 
     #[test]
-    fn probe_subjects_cover_private_and_both_forms_of_each_flow() {
-        let all = probe_subjects(&topology(), "t");
+    fn probe_subjects_cover_flows_their_edges_and_what_senders_use() {
+        let t = topology();
+        let all = probe_subjects(&t, "t", &[Sender { leaf: Some(&t.leaves[0]), account: "APP" }]);
         for s in [
             "natslab.private.t",
             "domain.graph.t",
@@ -449,9 +569,12 @@ mod tests {
             "commands.t",
             "hub.commands.t",
             "global.events.t",
+            // edges of domain.graph.>: a parent and a sibling
+            "domain",
+            "domain.t.x",
         ] {
             assert!(all.contains(&s.to_string()), "{s} in {all:?}");
         }
-        assert_eq!(all.len(), 8, "{all:?}");
+        assert!(all.iter().all(|s| !s.starts_with('$')), "{all:?}");
     }
 }

@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Event};
-use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::check::{Concluded, Family, Outcome, Pending, Spec};
@@ -29,6 +27,8 @@ use crate::lab::Lab;
 use crate::nemesis::Capability;
 use crate::plan::{probe_user, SYSTEM_ACCOUNT};
 use crate::probe::client::Access;
+use crate::probe::wire::{self, Hello};
+use crate::render::guest::Intruder;
 use crate::secrets::{jwt, pki};
 use crate::topology::subject::{example, matches};
 use crate::topology::{AuthMode, Permissions, Rule, Topology};
@@ -46,7 +46,7 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
         refusals(ctx, &declared, &node).await;
     }
     tls(ctx, &declared).await;
-    impostor_leaf(ctx, &declared).await;
+    intruders(ctx, &declared).await;
     account_isolation(ctx, &declared).await;
     for leaf in &declared.leaves {
         for r in 0..leaf.remotes.len() {
@@ -448,12 +448,32 @@ async fn tls(ctx: &mut Ctx<'_, '_>, t: &Topology) {
     }
     for node in declared_nodes(t) {
         let node = node.as_str();
-        let spec = Spec::new(Family::Security, "plaintext", &[node], format!("plaintext {node}"), format!("a plaintext client is refused on {node}"));
+        let spec = Spec::new(
+            Family::Security,
+            "plaintext",
+            &[node],
+            format!("plaintext {node}"),
+            format!(
+                "the client port of {node} says tls_required in its INFO, and a plaintext CONNECT with valid credentials (the same \
+                 user connects over TLS) gets no PONG: its refusal can only be TLS's"
+            ),
+        );
         ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
             let good = good_access(lab, t, node)?;
-            Ok(plaintext(lab, node, &good).await)
+            if let Err(e) = good.connect("natslab-security-good").await {
+                return Err(Outcome::Error(format!("even a TLS client with proper credentials is refused, so the probe proves nothing: {e}")));
+            }
+            let hello = match &good.creds {
+                Some(path) => Hello::Creds(std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?),
+                None => Hello::Password { user: good.user.clone().unwrap_or_default(), pass: good.password.clone().unwrap_or_default() },
+            };
+            let addr = client_addr(lab, node)?;
+            plaintext_outcome(&addr, &hello, false, "client").await
         })
         .await;
+        if t.leaf(node).is_none() {
+            plaintext_leafnode(ctx, t, node).await;
+        }
         if !t.security.verify_clients {
             continue;
         }
@@ -462,7 +482,7 @@ async fn tls(ctx: &mut Ctx<'_, '_>, t: &Topology) {
             "foreign-ca-cert",
             &[node],
             format!("foreign-ca-cert {node}"),
-            format!("a client certificate from a foreign CA is refused on {node}"),
+            format!("a client certificate from a foreign CA is refused on {node}, with valid credentials: the refusal is the CA's"),
         );
         ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
             let good = good_access(lab, t, node)?;
@@ -477,7 +497,7 @@ async fn tls(ctx: &mut Ctx<'_, '_>, t: &Topology) {
             "no-client-cert",
             &[node],
             format!("no-client-cert {node}"),
-            format!("a client without a certificate is refused on {node} (verify_clients)"),
+            format!("a client without a certificate is refused on {node} (verify_clients), with valid credentials: the refusal is verify's"),
         );
         ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
             let good = good_access(lab, t, node)?;
@@ -488,72 +508,71 @@ async fn tls(ctx: &mut Ctx<'_, '_>, t: &Topology) {
     }
 }
 
+/// A hub's leafnode port in plaintext, with a declared leaf link's own credentials where it has any
+/// (password or creds; with `auth: mtls` a leaf's only credential is its certificate, so there INFO's
+/// `tls_required` is what proves TLS).
+async fn plaintext_leafnode(ctx: &mut Ctx<'_, '_>, t: &Topology, hub: &str) {
+    let spec = Spec::new(
+        Family::Security,
+        "plaintext-leafnode",
+        &[hub],
+        format!("plaintext-leafnode {hub}"),
+        format!("the leafnode port of {hub} says tls_required in its INFO, and a plaintext leaf CONNECT with a declared leaf's credentials gets no PONG"),
+    );
+    let link = t.leaves.iter().find(|l| !l.remotes.is_empty()).map(|l| l.name.clone());
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+        // With mTLS a leaf's only credential is its certificate: a password would prove nothing.
+        let cred = link.as_deref().and_then(|l| lab.plan.secrets.leaf_link(l, 0)).filter(|_| t.security.auth != AuthMode::Mtls);
+        let hello = match cred {
+            Some(c) if c.creds.is_some() => Hello::Creds(c.creds.clone().unwrap_or_default()),
+            Some(c) => Hello::Password { user: c.user.clone(), pass: c.password.clone() },
+            None => Hello::Password { user: String::new(), pass: String::new() },
+        };
+        let n = lab.plan.node(hub).ok_or_else(|| Outcome::Violated(format!("declared hub {hub} is not part of this lab")))?;
+        let addr = format!("{}:{}", n.addr.host, n.addr.leaf);
+        plaintext_outcome(&addr, &hello, true, "leafnode").await
+    })
+    .await;
+}
+
 /// The declared nodes: hubs, then leaves.
 fn declared_nodes(t: &Topology) -> Vec<String> {
     t.hub_names().map(String::from).chain(t.leaves.iter().map(|l| l.name.clone())).collect()
 }
 
-/// Speaks the client protocol in plaintext to a TLS-only port, with proper credentials: the server must
-/// never answer PING with PONG.
-async fn plaintext(lab: &Lab, node: &str, good: &Access) -> Outcome {
-    if let Err(e) = good.connect("natslab-security-good").await {
-        return Outcome::Error(format!("even a TLS client with proper credentials is refused: {e}"));
-    }
-    let Some(n) = lab.plan.node(node) else { return Outcome::Error(format!("no node {node}")) };
-    let addr = format!("{}:{}", n.addr.host, n.addr.client);
-    match tokio::time::timeout(REFUSAL * 2, plaintext_session(&addr, good)).await {
-        Ok(Ok(text)) if text.contains("PONG") => {
-            Outcome::Violated(format!("the server answered a plaintext client: {}", text.trim()))
-        }
-        Ok(Ok(text)) => {
-            Outcome::Pass(format!("no PONG; the server sent {} and closed the connection", describe_info(&text)))
-        }
-        Ok(Err(e)) => Outcome::Pass(format!("connection ended: {e}")),
-        Err(_) => Outcome::Error(format!("the server neither answered nor closed within {:?}", REFUSAL * 2)),
-    }
+fn client_addr(lab: &Lab, node: &str) -> Result<String, Outcome> {
+    let n = lab.plan.node(node).ok_or_else(|| Outcome::Violated(format!("declared node {node} is not part of this lab")))?;
+    Ok(format!("{}:{}", n.addr.host, n.addr.client))
 }
 
-async fn plaintext_session(addr: &str, good: &Access) -> Result<String, String> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-    let connect = json!({
-        "user": good.user, "pass": good.password, "verbose": false, "pedantic": false, "tls_required": false,
-        "name": "natslab-plaintext", "lang": "raw", "version": "0", "protocol": 1,
-    });
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    // The server's INFO comes first, in plaintext; then the handshake it waits for never comes.
-    let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-    text.push_str(&String::from_utf8_lossy(&buf[..n]));
-    let hello = format!("CONNECT {connect}\r\nPING\r\n");
-    if let Err(e) = s.write_all(hello.as_bytes()).await {
-        return Ok(format!("{text}(write refused: {e})"));
+/// Plaintext to a port that must demand TLS: violated when its INFO does not say `tls_required`, or when
+/// it answers PING; else a pass saying what refused it.
+async fn plaintext_outcome(addr: &str, hello: &Hello, leaf: bool, port: &str) -> Concluded {
+    let session = match wire::plaintext(addr, hello, leaf, REFUSAL).await {
+        Ok(s) => s,
+        // TLS-first ports send nothing in plaintext: that is a refusal too.
+        Err(e) if e.contains("no INFO") || e.contains("closed before") => return Ok(Outcome::Pass(format!("the {port} port sent no plaintext INFO: {e}"))),
+        Err(e) => return Err(Outcome::Error(e)),
+    };
+    let creds = match hello {
+        Hello::Password { user, .. } if user.is_empty() => "no credentials (the leaf's only one is its certificate)",
+        _ => "valid credentials",
+    };
+    if session.tls_required() != Some(true) {
+        let also = if session.answered() { ", and it answered a plaintext client (PONG)" } else { "" };
+        return Ok(Outcome::Violated(format!("the {port} port's INFO says tls_required: false{also}; it said {}", session.said())));
     }
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) => return Ok(text),
-            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(e) => return Ok(format!("{text}(read: {e})")),
-        }
+    if session.answered() {
+        return Ok(Outcome::Violated(format!("the {port} port says tls_required, yet answered a plaintext CONNECT with {creds} (PONG)")));
     }
+    Ok(Outcome::Pass(format!(
+        "INFO says tls_required: true; a plaintext CONNECT with {creds} got no PONG: the server said {} — refused for TLS",
+        session.said()
+    )))
 }
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().chars().take(160).collect()
-}
-
-/// `INFO (tls_required: true)` from the server's greeting, or its first line.
-fn describe_info(text: &str) -> String {
-    let line = first_line(text);
-    let info = text
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("INFO "))
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
-    match info {
-        Some(v) => format!("INFO (tls_required: {})", v.get("tls_required").and_then(|b| b.as_bool()).unwrap_or(false)),
-        None if line.is_empty() => "nothing".into(),
-        None => line,
-    }
 }
 
 /// A client certificate with the probe's own subject, but from a CA the lab has never seen.
@@ -567,9 +586,10 @@ fn foreign_cert(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// mTLS: a leaf with a certificate from the lab's own CA, but an identity no account maps.
+// Leaves that must not get in: with `auth: mtls`, one whose certificate (from the lab's own CA) names an
+// identity no account maps, and one with no certificate at all.
 
-async fn impostor_leaf(ctx: &mut Ctx<'_, '_>, t: &Topology) {
+async fn intruders(ctx: &mut Ctx<'_, '_>, t: &Topology) {
     if t.security.auth != AuthMode::Mtls {
         return;
     }
@@ -578,38 +598,75 @@ async fn impostor_leaf(ctx: &mut Ctx<'_, '_>, t: &Topology) {
         "impostor-leaf",
         &[],
         "impostor-leaf",
-        "a leaf presenting a certificate of the lab's CA with another, unmapped identity is refused (Authorization Violation) and never attaches",
+        "a leaf presenting a certificate of the lab's CA with another, unmapped identity is refused (Authorization Violation) \
+         and never attaches: the refusal is the identity mapping's",
     )
     .needs(Capability::Guest);
-    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| impostor_probe(lab).await).await;
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| intruder_probe(lab, Intruder::Impostor).await).await;
+    let spec = Spec::new(
+        Family::Security,
+        "certless-leaf",
+        &[],
+        "certless-leaf",
+        "a leaf speaking TLS with the lab's CA but presenting no client certificate is refused in the handshake and never \
+         attaches: the refusal is verify's",
+    )
+    .needs(Capability::Guest);
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| intruder_probe(lab, Intruder::Certless).await).await;
 }
 
-async fn impostor_probe(lab: &mut Lab) -> Concluded {
-    let name = format!("natslab-impostor-{}", token());
-    let (log, identity) = lab.start_impostor(&name).await?;
-    let outcome = watch_impostor(lab, &name, &identity, &log).await;
+async fn intruder_probe(lab: &mut Lab, kind: Intruder) -> Concluded {
+    let name = format!("natslab-intruder-{}", token());
+    // The hub it dials (the first) logs why it refused the handshake: only what it logs from now on counts.
+    let hub_log = lab.plan.hubs().next().map(|h| lab.plan.layout.host_log(&h.name));
+    let from = hub_log.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len() as usize);
+    let (log, identity) = lab.start_intruder(kind, &name).await?;
+    let logs = IntruderLogs { own: log, hub: hub_log.map(|p| (p, from)) };
+    let outcome = watch_intruder(lab, kind, &name, &identity, &logs).await;
     if let Some(g) = lab.guests() {
         g.stop_guest(&name).await;
     }
     outcome
 }
 
-async fn watch_impostor(lab: &mut Lab, name: &str, identity: &str, log: &Path) -> Concluded {
+/// Where a refusal shows: the intruder's own log, and the hub's from an offset on.
+struct IntruderLogs {
+    own: PathBuf,
+    hub: Option<(PathBuf, usize)>,
+}
+
+impl IntruderLogs {
+    /// The first line saying the hub refused the intruder for the property under test: an impostor hears
+    /// "Authorization Violation"; a certless leaf's handshake fails in TLS 1.3 only after it completed on
+    /// its side, so the hub's log is what names the missing certificate.
+    fn refusal(&self, kind: Intruder) -> Option<String> {
+        match kind {
+            Intruder::Impostor => std::fs::read_to_string(&self.own).ok()?.lines().find(|l| l.contains("Authorization Violation")).map(str::to_string),
+            Intruder::Certless => {
+                let (path, from) = self.hub.as_ref()?;
+                let text = std::fs::read_to_string(path).ok()?;
+                text.get(*from..)?.lines().find(|l| l.contains("didn't provide a certificate") || l.contains("certificate required")).map(str::to_string)
+            }
+        }
+    }
+}
+
+async fn watch_intruder(lab: &mut Lab, kind: Intruder, name: &str, identity: &str, logs: &IntruderLogs) -> Concluded {
     let deadline = Instant::now() + DELIVERY;
     loop {
         if let Some(h) = attached_anywhere(lab, name).await {
-            return Ok(Outcome::Violated(format!("the impostor ({identity}) attached to {h}")));
+            return Ok(Outcome::Violated(format!("the intruder ({identity}) attached to {h}")));
         }
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("Authorization Violation")) {
-            return Ok(Outcome::Pass(format!("{identity} never attached; the impostor logged: {}", line.trim())));
+        if let Some(line) = logs.refusal(kind) {
+            return Ok(Outcome::Pass(format!("{identity}: never attached; logged: {}", line.trim())));
         }
+        let text = std::fs::read_to_string(&logs.own).unwrap_or_default();
         if let Some(status) = lab.guests().and_then(|g| g.guest_exited(name)) {
-            return Err(Outcome::Error(format!("the impostor exited ({status}): {}", text.lines().last().unwrap_or_default())));
+            return Err(Outcome::Error(format!("the intruder exited ({status}): {}", text.lines().last().unwrap_or_default())));
         }
         if Instant::now() >= deadline {
             return Ok(Outcome::Violated(format!(
-                "the impostor neither attached nor logged an authorization violation within {DELIVERY:?}; its log ends: {}",
+                "the intruder ({identity}) neither attached nor was refused for it within {DELIVERY:?}; its log ends: {}",
                 text.lines().last().unwrap_or_default()
             )));
         }
@@ -652,7 +709,7 @@ async fn isolation_probe(lab: &Lab, t: &Topology, hub: &str, a: &str, b: &str) -
     let mut on_a = watch(lab, hub, a, ">").await?;
     let from_b = connect(lab, hub, b).await?;
     let tok = token();
-    let subjects = super::mapping::probe_subjects(t, &tok);
+    let subjects = super::mapping::probe_subjects(t, &tok, &[super::mapping::Sender { leaf: None, account: b }]);
     let payload = format!("from-{b}-{tok}");
     for s in &subjects {
         from_b.publish(s.clone(), payload.clone().into()).await.map_err(|e| format!("publish {s}: {e}"))?;
@@ -761,6 +818,10 @@ async fn secrets_on_disk(ctx: &mut Ctx<'_, '_>) {
         "secrets-mode",
         "every file under secrets/ and every node config (nats.conf, settings.json) has mode 0600",
     );
+    if ctx.lab.kind() == crate::backend::BackendKind::Attached {
+        ctx.skip(spec, "the attached backend reaches servers over the network: their files are the deployment's, not the harness's");
+        return;
+    }
     ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| Ok(secrets_probe(lab))).await;
 }
 
