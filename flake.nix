@@ -38,8 +38,12 @@
         };
       });
 
-      # A host as one node of a topology: services.nats with the settings natslab rendered for it.
-      nixosModules.default = import ./nix/module.nix;
+      # A host as one node of a topology: services.nats with the settings natslab rendered for it, and the
+      # unit that provisions its streams with this flake's natslab.
+      nixosModules.default = { lib, pkgs, ... }: {
+        imports = [ ./nix/module.nix ];
+        services.natslab-node.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.natslab;
+      };
 
       # The harness (its check phase runs the process-backend tests) and one VM test per topology.
       checks = forAll (system: pkgs:

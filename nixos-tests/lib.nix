@@ -1,9 +1,10 @@
 # The topology → NixOS wiring, in builtins only (no nixpkgs.lib), so it evaluates offline with a bare
-# `nix-instantiate` and CI can compare it with what the harness renders.
+# `nix-instantiate`, CI can compare it with what the harness renders, and the driver stand-in
+# (./standin) can run exactly what a VM would.
 #
 # Input: a directory written by `natslab render TOPOLOGY --format nixos` (committed under ./rendered):
-#   nodes.json       manifest: nodes (name, role, jetstream, ports), secret file names
-#   nodes/<n>.json   services.nats.settings for node <n>
+#   nodes.json       manifest: nodes (name, role, jetstream, ports, inline secrets, provisioning), secret files
+#   nodes/<n>.json   services.nats.settings for node <n>; secrets carried inline are placeholders
 #   secrets/         test-only secrets, derived from the seed (the topology's name)
 #   inventory.json   what the `lab` VM hands to `natslab run --backend attached`
 rec {
@@ -21,7 +22,18 @@ rec {
   # The test driver's Python name of a machine: non [A-Za-z0-9_] characters become `_`.
   pyName = name: builtins.replaceStrings [ "-" "." ] [ "_" "_" ] name;
 
-  # /etc entries delivering every secret file, readable only by `owner`.
+  # A VM test's time budgets, in seconds. The driver kills the whole test after `global` (its own timer
+  # starts before the VMs boot); the script gives `natslab run` at most `run` once everything is up, which
+  # leaves the boot and the copying of the reports inside the driver's budget.
+  timeouts = { global = 3600; run = 2400; };
+
+  # Where a node's secrets are at run time: from the Nix store under /etc (test VMs), or a runtime
+  # directory the host fills itself (sops-nix, agenix: production).
+  storeSecrets = "/etc/natslab/secrets";
+  secretsDir = dir: if dir == null then storeSecrets else dir;
+
+  # /etc entries delivering every secret file from the store, readable only by `owner` (test VMs only:
+  # the store is world-readable).
   secretFiles = t: owner:
     builtins.listToAttrs (map
       (f: {
@@ -32,8 +44,42 @@ rec {
 
   node = t: name: builtins.head (builtins.filter (n: n.name == name) t.nodes);
 
-  # The NixOS configuration of the VM that runs node `name` (the real services.nats module).
-  nodeConfig = t: name:
+  # A node's settings as handed to the module: secret paths moved to `dir` (null: the store delivery), and
+  # JetStream explicitly off where the topology has none. The module always renders a `jetstream` key
+  # (`optionalAttrs false { ... }` is `{ }`), and nats-server starts JetStream for any map that does not say
+  # `enabled: false`.
+  settingsFor = t: name: dir:
+    let
+      n = node t name;
+      raw = builtins.readFile (t.rendered + "/nodes/${name}.json");
+      s = builtins.fromJSON (builtins.replaceStrings [ "${storeSecrets}/" ] [ "${secretsDir dir}/" ] raw);
+    in
+    if n.jetstream then s else s // { jetstream = (s.jetstream or { }) // { enabled = false; }; };
+
+  # What the services.nats module hands nats-server: the settings, plus `server_name`, `port`, and its
+  # `jetstream = optionalAttrs cfg.jetstream { store_dir = cfg.dataDir; }` merged into settings.jetstream.
+  # Placeholders of inline secrets are still in it: `fillIn` is what the service does at start.
+  effectiveSettings = t: name: effectiveSettingsIn t name null;
+  effectiveSettingsIn = t: name: dir:
+    let
+      n = node t name;
+      s = settingsFor t name dir;
+    in
+    s // {
+      server_name = name;
+      port = builtins.head n.ports;
+      jetstream = (if n.jetstream then { store_dir = "/var/lib/nats"; } else { }) // (s.jetstream or { });
+    };
+
+  # The shell lines that fill a config's placeholders in from the secrets directory (nixpkgs'
+  # replace-secret: the value never passes through the store or a command line).
+  fillIn = t: name: dir: conf: replaceSecret:
+    builtins.concatStringsSep "\n" (map
+      (h: "${replaceSecret} '${h.placeholder}' '${secretsDir dir}/${h.file}' '${conf}'")
+      (node t name).inline_secrets);
+
+  # The NixOS configuration of the host that runs node `name` (the real services.nats module).
+  nodeConfig = t: name: { secrets ? null }:
     let n = node t name; in
     {
       services.nats = {
@@ -41,29 +87,24 @@ rec {
         serverName = name;
         port = builtins.head n.ports;
         jetstream = n.jetstream;
-        # Configs name certificates and creds that exist only at run time under /etc/natslab.
+        # Configs name certificates and creds that exist only at run time.
         validateConfig = false;
-        settings = t.settings.${name};
+        settings = settingsFor t name secrets;
       };
       networking.firewall.allowedTCPPorts = n.ports;
-      environment.etc = secretFiles t "nats";
+      environment.etc = if secrets == null then secretFiles t "nats" else { };
     };
 
-  # What nats-server finally runs on that VM: the rendered settings plus what the module itself sets
-  # (server_name, port, jetstream.store_dir). CI compares this with the harness's own rendering.
-  effectiveSettings = t: name:
-    let
-      n = node t name;
-      s = t.settings.${name};
-      js = if n.jetstream then { jetstream = (s.jetstream or { }) // { store_dir = "/var/lib/nats"; }; } else { };
-    in
-    s // { server_name = name; port = builtins.head n.ports; } // js;
+  # The machines whose provisioning unit creates the declared streams: the first hub, leaves with streams.
+  provisioners = t: builtins.filter (n: n.provisions) t.nodes;
 
-  # The driver script: boot everything, start `natslab run --backend attached` in the lab VM, serve its
-  # fault requests with the driver's own powers until it finishes, keep the reports, fail if it failed.
+  # The driver script: boot everything, wait for each host's own provisioning, start `natslab run
+  # --backend attached` in the lab VM, serve its fault requests with the driver's powers until it finishes,
+  # keep the reports, fail with what natslab's exit code means.
   testScript = t:
     let
       machines = builtins.concatStringsSep ", " (map (n: ''"${n.name}": ${pyName n.name}'') t.nodes);
+      provisioning = builtins.concatStringsSep ", " (map (n: ''"${n.name}"'') (provisioners t));
     in
     ''
       import json
@@ -71,11 +112,15 @@ rec {
       import time
 
       nodes = {${machines}}
+      provisioners = [${provisioning}]
 
       start_all()
       for name, m in nodes.items():
           m.wait_for_unit("nats.service")
           m.wait_for_open_port(4222)
+      for name in provisioners:
+          # The host creates its own streams (natslab provision, a oneshot after nats.service).
+          nodes[name].wait_for_unit("natslab-provision.service")
       lab.wait_for_unit("multi-user.target")
 
       shared = lab.shared_dir
@@ -89,14 +134,29 @@ rec {
           op = fault["op"]
           m = nodes[fault["node"]]
           if op == "kill":
+              # The process dies and stays down: masked, the unit is not restarted (Restart=on-failure).
+              m.succeed(
+                  "systemctl mask --runtime nats.service"
+                  " && systemctl kill --signal=KILL nats.service"
+                  " && while systemctl is-active --quiet nats.service; do sleep 0.05; done"
+              )
+          elif op == "power-loss":
+              # QEMU quits: the machine is gone, with whatever it had not written to disk.
               m.crash()
           elif op == "start":
-              m.start()
+              if not m.booted:
+                  m.start()
+              else:
+                  m.succeed(
+                      "systemctl unmask --runtime nats.service"
+                      " && systemctl reset-failed nats.service"
+                      " && systemctl start nats.service"
+                  )
               m.wait_for_unit("nats.service")
           elif op == "pause":
-              m.succeed("systemctl kill -s STOP nats")
+              m.succeed("systemctl kill --signal=STOP nats.service")
           elif op == "resume":
-              m.succeed("systemctl kill -s CONT nats")
+              m.succeed("systemctl kill --signal=CONT nats.service")
           elif op == "isolate":
               m.block()
           elif op == "rejoin":
@@ -105,15 +165,25 @@ rec {
               raise ValueError(f"this driver cannot {op}")
 
 
+      meaning = {
+          "0": "every check passed",
+          "1": "natslab run reported violations",
+          "2": "natslab run was given bad input",
+          "3": "the harness broke",
+          "127": "natslab was not found in the lab VM (the transient unit's PATH)",
+      }
+
       with subtest("natslab run --backend attached"):
+          # A transient unit gets systemd's own PATH and nothing of this shell's environment: pass both on.
           lab.succeed(
-              "systemd-run --unit=natslab-run --property=Type=exec -- sh -c '"
+              "systemd-run --unit=natslab-run --property=Type=exec --setenv=PATH --setenv=NATS_SERVER_BIN"
+              " -- sh -c '"
               "natslab run --backend attached --inventory /etc/natslab/inventory.json "
               "--junit /tmp/shared/reports/junit.xml --json /tmp/shared/reports/report.json "
               "--markdown /tmp/shared/reports/report.md > /tmp/shared/reports/natslab.log 2>&1; "
               "echo $? > /tmp/shared/natslab.exit'"
           )
-          deadline = time.monotonic() + 3600
+          deadline = time.monotonic() + ${toString timeouts.run}
           while not (shared / "natslab.exit").exists():
               for path in sorted(faults.glob("*.request.json")):
                   answer = faults / path.name.replace(".request.", ".response.")
@@ -131,11 +201,12 @@ rec {
                   except Exception as e:
                       resp = {"seq": req["seq"], "ok": False, "message": str(e)}
                   answer.write_text(json.dumps(resp))
-              t.assertLess(time.monotonic(), deadline, "natslab run did not finish")
+              t.assertLess(time.monotonic(), deadline, "natslab run did not finish within its budget")
               time.sleep(0.1)
 
       shutil.copytree(shared / "reports", driver.out_dir / "reports", dirs_exist_ok=True)
       print((shared / "reports" / "natslab.log").read_text())
-      t.assertEqual((shared / "natslab.exit").read_text().strip(), "0", "natslab run reported violations")
+      code = (shared / "natslab.exit").read_text().strip()
+      t.assertEqual(code, "0", f"natslab run exited {code}: {meaning.get(code, 'unknown exit code')}")
     '';
 }

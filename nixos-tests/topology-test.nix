@@ -1,5 +1,6 @@
 # One NixOS VM test for one topology: a VM per hub and leaf running the real services.nats module with the
-# settings natslab rendered for it, plus a `lab` VM that runs the scenarios through the attached backend.
+# settings natslab rendered for it (each host provisioning its own streams), plus a `lab` VM that checks them
+# through the attached backend.
 { pkgs, natslab, name, rendered }:
 let
   lib' = import ./lib.nix;
@@ -7,13 +8,16 @@ let
 in
 pkgs.testers.runNixOSTest {
   name = "natslab-${name}";
+  # The driver's own kill timer; the script keeps natslab run well inside it (lib.nix `timeouts`).
+  globalTimeout = lib'.timeouts.global;
+  meta.timeout = lib'.timeouts.global;
   # Each node VM uses nixosModules.default, exactly as a production host would.
   nodes = builtins.listToAttrs (map
     (n: {
       name = n.name;
       value = {
         imports = [ ../nix/module.nix ];
-        services.natslab-node = { enable = true; inherit rendered; node = n.name; };
+        services.natslab-node = { enable = true; inherit rendered; node = n.name; package = natslab; };
         virtualisation.memorySize = 768;
       };
     })

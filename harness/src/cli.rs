@@ -374,9 +374,11 @@ impl FaultArgs {
     }
 }
 
-/// The exit code of an error: bad input, or the harness broke.
+/// The exit code of an error: the lab differs from the declaration, bad input, or the harness broke.
 pub fn exit_code(e: &Error) -> i32 {
-    if e.is_input() {
+    if e.is_drift() {
+        EXIT_VIOLATED
+    } else if e.is_input() {
         EXIT_INPUT
     } else {
         EXIT_HARNESS

@@ -62,6 +62,11 @@ pub enum Error {
     #[error("provision {what}: {reason}")]
     Provision { what: String, reason: String },
 
+    /// A stream or consumer exists with another configuration than the declared one: the lab is not what
+    /// was declared (exit 1, as a violated check), not a breakage.
+    #[error("{what} exists with another configuration ({fields}); `natslab provision --update` applies the declared one")]
+    Drift { what: String, fields: String },
+
     #[error("connect to {target}: {reason}")]
     Connect { target: String, reason: String },
 
@@ -88,6 +93,11 @@ impl Error {
     /// Bad input — a topology, an inventory, flags, a node or lab that does not exist — rather than a
     /// harness or environment failure. `nats-server -t` refusing a rendered config counts as input: the
     /// topology asks for something this server does not take.
+    /// Whether the error says the lab differs from the declaration.
+    pub fn is_drift(&self) -> bool {
+        matches!(self, Error::Drift { .. })
+    }
+
     pub fn is_input(&self) -> bool {
         matches!(
             self,

@@ -112,7 +112,7 @@ impl Inventory {
         use crate::render::nixos::{CLIENT, FAULTS_DIR, HTTP, SECRETS_ROOT};
         let mut inv = Inventory::of_plan(plan, &plan.run_id, |name| (format!("nats://{name}:{CLIENT}"), format!("http://{name}:{HTTP}")));
         inv.secrets_root = SECRETS_ROOT.into();
-        inv.faults = Some(FaultChannel { dir: FAULTS_DIR.into(), supports: vec!["kill".into(), "pause".into(), "isolate".into()], timeout_s: 600 });
+        inv.faults = Some(FaultChannel { dir: FAULTS_DIR.into(), supports: ["kill", "pause", "power-loss", "isolate"].map(String::from).to_vec(), timeout_s: 600 });
         inv
     }
 }

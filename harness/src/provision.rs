@@ -133,10 +133,7 @@ pub async fn ensure_stream(client: &async_nats::Client, prefix: &str, s: &Stream
                     .map_err(|reason| Error::Provision { what: what(""), reason })?;
                 "updated"
             } else {
-                return Err(Error::Provision {
-                    what: what(""),
-                    reason: format!("it exists with another configuration ({}); `natslab provision --update` applies the declared one", drift.join("; ")),
-                });
+                return Err(Error::Drift { what: what(""), fields: drift.join("; ") });
             }
         }
     };
@@ -152,10 +149,7 @@ pub async fn ensure_stream(client: &async_nats::Client, prefix: &str, s: &Stream
         let action = match drift {
             Some(d) if d.is_empty() => "unchanged",
             Some(d) if !update => {
-                return Err(Error::Provision {
-                    what: what(&format!(" consumer {}", c.name)),
-                    reason: format!("it exists with another configuration ({}); `natslab provision --update` applies the declared one", d.join("; ")),
-                })
+                return Err(Error::Drift { what: what(&format!(" consumer {}", c.name)), fields: d.join("; ") })
             }
             found => {
                 let body = json!({ "stream_name": s.name, "config": config });

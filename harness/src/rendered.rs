@@ -71,15 +71,26 @@ pub fn write_nixos(plan: &Plan) -> Result<usize> {
     let out = &plan.layout.host_root;
     let secret_files = write_secrets(plan)?;
     let mut n = 0;
+    let mut inline = std::collections::BTreeMap::new();
     for node in &plan.nodes {
-        let settings = nixos::module_settings(&crate::render::render_node(plan, node));
+        let (settings, holes) = nixos::module_settings(plan, node, &crate::render::render_node(plan, node));
         let text = serde_json::to_string_pretty(&settings).unwrap_or_default() + "\n";
         write_secret(&out.join("nodes").join(format!("{}.json", node.name)), &text)?;
+        inline.insert(node.name.clone(), holes);
         n += 1;
     }
-    let text = serde_json::to_string_pretty(&nixos::manifest(plan, &secret_files)).unwrap_or_default() + "\n";
+    let text = serde_json::to_string_pretty(&nixos::manifest(plan, &secret_files, &inline)).unwrap_or_default() + "\n";
     write_secret(&out.join("nodes.json"), &text)?;
     Inventory::for_nixos(plan).write(&out.join("inventory.json"))?;
     Ok(n)
 }
 
+/// Fills a config's placeholders in from the secret files under `dir`: what the module does when the
+/// service starts.
+pub fn fill_in(text: &str, inline: &[(String, String)], dir: &std::path::Path) -> std::io::Result<String> {
+    let mut out = text.to_string();
+    for (file, hole) in inline {
+        out = out.replace(hole, std::fs::read_to_string(dir.join(file))?.trim_end());
+    }
+    Ok(out)
+}

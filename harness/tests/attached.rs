@@ -137,3 +137,27 @@ fn failover_through_the_attached_backend_and_its_fault_protocol() {
     assert!(driver.served.iter().any(|s| s.starts_with("start hub-")), "{:?}", driver.served);
     assert!(driver.served.iter().any(|s| s.starts_with("pause ")), "{:?}", driver.served);
 }
+
+/// `natslab up --detach`, then `natslab run --backend attached --inventory <run>/inventory.json`: the
+/// inventory names the lab's own fault channel, its supervisor serves the faults, and the failover checks
+/// run — all of them, none skipped — and pass.
+#[test]
+fn failover_through_a_detached_labs_own_inventory() {
+    let env = Env::new();
+    let lab = env.detach("cim-reference.yaml", &[]);
+    let report = env.runs.path().join("failover.json");
+    let inventory = lab.info.dir.join("inventory.json");
+    let run = env
+        .cmd()
+        .args(["run", "--backend", "attached", "--inventory", inventory.to_str().unwrap(), "--scenario", "failover", "--json", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "natslab run failed:\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let checks = v["runs"][0]["checks"].as_array().unwrap();
+    assert!(checks.len() >= 10, "{stdout}");
+    for c in checks {
+        assert_eq!(c["verdict"], "passed", "{}: {}", c["id"], c["observed"]);
+    }
+}

@@ -94,32 +94,109 @@ fn nix_eval(nix: &Path, expr: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// The settings nats-server finally runs on a VM (rendered settings + what the services.nats module adds)
-/// are the harness's own rendering of that node, with `listen` split into the module's `host` and `port`.
+/// The settings nats-server finally runs on a VM (rendered settings + what the services.nats module adds,
+/// its placeholders filled in from the secrets as the service does at start) are the harness's own
+/// rendering of that node, with `listen` split into the module's `host` and `port`, and JetStream switched
+/// off explicitly where the topology has none.
 #[test]
 fn pure_nix_wiring_agrees_with_the_harness() {
     let Some(nix) = tool("nix-instantiate") else { return };
     for name in topology_names() {
         let dir = tempfile::tempdir().unwrap();
         let plan = natslab::render::nixos::plan(load(&format!("{name}.yaml")), &name, dir.path()).unwrap();
+        let manifest: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("nixos-tests/rendered").join(&name).join("nodes.json")).unwrap()).unwrap();
         for node in &plan.nodes {
             let mut expected = natslab::render::render_node(&plan, node);
             let m = expected.as_object_mut().unwrap();
             m.remove("listen");
             m.insert("host".into(), "0.0.0.0".into());
             m.insert("port".into(), node.addr.client.into());
+            if !m.contains_key("jetstream") {
+                m.insert("jetstream".into(), serde_json::json!({ "enabled": false }));
+            }
             let expr = format!(r#"let l = import ./lib.nix; in l.effectiveSettings (l.load ./rendered/{name}) "{}""#, node.name);
-            let got = nix_eval(&nix, &expr);
+            let template = nix_eval(&nix, &expr);
+            let holes: Vec<(String, String)> = manifest["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["name"] == node.name.as_str())
+                .unwrap()["inline_secrets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| (h["file"].as_str().unwrap().to_string(), h["placeholder"].as_str().unwrap().to_string()))
+                .collect();
+            let text = serde_json::to_string(&template).unwrap();
+            for (_, hole) in &holes {
+                assert!(text.contains(hole.as_str()), "{name}/{}: the store template carries a placeholder, not the secret", node.name);
+            }
+            let secrets = repo().join("nixos-tests/rendered").join(&name).join("secrets");
+            let filled = natslab::rendered::fill_in(&text, &holes, &secrets).unwrap();
+            let got: Value = serde_json::from_str(&filled).unwrap();
             assert_eq!(got, expected, "{name}/{}: the NixOS wiring disagrees with the harness", node.name);
             // The VM's config: module options, firewall, every secret delivered read-only to nats.
-            let expr = format!(r#"let l = import ./lib.nix; in l.nodeConfig (l.load ./rendered/{name}) "{}""#, node.name);
+            let expr = format!(r#"let l = import ./lib.nix; in l.nodeConfig (l.load ./rendered/{name}) "{}" {{ }}"#, node.name);
             let cfg = nix_eval(&nix, &expr);
             assert_eq!(cfg["services"]["nats"]["serverName"], node.name.as_str());
             assert_eq!(cfg["networking"]["firewall"]["allowedTCPPorts"], serde_json::json!([4222, 6222, 7422, 8222]));
             let etc = cfg["environment"]["etc"].as_object().unwrap();
             assert!(etc.values().all(|e| e["mode"] == "0400" && e["user"] == "nats"));
+            // With a runtime secrets directory nothing comes from the store, and every path points there.
+            let expr = format!(r#"let l = import ./lib.nix; in l.nodeConfig (l.load ./rendered/{name}) "{}" {{ secrets = "/run/secrets/natslab"; }}"#, node.name);
+            let cfg = nix_eval(&nix, &expr);
+            assert_eq!(cfg["environment"]["etc"], serde_json::json!({}), "{name}/{}", node.name);
+            let text = cfg["services"]["nats"]["settings"].to_string();
+            assert!(!text.contains("/etc/natslab/secrets"), "{name}/{}: a secret path still points into the store delivery: {text}", node.name);
         }
     }
+}
+
+/// The services.nats module always renders a `jetstream` key (`optionalAttrs false {…}` is `{}`), and
+/// nats-server starts JetStream for any map that does not say `enabled: false`: every node the topology
+/// gives no JetStream must say so explicitly.
+#[test]
+fn jetstream_stays_off_where_the_topology_has_none() {
+    let Some(nix) = tool("nix-instantiate") else { return };
+    let mut off = 0;
+    for name in topology_names() {
+        let t = load(&format!("{name}.yaml"));
+        let nodes: Vec<(String, bool)> = t
+            .hub
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), t.hub.jetstream.is_some()))
+            .chain(t.leaves.iter().map(|l| (l.name.clone(), l.jetstream.is_some())))
+            .collect();
+        for (node, declared) in nodes {
+            let expr = format!(r#"let l = import ./lib.nix; in l.effectiveSettings (l.load ./rendered/{name}) "{node}""#);
+            let js = nix_eval(&nix, &expr)["jetstream"].clone();
+            // nats-server's rule (opts.go parseJetStream): a bool is itself; a map enables unless enabled/enable is false.
+            let on = match &js {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::Object(m) => !m.get("enabled").or(m.get("enable")).is_some_and(|v| v == false),
+                _ => true,
+            };
+            assert_eq!(on, declared, "{name}/{node}: JetStream would be {} on the VM (settings.jetstream = {js})", if on { "on" } else { "off" });
+            off += usize::from(!declared);
+        }
+    }
+    assert!(off >= 10, "the topologies have nodes without JetStream ({off} found): the check has something to check");
+}
+
+/// The driver's global timer must outlast the script's own budget for natslab run plus the boot: else the
+/// driver kills the test before the reports are copied (both default to an hour).
+#[test]
+fn the_script_finishes_inside_the_drivers_timeout() {
+    let Some(nix) = tool("nix-instantiate") else { return };
+    let t = nix_eval(&nix, "(import ./lib.nix).timeouts");
+    let (global, run) = (t["global"].as_u64().unwrap(), t["run"].as_u64().unwrap());
+    assert!(run + 600 <= global, "natslab run's budget ({run} s) plus 10 min of boot must fit in the driver's globalTimeout ({global} s)");
+    let topo = std::fs::read_to_string(repo().join("nixos-tests/topology-test.nix")).unwrap();
+    assert!(topo.contains("globalTimeout = lib'.timeouts.global;"), "topology-test.nix sets the driver's globalTimeout from lib.nix");
+    let script = nix_eval(&nix, "let l = import ./lib.nix; in l.testScript (l.load ./rendered/cim-reference)");
+    assert!(script.as_str().unwrap().contains(&format!("time.monotonic() + {run}")), "the script's deadline is lib.nix's run budget");
 }
 
 fn flake_check_env() -> Option<(PathBuf, tempfile::TempDir)> {

@@ -39,7 +39,7 @@ fn run_writes_junit_json_and_markdown() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let checks = v["runs"][0]["checks"].as_array().unwrap();
     assert!(!checks.is_empty());
-    assert!(checks.iter().all(|c| c["verdict"] == "passed" && c["expected"].is_string() && c["duration"].is_number()));
+    assert!(checks.iter().all(|c| c["verdict"] == "passed" && c["expected"].is_string() && c["duration_ms"].is_number()));
 
     let xml = std::fs::read_to_string(&junit).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();

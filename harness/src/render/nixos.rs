@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::errors::Result;
-use crate::plan::{Layout, NodeAddr, Plan, Role};
+use crate::plan::{Layout, NodeAddr, NodePlan, Plan, Role};
 use crate::secrets::entropy::Entropy;
 use crate::topology::Topology;
 
@@ -22,9 +22,13 @@ pub const HTTP: u16 = 8222;
 pub const SECRETS_ROOT: &str = "/etc/natslab";
 pub const DATA_DIR: &str = "/var/lib/nats";
 
-/// A node's rendered settings as `services.nats.settings`.
-pub fn module_settings(settings: &Value) -> Value {
+/// A node's rendered settings as `services.nats.settings`, with every secret the settings would carry inline
+/// (a leaf link's password in its remote URL) replaced by a placeholder: the config lands in the world-
+/// readable Nix store, and the module fills the placeholders in from the secrets directory when the service
+/// starts. Also the secrets so replaced, as (file under the secrets directory, placeholder).
+pub fn module_settings(plan: &Plan, node: &NodePlan, settings: &Value) -> (Value, Vec<(String, String)>) {
     let mut s = settings.clone();
+    let mut inline = Vec::new();
     if let Some(m) = s.as_object_mut() {
         m.remove("server_name");
         m.remove("listen");
@@ -33,15 +37,50 @@ pub fn module_settings(settings: &Value) -> Value {
             js.remove("store_dir");
         }
     }
-    s
+    if node.role == Role::Leaf {
+        let remotes = s.pointer_mut("/leafnodes/remotes").and_then(Value::as_array_mut);
+        for (r, remote) in remotes.into_iter().flatten().enumerate() {
+            let Some(c) = plan.secrets.leaf_link(&node.name, r) else { continue };
+            let secret = format!("{}:{}@", c.user, c.password);
+            let file = format!("{}.password", c.stem());
+            let hole = placeholder(&file);
+            let mut used = false;
+            for url in remote.get_mut("urls").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(u) = url.as_str().filter(|u| u.contains(&secret)) {
+                    *url = json!(u.replace(&secret, &format!("{}:{hole}@", c.user)));
+                    used = true;
+                }
+            }
+            if used {
+                inline.push((file, hole));
+            }
+        }
+    }
+    (s, inline)
 }
 
-/// What the Nix side needs per node besides its settings.
-pub fn manifest(plan: &Plan, secret_files: &[String]) -> Value {
+/// What stands in a config for the content of a secret file until the service starts.
+pub fn placeholder(file: &str) -> String {
+    format!("@NATSLAB_SECRET:{file}@")
+}
+
+/// The node that creates the declared streams of its place: the first hub for the hub's, each leaf with
+/// streams for its own (the module's provisioning unit runs there).
+pub fn provisions(plan: &Plan, node: &NodePlan) -> bool {
+    match node.role {
+        Role::Hub => !plan.topology.hub.streams.is_empty() && plan.hubs().next().is_some_and(|h| h.name == node.name),
+        Role::Leaf => plan.topology.leaf(&node.name).is_some_and(|l| !l.streams.is_empty()),
+    }
+}
+
+/// What the Nix side needs per node besides its settings: `inline` holds each node's placeholders
+/// (`module_settings`).
+pub fn manifest(plan: &Plan, secret_files: &[String], inline: &std::collections::BTreeMap<String, Vec<(String, String)>>) -> Value {
     let nodes: Vec<Value> = plan
         .nodes
         .iter()
         .map(|n| {
+            let holes: Vec<Value> = inline.get(&n.name).into_iter().flatten().map(|(file, hole)| json!({ "file": file, "placeholder": hole })).collect();
             let js = match n.role {
                 Role::Hub => plan.topology.hub.jetstream.is_some(),
                 Role::Leaf => plan.topology.leaf(&n.name).is_some_and(|l| l.jetstream.is_some()),
@@ -53,6 +92,8 @@ pub fn manifest(plan: &Plan, secret_files: &[String]) -> Value {
                 "ports": [n.addr.client, n.addr.cluster, n.addr.leaf, n.addr.http],
                 "client_url": format!("nats://{}:{}", n.addr.host, n.addr.client),
                 "monitor_url": format!("http://{}:{}", n.addr.host, n.addr.http),
+                "inline_secrets": holes,
+                "provisions": provisions(plan, n),
             })
         })
         .collect();

@@ -238,7 +238,8 @@ async fn check(lab: &mut Lab, declared: &Topology, p: &mut Pending) -> Outcome {
     let task = tokio::spawn(publish(publisher, history.clone(), stopped));
 
     let mut log = Vec::new();
-    let nemesis = nemesis(lab, &admin, &hubs, &history, p, &mut log).await;
+    let bound = declared.expect_for(None).leader_recovery_within.map(|d| d.get());
+    let nemesis = nemesis(lab, &admin, &hubs, &history, p, &mut log, bound).await;
     let _ = stop.send(true);
     if task.await.is_err() {
         return Outcome::Error("the publisher task failed".into());
@@ -288,6 +289,7 @@ async fn nemesis(
     history: &Shared,
     p: &mut Pending,
     log: &mut Vec<String>,
+    bound: Option<Duration>,
 ) -> Result<(), Outcome> {
     let start = Instant::now();
     if !wait_until(RECOVERY, || with(history, |h| h.recovered_after(start))).await {
@@ -304,6 +306,7 @@ async fn nemesis(
 
     let leader = stream_leader(admin).await.map_err(Outcome::Error)?;
     let gap = kill_leader(lab, admin, hubs, history, &leader).await?;
+    let first_gap = gap;
     p.metric_duration("unavailable_ms", gap);
     log.push(format!("stream leader {leader} killed: no acks for {} ms", gap.as_millis()));
 
@@ -314,6 +317,14 @@ async fn nemesis(
     p.metric_duration("meta_unavailable_ms", gap);
     let role = if meta == leader { "meta leader, also the stream leader," } else { "meta leader (not the stream leader)" };
     log.push(format!("{role} {meta} killed: no acks for {} ms", gap.as_millis()));
+    // A declared service level: the stream takes writes again within it after its leader is killed.
+    if let Some(b) = bound.filter(|b| first_gap > *b) {
+        return Err(Outcome::Violated(format!(
+            "after its leader was killed the stream took writes again only after {} ms, beyond expect.leader_recovery_within {} ms",
+            first_gap.as_millis(),
+            b.as_millis()
+        )));
+    }
     Ok(())
 }
 

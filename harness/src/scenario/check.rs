@@ -15,6 +15,8 @@ use crate::nemesis::Capability;
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     Health,
+    /// What each server holds, read back and compared with the declaration.
+    State,
     Failover,
     Mapping,
     Security,
@@ -25,11 +27,12 @@ pub enum Family {
 
 impl Family {
     /// Every family, in the order a run takes them: reading first, disruption last.
-    pub const ALL: [Family; 6] = [Family::Health, Family::Mapping, Family::Security, Family::Jetstream, Family::Failover, Family::Network];
+    pub const ALL: [Family; 7] = [Family::Health, Family::State, Family::Mapping, Family::Security, Family::Jetstream, Family::Failover, Family::Network];
 
     pub fn name(self) -> &'static str {
         match self {
             Family::Health => "health",
+            Family::State => "state",
             Family::Failover => "failover",
             Family::Mapping => "mapping",
             Family::Security => "security",
@@ -42,6 +45,7 @@ impl Family {
     pub fn about(self) -> &'static str {
         match self {
             Family::Health => "the guide's check-leaf-health against the real monitoring JSON",
+            Family::State => "accounts, imports/exports, leaf links, TLS, limits, permissions and streams as the servers hold them",
             Family::Mapping => "every declared flow crosses under its declared name; nothing else crosses",
             Family::Security => "permissions, credentials, TLS and account isolation hold",
             Family::Jetstream => "streams and consumers as declared; domains, sourcing, durability",

@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod network;
 pub mod probes;
 pub mod security;
+pub mod state;
 pub mod streams;
 
 pub use check::{Check, Concluded, Family, Observer, Outcome, Pending, Recorder, Silent, Spec, Verdict};
@@ -72,6 +73,7 @@ pub async fn run(ctx: &mut Ctx<'_, '_>, families: &[Family]) {
         let _span = tracing::info_span!("scenario", family = family.name()).entered();
         match family {
             Family::Health => health::run(ctx).await,
+            Family::State => state::run(ctx).await,
             Family::Mapping => mapping::run(ctx).await,
             Family::Security => security::run(ctx).await,
             Family::Jetstream => jetstream::run(ctx).await,

@@ -23,12 +23,11 @@ use super::check::{Concluded, Family, Outcome, Pending, Spec};
 use super::mapping::Link;
 use super::probes::{attached_hub, connect, control, drain, list, publish_one, send_until, subjects_with, sync, token, watch, Seen, DELIVERY};
 use super::Ctx;
-use crate::lab::Lab;
+use crate::lab::{Intruder, Lab};
 use crate::nemesis::Capability;
 use crate::plan::{probe_user, SYSTEM_ACCOUNT};
 use crate::probe::client::Access;
 use crate::probe::wire::{self, Hello};
-use crate::render::guest::Intruder;
 use crate::secrets::{jwt, pki};
 use crate::topology::subject::{example, matches};
 use crate::topology::{AuthMode, Permissions, Rule, Topology};
@@ -460,15 +459,20 @@ async fn tls(ctx: &mut Ctx<'_, '_>, t: &Topology) {
         );
         ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
             let good = good_access(lab, t, node)?;
-            if let Err(e) = good.connect("natslab-security-good").await {
-                return Err(Outcome::Error(format!("even a TLS client with proper credentials is refused, so the probe proves nothing: {e}")));
-            }
+            // A TLS client refused while the plaintext one reads INFO: the port is not what was declared,
+            // and the INFO below says how.
+            let tls_refused = good.connect("natslab-security-good").await.err();
             let hello = match &good.creds {
                 Some(path) => Hello::Creds(std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?),
                 None => Hello::Password { user: good.user.clone().unwrap_or_default(), pass: good.password.clone().unwrap_or_default() },
             };
             let addr = client_addr(lab, node)?;
-            plaintext_outcome(&addr, &hello, false, "client").await
+            let outcome = plaintext_outcome(&addr, &hello, false, "client").await?;
+            match (tls_refused, outcome) {
+                (Some(e), Outcome::Pass(_)) => Err(Outcome::Error(format!("even a TLS client with proper credentials is refused, so the probe proves nothing: {e}"))),
+                (Some(e), Outcome::Violated(v)) => Ok(Outcome::Violated(format!("{v}; a TLS client is refused: {e}"))),
+                (_, o) => Ok(o),
+            }
         })
         .await;
         if t.leaf(node).is_none() {
@@ -528,8 +532,7 @@ async fn plaintext_leafnode(ctx: &mut Ctx<'_, '_>, t: &Topology, hub: &str) {
             Some(c) => Hello::Password { user: c.user.clone(), pass: c.password.clone() },
             None => Hello::Password { user: String::new(), pass: String::new() },
         };
-        let n = lab.plan.node(hub).ok_or_else(|| Outcome::Violated(format!("declared hub {hub} is not part of this lab")))?;
-        let addr = format!("{}:{}", n.addr.host, n.addr.leaf);
+        let addr = lab.endpoint(hub).ok_or_else(|| Outcome::Violated(format!("declared hub {hub} is not part of this lab")))?.leaf_addr.clone();
         plaintext_outcome(&addr, &hello, true, "leafnode").await
     })
     .await;
@@ -540,9 +543,10 @@ fn declared_nodes(t: &Topology) -> Vec<String> {
     t.hub_names().map(String::from).chain(t.leaves.iter().map(|l| l.name.clone())).collect()
 }
 
+/// A node's client port as the harness reaches it (a container's is published on the engine's host).
 fn client_addr(lab: &Lab, node: &str) -> Result<String, Outcome> {
-    let n = lab.plan.node(node).ok_or_else(|| Outcome::Violated(format!("declared node {node} is not part of this lab")))?;
-    Ok(format!("{}:{}", n.addr.host, n.addr.client))
+    let e = lab.endpoint(node).ok_or_else(|| Outcome::Violated(format!("declared node {node} is not part of this lab")))?;
+    Ok(e.client_url.rsplit("://").next().unwrap_or(&e.client_url).to_string())
 }
 
 /// Plaintext to a port that must demand TLS: violated when its INFO does not say `tls_required`, or when
@@ -818,7 +822,7 @@ async fn secrets_on_disk(ctx: &mut Ctx<'_, '_>) {
         "secrets-mode",
         "every file under secrets/ and every node config (nats.conf, settings.json) has mode 0600",
     );
-    if ctx.lab.kind() == crate::backend::BackendKind::Attached {
+    if ctx.lab.is_attached() {
         ctx.skip(spec, "the attached backend reaches servers over the network: their files are the deployment's, not the harness's");
         return;
     }

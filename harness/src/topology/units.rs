@@ -76,6 +76,15 @@ pub enum SyncInterval {
     Every(Duration),
 }
 
+impl fmt::Display for SyncInterval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncInterval::Always => f.write_str("always"),
+            SyncInterval::Every(d) => d.fmt(f),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for SyncInterval {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
