@@ -68,7 +68,10 @@ pub use crate::render::guest::Intruder;
 
 /// A change to one node's rendered settings: `(node, settings)`.
 #[derive(Clone)]
-pub struct Patch(pub std::sync::Arc<dyn Fn(&str, &mut serde_json::Value) + Send + Sync>);
+pub struct Patch(pub std::sync::Arc<PatchFn>);
+
+/// `(node, settings)`: edits a node's settings in place.
+pub type PatchFn = dyn Fn(&str, &mut serde_json::Value) + Send + Sync;
 
 impl std::fmt::Debug for Patch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

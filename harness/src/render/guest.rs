@@ -6,6 +6,9 @@ use serde_json::{json, Value};
 use crate::plan::{NodePlan, Plan};
 use crate::secrets::pki;
 
+/// A guest's settings, the files (name, text) they read from its directory, and the identity it presents.
+pub type Guest = (Value, Vec<(String, String)>, String);
+
 /// A leaf beside the lab that must not get in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Intruder {
@@ -17,7 +20,7 @@ pub enum Intruder {
 
 /// An intruding leaf of `kind` dialling `hub`'s leafnode port: the settings, the files (name, text) they
 /// read from the guest's directory, and the identity it presents. `None` without TLS material.
-pub fn intruder_leaf(plan: &Plan, kind: Intruder, name: &str, hub: &NodePlan) -> Option<(Value, Vec<(String, String)>, String)> {
+pub fn intruder_leaf(plan: &Plan, kind: Intruder, name: &str, hub: &NodePlan) -> Option<Guest> {
     match kind {
         Intruder::Impostor => impostor_leaf(plan, name, hub),
         Intruder::Certless => certless_leaf(plan, name, hub),
@@ -26,7 +29,7 @@ pub fn intruder_leaf(plan: &Plan, kind: Intruder, name: &str, hub: &NodePlan) ->
 
 /// A leaf that speaks TLS and trusts the lab's CA but presents no certificate: only the hub's demand for
 /// one (verify) can refuse it.
-fn certless_leaf(plan: &Plan, name: &str, hub: &NodePlan) -> Option<(Value, Vec<(String, String)>, String)> {
+fn certless_leaf(plan: &Plan, name: &str, hub: &NodePlan) -> Option<Guest> {
     let tls = plan.secrets.tls.as_ref()?;
     let file = |f: &str| plan.layout.guest_file(name, f);
     let settings = json!({
@@ -44,7 +47,7 @@ fn certless_leaf(plan: &Plan, name: &str, hub: &NodePlan) -> Option<(Value, Vec<
 /// signed by the lab's CA, so TLS succeeds and only the identity mapping can refuse it — whose subject no
 /// account maps. `None` without TLS material. Returns the settings, the files (name, text) they read from
 /// the guest's directory, and the identity it presents.
-fn impostor_leaf(plan: &Plan, name: &str, hub: &NodePlan) -> Option<(Value, Vec<(String, String)>, String)> {
+fn impostor_leaf(plan: &Plan, name: &str, hub: &NodePlan) -> Option<Guest> {
     let tls = plan.secrets.tls.as_ref()?;
     let file = |f: &str| plan.layout.guest_file(name, f);
     let settings = json!({
