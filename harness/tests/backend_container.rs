@@ -144,7 +144,12 @@ fn every_family_passes_on_cim_reference_in_containers() {
     }
     // As root on a local engine the network family's lab has link proxies: no check lacks a fault (not as
     // root: partitions by disconnecting containers only, the rest skipped and saying so).
-    let for_want: Vec<&serde_json::Value> = checks.iter().filter(|c| c["verdict"] == "skipped" && c["observed"].as_str().unwrap_or("").contains("backend cannot")).collect();
+    // (A power cut is a VM's: no container engine can drop a container's page cache, so those are skipped.)
+    let for_want: Vec<&serde_json::Value> = checks
+        .iter()
+        .filter(|c| c["verdict"] == "skipped")
+        .filter(|c| c["observed"].as_str().is_some_and(|o| o.contains("backend cannot") && !o.contains("cut a node's power")))
+        .collect();
     // SAFETY: geteuid has no preconditions.
     if unsafe { nix::libc::geteuid() } == 0 {
         assert!(for_want.is_empty(), "skipped for want of a fault on containers: {for_want:?}");
