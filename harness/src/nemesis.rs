@@ -36,10 +36,12 @@ pub enum Capability {
     Bandwidth,
     /// Starting a throwaway server beside the lab, on its network (e.g. an impostor leaf). Not a fault.
     Guest,
+    /// Stopping a node gracefully (lame duck) and starting it on another nats-server version. Not a fault.
+    Upgrade,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 9] = [
+    pub const ALL: [Capability; 10] = [
         Capability::Kill,
         Capability::Pause,
         Capability::PowerLoss,
@@ -49,6 +51,7 @@ impl Capability {
         Capability::Latency,
         Capability::Bandwidth,
         Capability::Guest,
+        Capability::Upgrade,
     ];
 
     /// What the capability lets a backend do, for "the X backend cannot ..." skip reasons.
@@ -63,6 +66,7 @@ impl Capability {
             Capability::Latency => "add latency to links",
             Capability::Bandwidth => "cap the bandwidth of links",
             Capability::Guest => "start a throwaway server beside the lab",
+            Capability::Upgrade => "run a node on another nats-server version",
         }
     }
 
@@ -77,6 +81,7 @@ impl Capability {
             Capability::Latency => "latency",
             Capability::Bandwidth => "bandwidth",
             Capability::Guest => "guest",
+            Capability::Upgrade => "upgrade",
         }
     }
 

@@ -44,6 +44,12 @@ pub fn stream_config(s: &Stream) -> Value {
     if let Some(m) = &s.mirror {
         v["mirror"] = source_config(m);
     }
+    if s.allow_msg_ttl {
+        v["allow_msg_ttl"] = json!(true);
+    }
+    if s.allow_msg_counter {
+        v["allow_msg_counter"] = json!(true);
+    }
     v
 }
 

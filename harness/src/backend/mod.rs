@@ -160,6 +160,25 @@ pub trait Backend: Send + Sync {
     fn guests(&mut self) -> Option<&mut dyn Guests> {
         None
     }
+    /// Stopping a node gracefully and starting it on another version, while the lab runs.
+    fn upgrade(&mut self) -> Option<&mut dyn Upgrade> {
+        None
+    }
+
+    /// Runs `node` on `server` instead of the backend's own, from its next start on: before `prepare` for
+    /// a topology whose nodes declare their versions. Backends that run one server for every node say so.
+    async fn use_server(&mut self, _node: &str, server: &crate::server::NatsServer) -> Result<()> {
+        Err(Error::Backend { backend: self.kind().name(), reason: format!("runs one nats-server for every node; nodes cannot run {} here", server.version) })
+    }
+}
+
+#[async_trait]
+pub trait Upgrade: Send {
+    /// Lame-duck stop (SIGUSR2: the server stops accepting, hands its clients off, exits); how long it took.
+    /// Killed after `within`.
+    async fn stop_gracefully(&mut self, node: &str, within: std::time::Duration) -> Result<std::time::Duration>;
+    /// The server the node runs from its next start.
+    async fn swap(&mut self, node: &str, server: &crate::server::NatsServer) -> Result<()>;
 }
 
 /// What a backend can do, from the capabilities it offers.
@@ -179,6 +198,9 @@ pub fn capabilities(b: &mut dyn Backend) -> Capabilities {
     }
     if b.guests().is_some() {
         c.insert(Capability::Guest);
+    }
+    if b.upgrade().is_some() {
+        c.insert(Capability::Upgrade);
     }
     if let Some(n) = b.net() {
         let kinds = n.kinds();

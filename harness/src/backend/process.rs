@@ -23,6 +23,8 @@ use crate::server::NatsServer;
 pub struct ProcessBackend {
     slot: Slot,
     server: NatsServer,
+    /// Nodes that run another server than `server` (declared versions, upgrades).
+    servers: BTreeMap<String, NatsServer>,
     children: BTreeMap<String, Child>,
     configs: BTreeMap<String, (PathBuf, PathBuf)>,
     /// Link proxies, when the lab's inter-node links are routed through them (network faults).
@@ -41,6 +43,7 @@ impl ProcessBackend {
         Ok(ProcessBackend {
             slot: slot::acquire()?,
             server,
+            servers: BTreeMap::new(),
             children: BTreeMap::new(),
             configs: BTreeMap::new(),
             links: None,
@@ -113,18 +116,19 @@ impl ProcessBackend {
         })?;
         let out = OpenOptions::new().create(true).append(true).open(&log).map_err(Error::io(format!("open {}", log.display())))?;
         let err = out.try_clone().map_err(Error::io("dup log handle"))?;
+        let binary = self.servers.get(node).unwrap_or(&self.server).path.clone();
         let mut cmd = match self.prefix.get(node).and_then(|p| p.split_first()) {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(&self.server.path);
+                c.args(args).arg(&binary);
                 c
             }
-            None => Command::new(&self.server.path),
+            None => Command::new(&binary),
         };
         cmd.arg("-c").arg(&config).stdin(Stdio::null()).stdout(out).stderr(err);
         let child = spawn_guarded(cmd).map_err(|e| Error::NodeStart {
             node: node.to_string(),
-            reason: format!("spawn {}: {e}", self.server.path.display()),
+            reason: format!("spawn {}: {e}", binary.display()),
             log: log.clone(),
             tail: String::new(),
         })?;
@@ -153,6 +157,38 @@ impl ProcessBackend {
             tokio::task::spawn_blocking(move || c.wait()).await.ok();
         }
         Ok(())
+    }
+
+    /// The server a node runs from its next start.
+    pub fn set_server(&mut self, node: &str, server: &NatsServer) {
+        self.servers.insert(node.to_string(), server.clone());
+    }
+
+    /// SIGUSR2 (lame duck: stop accepting, hand clients off, exit), waiting for the exit; SIGKILL after
+    /// `within`. How long the stop took.
+    pub async fn stop_node_gracefully(&mut self, node: &str, within: std::time::Duration) -> Result<std::time::Duration> {
+        let started = std::time::Instant::now();
+        // A server that already exited (one that would not start) is stopped: there is nothing to drain.
+        if !self.children.contains_key(node) || self.node_exit(node).is_some() {
+            self.children.remove(node);
+            return Ok(std::time::Duration::ZERO);
+        }
+        self.signal(node, Signal::SIGUSR2, "stop")?;
+        if let Some(mut c) = self.children.remove(node) {
+            let deadline = started + within;
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if std::time::Instant::now() < deadline => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                    _ => {
+                        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+                        tokio::task::spawn_blocking(move || c.wait()).await.ok();
+                        return Err(Error::Fault { node: node.into(), op: "stop", reason: format!("still running {} s after SIGUSR2 (lame duck): killed", within.as_secs()) });
+                    }
+                }
+            }
+        }
+        Ok(started.elapsed())
     }
 
     pub fn pause_node(&mut self, node: &str) -> Result<()> {
@@ -270,6 +306,15 @@ impl Backend for ProcessBackend {
         Some(self)
     }
 
+    fn upgrade(&mut self) -> Option<&mut dyn super::Upgrade> {
+        Some(self)
+    }
+
+    async fn use_server(&mut self, node: &str, server: &NatsServer) -> Result<()> {
+        self.set_server(node, server);
+        Ok(())
+    }
+
     fn pause(&mut self) -> Option<&mut dyn Pause> {
         Some(self)
     }
@@ -284,6 +329,18 @@ impl Backend for ProcessBackend {
 
     fn guests(&mut self) -> Option<&mut dyn Guests> {
         Some(self)
+    }
+}
+
+#[async_trait]
+impl super::Upgrade for ProcessBackend {
+    async fn stop_gracefully(&mut self, node: &str, within: std::time::Duration) -> Result<std::time::Duration> {
+        self.stop_node_gracefully(node, within).await
+    }
+
+    async fn swap(&mut self, node: &str, server: &NatsServer) -> Result<()> {
+        self.set_server(node, server);
+        Ok(())
     }
 }
 

@@ -62,6 +62,14 @@ fn base(plan: &Plan, node: &NodePlan, tags: Vec<String>) -> Map<String, Value> {
     if let Some(tls) = tls_block(plan, node, plan.topology.security.verify_clients, false) {
         m.insert("tls".into(), tls);
     }
+    if let Some(ld) = &plan.topology.lame_duck {
+        if let Some(d) = &ld.duration {
+            m.insert("lame_duck_duration".into(), json!(d.to_go()));
+        }
+        if let Some(g) = &ld.grace_period {
+            m.insert("lame_duck_grace_period".into(), json!(g.to_go()));
+        }
+    }
     m
 }
 
@@ -198,9 +206,13 @@ fn hub(plan: &Plan, node: &NodePlan) -> Value {
         m.insert("cluster".into(), c);
     }
     let mut leafnodes = json!({ "listen": hostport(&node.addr.bind, node.addr.leaf) });
-    // With proxies, else a leaf learns every hub's real leafnode URL from INFO and dials around the proxy.
-    if plan.proxied() || t.hub.no_advertise {
+    if t.hub.no_advertise {
         leafnodes["no_advertise"] = json!(true);
+    } else if plan.proxied() {
+        // With proxies, else a leaf learns every hub's real leafnode URL from INFO and dials around the
+        // proxy. A dead advertised address, not no_advertise: before 2.15 a hub with no_advertise still
+        // sent its own URL, and a 2.15 hub with it is refused by older leaves (versions::incompatibilities).
+        leafnodes["advertise"] = json!(hostport(&node.addr.host, 1));
     }
     if let Some(tls) = tls_block(plan, node, false, t.security.auth == AuthMode::Mtls) {
         leafnodes["tls"] = tls;

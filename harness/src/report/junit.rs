@@ -32,13 +32,16 @@ pub fn to_junit(report: &RunReport) -> String {
         total.skipped,
         report.wall_ms / 1000.0
     ));
+    // A matrix run names each suite after its version too: a testsuite per topology × version.
+    let matrix = report.versions().len() > 1;
     for run in &report.runs {
+        let topology = if matrix { format!("{}@{}", run.topology, run.server_version) } else { run.topology.clone() };
         if let Some(err) = &run.error {
             x.push_str(&format!(
                 "  <testsuite name=\"{t}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"{:.3}\">\n    <testcase classname=\"natslab.{t}\" name=\"bring the lab up\" time=\"{:.3}\">\n      <error message=\"{m}\">{m}</error>\n    </testcase>\n  </testsuite>\n",
                 run.wall_ms / 1000.0,
                 run.wall_ms / 1000.0,
-                t = esc(&run.topology),
+                t = esc(&topology),
                 m = esc(err)
             ));
             continue;
@@ -48,7 +51,7 @@ pub fn to_junit(report: &RunReport) -> String {
             let time: f64 = checks.iter().map(|c| c.duration.as_secs_f64()).sum();
             x.push_str(&format!(
                 "  <testsuite name=\"{}.{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">\n",
-                esc(&run.topology),
+                esc(&topology),
                 family.name(),
                 counts.total(),
                 counts.violated,

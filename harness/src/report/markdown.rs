@@ -22,14 +22,34 @@ pub fn to_markdown(report: &RunReport) -> String {
         report.wall_ms / 1000.0,
         report.nats_server_version
     ));
-    m.push_str("| topology | backend | family | passed | violated | skipped | harness errors |\n|---|---|---|---:|---:|---:|---:|\n");
+    m.push_str("| topology | nats-server | backend | family | passed | violated | skipped | harness errors |\n|---|---|---|---|---:|---:|---:|---:|\n");
     for run in &report.runs {
         if let Some(e) = &run.error {
-            m.push_str(&format!("| {} | {} | (lab) | 0 | 0 | 0 | 1: {} |\n", run.topology, run.backend, cell(e)));
+            m.push_str(&format!("| {} | {} | {} | (lab) | 0 | 0 | 0 | 1: {} |\n", run.topology, run.server_version, run.backend, cell(e)));
             continue;
         }
         for (f, c) in family_counts(run) {
-            m.push_str(&format!("| {} | {} | {} | {} | {} | {} | {} |\n", run.topology, run.backend, f.name(), c.passed, c.violated, c.skipped, c.harness_error));
+            m.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                run.topology, run.server_version, run.backend, f.name(), c.passed, c.violated, c.skipped, c.harness_error
+            ));
+        }
+    }
+    let versions = report.versions();
+    if versions.len() > 1 {
+        m.push_str("\n## Per version\n\n| nats-server | passed | violated | skipped | harness errors | wall |\n|---|---:|---:|---:|---:|---:|\n");
+        for v in &versions {
+            let runs: Vec<_> = report.runs.iter().filter(|r| &r.server_version == v).collect();
+            let c = super::Counts::of(runs.iter().flat_map(|r| r.checks.iter()));
+            let wall: f64 = runs.iter().map(|r| r.wall_ms).sum::<f64>() / 1000.0;
+            m.push_str(&format!("| {v} | {} | {} | {} | {} | {wall:.1} s |\n", c.passed, c.violated, c.skipped, c.harness_error));
+        }
+        let by = report.timings_by_version();
+        let names: std::collections::BTreeSet<&String> = by.values().flat_map(|t| t.keys()).collect();
+        m.push_str(&format!("\n## Timings by version (median)\n\n| measurement | {} |\n|---|{}\n", versions.join(" | "), "---:|".repeat(versions.len())));
+        for k in names {
+            let cells: Vec<String> = versions.iter().map(|v| by.get(v).and_then(|t| t.get(k)).map_or("—".into(), |s| format!("{:.0} ms", s.median_ms))).collect();
+            m.push_str(&format!("| {} | {} |\n", k.trim_end_matches("_ms"), cells.join(" | ")));
         }
     }
     let ready: Vec<String> = report.runs.iter().filter_map(|r| r.ready_ms.map(|ms| format!("{} {:.0} ms", r.topology, ms))).collect();

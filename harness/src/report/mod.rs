@@ -35,6 +35,8 @@ pub struct TopologyRun {
     pub topology: String,
     pub file: String,
     pub backend: String,
+    /// The nats-server version(s) the lab ran (`2.15.1`, or `2.12.8 + 2.15.1` for a mixed lab).
+    pub server_version: String,
     /// Time to ready (streams provisioned), when the lab came up.
     pub ready_ms: Option<f64>,
     pub wall_ms: f64,
@@ -127,6 +129,29 @@ impl RunReport {
             }
         }
         samples.into_iter().map(|(k, v)| (k, stats(&v))).collect()
+    }
+
+    /// The distinct server versions of the runs, in order of first appearance.
+    pub fn versions(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.runs {
+            if !out.contains(&r.server_version) {
+                out.push(r.server_version.clone());
+            }
+        }
+        out
+    }
+
+    /// As `timings`, per server version (a `--matrix` run's figures side by side).
+    pub fn timings_by_version(&self) -> BTreeMap<String, BTreeMap<String, Stats>> {
+        self.versions()
+            .into_iter()
+            .map(|v| {
+                let runs: Vec<TopologyRun> = self.runs.iter().filter(|r| r.server_version == v).cloned().collect();
+                let sub = RunReport { runs, ..self.clone() };
+                (v, sub.timings())
+            })
+            .collect()
     }
 
     /// Sums of the acknowledged-write checker's counts (`acked_writes_*` metrics).

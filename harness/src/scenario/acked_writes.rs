@@ -114,6 +114,16 @@ impl History {
         }
     }
 
+    /// The longest stretch between acknowledgements within [from, to].
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let mut ats: Vec<Instant> = self.acks.iter().map(|a| a.at).filter(|t| *t >= from && *t <= to).collect();
+        ats.sort();
+        let mut edges = vec![from];
+        edges.extend(ats);
+        edges.push(to);
+        edges.windows(2).map(|w| w[1].saturating_duration_since(w[0])).max().unwrap_or_default()
+    }
+
     /// Whether a message published after `at` has been acknowledged: the stream takes writes again.
     /// (An ack that merely arrives after `at` may be for a message the old leader stored before.)
     pub fn recovered_after(&self, at: Instant) -> bool {
@@ -166,25 +176,55 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
     .await;
 }
 
-/// The checker as a reusable workload: a dedicated R3 stream and a steady publisher, started before some
-/// faults and checked after them (the partition scenarios use it too).
+/// Where a workload writes: its own stream (created, checked, deleted), how many replicas, how long it may
+/// run at most.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub stream: String,
+    pub subject: String,
+    pub replicas: u32,
+    pub max_run: Duration,
+}
+
+impl Target {
+    /// The hub's R3 stream of the failover and network checks.
+    pub fn hub() -> Target {
+        Target { stream: STREAM.into(), subject: SUBJECT.into(), replicas: 3, max_run: MAX_RUN }
+    }
+}
+
+/// The checker as a reusable workload: a dedicated stream and a steady publisher, started before some
+/// faults and checked after them (the partition and upgrade scenarios use it too).
 pub struct Workload {
     admin: async_nats::Client,
     history: Shared,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    target: Target,
 }
 
 impl Workload {
-    /// Creates the stream through `admin_hubs` and publishes through `publish_hubs` (e.g. only a majority).
+    /// Creates the hub's stream through `admin_hubs` and publishes through `publish_hubs` (e.g. only a majority).
     pub async fn start(lab: &Lab, admin_hubs: &[String], publish_hubs: &[String], account: &str) -> Result<Workload, String> {
-        let admin = connect_cluster(lab, admin_hubs, account, "natslab-jepsen-admin").await?;
-        create_stream(&admin).await.map_err(|e| format!("create {STREAM}: {e}"))?;
-        let publisher = connect_cluster(lab, publish_hubs, account, "natslab-jepsen-publisher").await?;
+        Workload::start_on(lab, Target::hub(), admin_hubs, publish_hubs, account).await
+    }
+
+    /// A workload on `target`, created through `admin_nodes`, published through `publish_nodes` (hubs, or
+    /// one leaf for a leaf's own stream).
+    pub async fn start_on(lab: &Lab, target: Target, admin_nodes: &[String], publish_nodes: &[String], account: &str) -> Result<Workload, String> {
+        let admin = connect_cluster(lab, admin_nodes, account, "natslab-jepsen-admin").await?;
+        create_stream(&admin, &target).await.map_err(|e| format!("create {}: {e}", target.stream))?;
+        let publisher = connect_cluster(lab, publish_nodes, account, "natslab-jepsen-publisher").await?;
         let history: Shared = Arc::default();
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(publish(publisher, history.clone(), stopped));
-        Ok(Workload { admin, history, stop, task })
+        let task = tokio::spawn(publish(publisher, history.clone(), stopped, target.clone()));
+        Ok(Workload { admin, history, stop, task, target })
+    }
+
+    /// The longest stretch without an acknowledgement between `from` and `to` (an upgrade step's
+    /// unavailability): from one ack to the next, clipped to the window.
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        with(&self.history, |h| h.longest_gap(from, to))
     }
 
     /// Waits until a publish sent after `at` is acknowledged; the gap in acks around `at` if so.
@@ -196,16 +236,17 @@ impl Workload {
     }
 
     pub async fn stream_leader(&self) -> Result<String, String> {
-        stream_leader(&self.admin).await
+        stream_leader(&self.admin, &self.target.stream).await
     }
 
     /// Stops publishing, reads the stream back, deletes it; the counts.
     pub async fn finish(self) -> Result<Tally, String> {
+        let stream = self.target.stream.clone();
         let _ = self.stop.send(true);
         self.task.await.map_err(|_| "the publisher task failed".to_string())?;
-        read_back(&self.admin, &self.history).await.map_err(|e| format!("read back {STREAM}: {e}"))?;
+        read_back(&self.admin, &self.history, &stream).await.map_err(|e| format!("read back {stream}: {e}"))?;
         let counts = with(&self.history, |h| h.counts());
-        let _ = api(&self.admin, JS_API, &format!("STREAM.DELETE.{STREAM}"), &json!({})).await;
+        let _ = api(&self.admin, JS_API, &format!("STREAM.DELETE.{stream}"), &json!({})).await;
         Ok(counts)
     }
 }
@@ -226,7 +267,7 @@ async fn check(lab: &mut Lab, declared: &Topology, p: &mut Pending) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Error(e),
     };
-    if let Err(e) = create_stream(&admin).await {
+    if let Err(e) = create_stream(&admin, &Target::hub()).await {
         return Outcome::Error(format!("create {STREAM}: {e}"));
     }
     let publisher = match connect_cluster(lab, &hubs, &account, "natslab-jepsen-publisher").await {
@@ -235,7 +276,7 @@ async fn check(lab: &mut Lab, declared: &Topology, p: &mut Pending) -> Outcome {
     };
     let history: Shared = Arc::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(publish(publisher, history.clone(), stopped));
+    let task = tokio::spawn(publish(publisher, history.clone(), stopped, Target::hub()));
 
     let mut log = Vec::new();
     let bound = declared.expect_for(None).leader_recovery_within.map(|d| d.get());
@@ -250,7 +291,7 @@ async fn check(lab: &mut Lab, declared: &Topology, p: &mut Pending) -> Outcome {
         Ok(_) => nemesis,
         Err(e) => nemesis.worse(Outcome::Error(e.to_string())),
     };
-    if let Err(e) = read_back(&admin, &history).await {
+    if let Err(e) = read_back(&admin, &history, STREAM).await {
         return nemesis.worse(Outcome::Error(format!("read back {STREAM}: {e}")));
     }
     let counts = with(&history, |h| h.counts());
@@ -304,7 +345,7 @@ async fn nemesis(
     p.metric_duration("rolling_restart_ms", t.elapsed());
     log.push(format!("rolling restart of {} hubs took {} ms", hubs.len(), t.elapsed().as_millis()));
 
-    let leader = stream_leader(admin).await.map_err(Outcome::Error)?;
+    let leader = stream_leader(admin, STREAM).await.map_err(Outcome::Error)?;
     let gap = kill_leader(lab, admin, hubs, history, &leader).await?;
     let first_gap = gap;
     p.metric_duration("unavailable_ms", gap);
@@ -312,7 +353,7 @@ async fn nemesis(
 
     // Whether the meta leader also leads the stream decides whether publishes stall (AUDIT §3): say which.
     let meta = meta_leader(lab, hubs).await.map_err(Outcome::Error)?;
-    let leader = stream_leader(admin).await.map_err(Outcome::Error)?;
+    let leader = stream_leader(admin, STREAM).await.map_err(Outcome::Error)?;
     let gap = kill_leader(lab, admin, hubs, history, &meta).await?;
     p.metric_duration("meta_unavailable_ms", gap);
     let role = if meta == leader { "meta leader, also the stream leader," } else { "meta leader (not the stream leader)" };
@@ -381,9 +422,9 @@ fn replicas_current(info: &Value, replicas: usize) -> Result<(), String> {
     Ok(())
 }
 
-async fn stream_leader(admin: &async_nats::Client) -> Result<String, String> {
-    let info = api(admin, JS_API, &format!("STREAM.INFO.{STREAM}"), &json!({})).await?;
-    info.pointer("/cluster/leader").and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from).ok_or_else(|| format!("{STREAM} has no leader"))
+async fn stream_leader(admin: &async_nats::Client, stream: &str) -> Result<String, String> {
+    let info = api(admin, JS_API, &format!("STREAM.INFO.{stream}"), &json!({})).await?;
+    info.pointer("/cluster/leader").and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from).ok_or_else(|| format!("{stream} has no leader"))
 }
 
 async fn meta_leader(lab: &Lab, hubs: &[String]) -> Result<String, String> {
@@ -423,20 +464,21 @@ async fn connect_cluster(lab: &Lab, hubs: &[String], account: &str, name: &str) 
     options.name(name).connect(urls.clone()).await.map_err(|e| format!("connect to {} as {user}: {e}", urls.join(",")))
 }
 
-async fn create_stream(admin: &async_nats::Client) -> Result<(), String> {
+async fn create_stream(admin: &async_nats::Client, target: &Target) -> Result<(), String> {
+    let stream = &target.stream;
     // A leftover from an earlier run in the same lab would read back as "unexpected".
-    let _ = api(admin, JS_API, &format!("STREAM.DELETE.{STREAM}"), &json!({})).await;
+    let _ = api(admin, JS_API, &format!("STREAM.DELETE.{stream}"), &json!({})).await;
     let config = json!({
-        "name": STREAM,
-        "subjects": ["natslab.jepsen.>"],
+        "name": stream,
+        "subjects": [target.subject],
         "retention": "limits",
         "storage": "file",
-        "num_replicas": 3,
+        "num_replicas": target.replicas,
         "duplicate_window": Duration::from_secs(120).as_nanos() as u64,
     });
     let deadline = Instant::now() + READY;
     loop {
-        match api(admin, JS_API, &format!("STREAM.CREATE.{STREAM}"), &config).await {
+        match api(admin, JS_API, &format!("STREAM.CREATE.{stream}"), &config).await {
             Ok(_) => return Ok(()),
             // A cluster that has just settled may not know all its peers yet.
             Err(e) if Instant::now() < deadline && (e.contains("insufficient resources") || e.contains("no suitable peers") || e.contains("timed out")) => {
@@ -455,7 +497,7 @@ async fn delete_stream(lab: &Lab, declared: &Topology) -> Result<(), String> {
 
 /// The publisher: one new id per tick, many in flight, until told to stop (then for `GRACE` more, and until
 /// a fresh publish is acknowledged), or its own bounds are reached.
-async fn publish(client: async_nats::Client, history: Shared, stop: tokio::sync::watch::Receiver<bool>) {
+async fn publish(client: async_nats::Client, history: Shared, stop: tokio::sync::watch::Receiver<bool>, target: Target) {
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     let mut tick = tokio::time::interval(TICK);
@@ -470,13 +512,13 @@ async fn publish(client: async_nats::Client, history: Shared, stop: tokio::sync:
             Some(s) => s.elapsed() >= GRACE && (with(&history, |h| h.recovered_after(s)) || s.elapsed() >= LAST_CHANCE),
             None => false,
         };
-        if done || next > MAX_MESSAGES || started.elapsed() > MAX_RUN {
+        if done || next > MAX_MESSAGES * (target.max_run.as_secs() / MAX_RUN.as_secs()).max(1) || started.elapsed() > target.max_run {
             break;
         }
         tokio::select! {
             _ = tick.tick(), if in_flight.len() < IN_FLIGHT => {
                 with(&history, |h| h.published(next));
-                in_flight.push(publish_one(client.clone(), next));
+                in_flight.push(publish_one(client.clone(), target.subject.clone(), next));
                 next += 1;
             }
             Some(r) = in_flight.next(), if !in_flight.is_empty() => record(&history, r),
@@ -496,11 +538,11 @@ fn record(history: &Shared, (id, sent, acked): Sent) {
 }
 
 /// Publishes one id and waits for its PubAck; `None` when it failed or timed out (indeterminate).
-async fn publish_one(client: async_nats::Client, id: u64) -> Sent {
+async fn publish_one(client: async_nats::Client, subject: String, id: u64) -> Sent {
     let sent = Instant::now();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id.to_string().as_str());
-    let answer = tokio::time::timeout(ACK_TIMEOUT, client.request_with_headers(SUBJECT, headers, id.to_string().into())).await;
+    let answer = tokio::time::timeout(ACK_TIMEOUT, client.request_with_headers(subject, headers, id.to_string().into())).await;
     let acked = match answer {
         Ok(Ok(m)) if is_stored(&m.payload) => Some(Instant::now()),
         _ => None,
@@ -510,11 +552,11 @@ async fn publish_one(client: async_nats::Client, id: u64) -> Sent {
 
 
 /// Reads the whole stream with an ephemeral push consumer and records every stored payload.
-async fn read_back(admin: &async_nats::Client, history: &Shared) -> Result<(), String> {
+async fn read_back(admin: &async_nats::Client, history: &Shared, stream: &str) -> Result<(), String> {
     let inbox = admin.new_inbox();
     let mut sub = admin.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
     let config = json!({
-        "stream_name": STREAM,
+        "stream_name": stream,
         "config": {
             "deliver_subject": inbox,
             "ack_policy": "none",
@@ -525,10 +567,10 @@ async fn read_back(admin: &async_nats::Client, history: &Shared) -> Result<(), S
             "inactive_threshold": Duration::from_secs(30).as_nanos() as u64,
         }
     });
-    api(admin, JS_API, &format!("CONSUMER.CREATE.{STREAM}"), &config).await?;
+    api(admin, JS_API, &format!("CONSUMER.CREATE.{stream}"), &config).await?;
     // Read what the stream says it holds; ask again in case it held more by the time we got there.
     loop {
-        let info = api(admin, JS_API, &format!("STREAM.INFO.{STREAM}"), &json!({})).await?;
+        let info = api(admin, JS_API, &format!("STREAM.INFO.{stream}"), &json!({})).await?;
         let total = info.pointer("/state/messages").and_then(Value::as_u64).unwrap_or(0) as usize;
         if with(history, |h| h.read_count()) >= total {
             return Ok(());

@@ -23,11 +23,17 @@ pub enum Family {
     Jetstream,
     /// Partitions, half-open links (the lab's links must be faultable: proxies or kernel tools).
     Network,
+    /// A rolling upgrade to another nats-server version and the rollback, under load. Only when asked for.
+    Upgrade,
 }
 
 impl Family {
     /// Every family, in the order a run takes them: reading first, disruption last.
-    pub const ALL: [Family; 7] = [Family::Health, Family::State, Family::Mapping, Family::Security, Family::Jetstream, Family::Failover, Family::Network];
+    pub const ALL: [Family; 8] =
+        [Family::Health, Family::State, Family::Mapping, Family::Security, Family::Jetstream, Family::Failover, Family::Network, Family::Upgrade];
+
+    /// What a run takes when no family is named: all but the upgrade, which needs a version to go to.
+    pub const DEFAULT: [Family; 7] = [Family::Health, Family::State, Family::Mapping, Family::Security, Family::Jetstream, Family::Failover, Family::Network];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +44,7 @@ impl Family {
             Family::Security => "security",
             Family::Jetstream => "jetstream",
             Family::Network => "network",
+            Family::Upgrade => "upgrade",
         }
     }
 
@@ -51,6 +58,7 @@ impl Family {
             Family::Jetstream => "streams and consumers as declared; domains, sourcing, durability",
             Family::Failover => "leaves move between hubs when a hub dies or hangs; acknowledged writes survive",
             Family::Network => "partitions, half-open links and WAN latency",
+            Family::Upgrade => "a rolling upgrade to --upgrade-to and the rollback, under load (only when named)",
         }
     }
 }

@@ -749,7 +749,7 @@ async fn power_loss_check(ctx: &mut Ctx<'_, '_>, l: &Leaf) {
         format!("with sync_interval: always, all {DURABLE} acknowledged messages in {} survive a power cut of {}", t.stream, l.name)
     } else {
         format!(
-            "{DURABLE} acknowledged messages in {}; after a power cut of {} the stream is readable again; how many were lost is              measured (sync_interval {}: acknowledged but unsynced writes may be lost, as NATS documents)",
+            "{DURABLE} acknowledged messages in {}; after a power cut of {} the stream is readable again; how many were lost is measured (sync_interval {}: acknowledged but unsynced writes may be lost, as NATS documents)",
             t.stream,
             l.name,
             l.jetstream.as_ref().and_then(|j| j.sync_interval.as_ref()).map_or("2m (default)".into(), |s| s.to_string())

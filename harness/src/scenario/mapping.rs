@@ -228,7 +228,7 @@ async fn export(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
     ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| export_probe(lab, link, f).await).await;
 }
 
-async fn export_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Concluded {
+pub(super) async fn export_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Concluded {
     let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
     let tok = token();
     let subject = example(&f.subject, &tok);
@@ -288,7 +288,7 @@ async fn import(ctx: &mut Ctx<'_, '_>, link: &Link<'_>, f: &Flow) {
     ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| import_probe(lab, link, f).await).await;
 }
 
-async fn import_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Concluded {
+pub(super) async fn import_probe(lab: &Lab, link: &Link<'_>, f: &Flow) -> Concluded {
     let hub = attached_hub(lab, &link.leaf.name, &link.account).await?;
     let tok = token();
     let subject = example(&f.subject, &tok);

@@ -15,6 +15,7 @@ pub mod probes;
 pub mod security;
 pub mod state;
 pub mod streams;
+pub mod upgrade;
 
 pub use check::{Check, Concluded, Family, Observer, Outcome, Pending, Recorder, Silent, Spec, Verdict};
 
@@ -79,6 +80,7 @@ pub async fn run(ctx: &mut Ctx<'_, '_>, families: &[Family]) {
             Family::Jetstream => jetstream::run(ctx).await,
             Family::Failover => failover::run(ctx).await,
             Family::Network => network::run(ctx).await,
+            Family::Upgrade => upgrade::run(ctx).await,
         }
         // A family that broke off mid-check must not leave faults to the next one.
         if let Err(e) = ctx.lab.undo_all().await {

@@ -214,6 +214,36 @@ async fn user(ctx: &mut Ctx<'_, '_>, who: &Who) {
     }
 }
 
+/// Each declared user's rules still hold, one allow and one deny of each direction, probed as the
+/// permission checks do: the problems, as text. For a lab in transition (an upgrade step).
+pub(super) async fn rules_still_hold(lab: &Lab, t: &Topology) -> Vec<String> {
+    let mut bad = Vec::new();
+    for who in declared_users(t) {
+        for op in [Op::Publish, Op::Subscribe] {
+            let Some(rule) = op.rule(who.perms.as_ref()) else { continue };
+            let tok = token();
+            let mut probes = Vec::new();
+            if let Some(p) = rule.allow.first() {
+                let s = example(p, &tok);
+                if permitted(Some(rule), &s) {
+                    probes.push((true, s));
+                }
+            }
+            if let Some(p) = rule.deny.first() {
+                probes.push((false, example(p, &tok)));
+            }
+            for (allow, subject) in probes {
+                let r = if allow { allowed(lab, &who, op, &subject, &tok).await } else { refused(lab, &who, op, &subject, &tok).await };
+                match r.unwrap_or_else(|o| o) {
+                    Outcome::Pass(_) | Outcome::Skipped(_) => {}
+                    other => bad.push(format!("{} {} {subject}: {}", who.label(), op.name(), other.text())),
+                }
+            }
+        }
+    }
+    bad
+}
+
 enum Probe {
     Allowed(String),
     Refused(String),

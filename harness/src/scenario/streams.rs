@@ -127,6 +127,28 @@ pub(super) async fn client_for_avoiding(lab: &Lab, p: &Placed<'_>, avoid: &str) 
     }
 }
 
+/// How the live stream and its consumers differ from their declaration (`provision::stream_drift`,
+/// `consumer_drift`), as text; a missing stream or consumer is one such difference.
+pub(super) async fn drift_of(lab: &Lab, p: &Placed<'_>) -> Result<Vec<String>, Outcome> {
+    use crate::probe::js;
+    let c = client_for(lab, p).await?;
+    let mut out = Vec::new();
+    match js::stream_info(&c, js::API, &p.stream.name).await {
+        Ok(info) => out.extend(crate::provision::stream_drift(p.stream, &info["config"]).into_iter().map(|d| format!("{}: {d}", p.label()))),
+        Err(e) => {
+            out.push(format!("{}: {e}", p.label()));
+            return Ok(out);
+        }
+    }
+    for cons in &p.stream.consumers {
+        match js::consumer_info(&c, js::API, &p.stream.name, &cons.name).await {
+            Ok(info) => out.extend(crate::provision::consumer_drift(cons, &info["config"]).into_iter().map(|d| format!("{}/{}: {d}", p.label(), cons.name))),
+            Err(e) => out.push(format!("{}/{}: {e}", p.label(), cons.name)),
+        }
+    }
+    Ok(out)
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Subjects for probe messages
 

@@ -8,6 +8,7 @@ mod problem;
 pub mod subject;
 mod units;
 mod validate;
+pub mod versions;
 
 pub use load::{load_file, parse_str, TopologyError};
 pub use problem::Problem;

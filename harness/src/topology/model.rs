@@ -19,9 +19,29 @@ pub struct Topology {
     pub hub: Hub,
     #[serde(default)]
     pub leaves: Vec<Leaf>,
+    /// The nats-server version every node runs unless it says otherwise (`2.12.8`); default: the server
+    /// natslab finds or installs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// How nodes stop when asked to (SIGUSR2 / `systemctl stop`): lame-duck timings for every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lame_duck: Option<LameDuck>,
     /// Service levels the run must meet; without one, the timing is a measurement only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Expect>,
+}
+
+/// Lame-duck mode: a stopping server closes its listener, hands off its raft leaderships, waits
+/// `grace_period`, then closes its clients spread over `duration` (at most one a second).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LameDuck {
+    /// `lame_duck_duration` (nats-server: at least 30s; default 2m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+    /// `lame_duck_grace_period` (default 10s; must be below `duration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<Duration>,
 }
 
 /// Service levels an operator states, as upper bounds on what the checks measure. Each applies to every
@@ -138,12 +158,18 @@ pub struct HubNode {
     pub name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// This node's nats-server version, over the topology's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Leaf {
     pub name: String,
+    /// This leaf's nats-server version, over the topology's (leaves often lag behind their hubs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
     /// Informational; becomes a server tag `region:<value>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -354,6 +380,12 @@ pub struct Stream {
     /// Server-side compression of stored messages (`s2`), the real form of the guide's `jetstream.compression`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<StreamCompression>,
+    /// `allow_msg_ttl`: messages may carry their own TTL (`Nats-TTL`). nats-server 2.11 and newer.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_msg_ttl: bool,
+    /// `allow_msg_counter`: a counter stream (`Nats-Incr`). nats-server 2.12 and newer.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_msg_counter: bool,
     /// Other streams this one copies from, possibly in another JetStream domain (store-and-forward).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<Source>,
@@ -529,4 +561,8 @@ impl Flow {
             None => self.subject.clone(),
         }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

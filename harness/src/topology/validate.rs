@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::problem::Problem;
 use super::model::*;
 use super::subject;
+use super::units::go_duration;
 
 /// The prefix of the harness's own user in every account (`natslab-<ACCOUNT>`, see `plan::probe_user`).
 const PROBE_PREFIX: &str = "natslab-";
@@ -308,6 +309,19 @@ pub fn validate(t: &Topology) -> Vec<Problem> {
         }
     }
 
+    check_versions(&mut c, t);
+    if let Some(ld) = &t.lame_duck {
+        let d = ld.duration.as_ref().map(|d| d.get()).unwrap_or(std::time::Duration::from_secs(120));
+        if d < std::time::Duration::from_secs(30) {
+            c.err("lame_duck.duration", format!("lame_duck_duration {} is below nats-server's minimum", go_duration(d)), "use 30s or more");
+        }
+        if let Some(g) = &ld.grace_period {
+            if g.get() >= d || g.get().is_zero() {
+                c.err("lame_duck.grace_period", format!("grace period {g} must be above zero and below the duration ({})", go_duration(d)), "e.g. grace_period: 1s");
+            }
+        }
+    }
+
     // Node names are global: they are host names, directory names and context prefixes.
     let mut nodes: BTreeMap<&str, String> = BTreeMap::new();
     if t.hub.nodes.is_empty() {
@@ -591,4 +605,32 @@ fn hub_stream_accounts_first<'a>(declared: &[&'a str], all: &[&'a str]) -> Vec<&
     let mut v: Vec<&str> = declared.to_vec();
     v.extend(all.iter().filter(|a| !declared.contains(a)));
     v
+}
+
+/// Declared versions are versions, and every node's declared version has every option the node uses.
+fn check_versions(c: &mut Checker, t: &Topology) {
+    use super::versions::{declared_version, incompatibilities, missing, Version};
+    for i in incompatibilities(t, &super::versions::declared(t)) {
+        c.err(i.path, i.message, i.fix);
+    }
+    let mut keys: Vec<(String, &str)> = t.server_version.iter().map(|v| ("server_version".to_string(), v.as_str())).collect();
+    keys.extend(t.hub.nodes.iter().enumerate().filter_map(|(i, n)| Some((format!("hub.nodes[{i}].server_version"), n.server_version.as_deref()?))));
+    keys.extend(t.leaves.iter().enumerate().filter_map(|(i, l)| Some((format!("leaves[{i}].server_version"), l.server_version.as_deref()?))));
+    for (path, v) in &keys {
+        if let Err(e) = v.parse::<Version>() {
+            c.err(path.clone(), e, "`natslab versions` lists the versions that can be had");
+        }
+    }
+    let nodes = t.hub.nodes.iter().map(|n| n.name.as_str()).chain(t.leaves.iter().map(|l| l.name.as_str()));
+    for node in nodes {
+        let Some((v, at)) = declared_version(t, node) else { continue };
+        let Ok(version) = v.parse::<Version>() else { continue };
+        for f in missing(t, node, version) {
+            c.err(
+                f.path.clone(),
+                format!("{} needs nats-server {} or newer, and node {node} runs {version} ({at})", f.option, f.since),
+                format!("raise {at} to {} or newer, or drop the option", f.since),
+            );
+        }
+    }
 }

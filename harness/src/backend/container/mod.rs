@@ -162,6 +162,8 @@ struct Run {
 pub struct ContainerBackend {
     engine: Engine,
     image: String,
+    /// Nodes that run another image than `image`: one image per nats-server version.
+    images: BTreeMap<String, String>,
     slot: Slot,
     run: Option<Run>,
     nodes: BTreeMap<String, Node>,
@@ -182,7 +184,7 @@ impl ContainerBackend {
         let slot = slot::acquire()?;
         // A lab that died holding this slot may have left containers on its ports.
         cleanup::remove_dead(&engine.docker, &format!("{LABEL_SLOT}={}", slot.index)).await;
-        Ok(ContainerBackend { engine, image, slot, run: None, nodes: BTreeMap::new(), links: None, link_specs: Vec::new(), guests: BTreeMap::new(), run_dir: None })
+        Ok(ContainerBackend { engine, image, images: BTreeMap::new(), slot, run: None, nodes: BTreeMap::new(), links: None, link_specs: Vec::new(), guests: BTreeMap::new(), run_dir: None })
     }
 
     pub fn image(&self) -> &str {
@@ -342,7 +344,7 @@ impl ContainerBackend {
         let mut labels = self.labels(&plan.run_id);
         labels.insert(LABEL_NODE.into(), node.into());
         ContainerCreateBody {
-            image: Some(self.image.clone()),
+            image: Some(self.images.get(node).unwrap_or(&self.image).clone()),
             cmd: Some(vec!["-c".into(), format!("{}/nats.conf", plan.layout.node_dir(node))]),
             hostname: Some(node.into()),
             labels: Some(labels),
@@ -587,6 +589,17 @@ impl Backend for ContainerBackend {
 
     async fn prepare(&mut self, plan: &Plan) -> Result<()> {
         self.prepare_run(plan).await
+    }
+
+    /// A node on another version gets the image built from that binary (before `prepare`: a container's
+    /// image is fixed when it is created).
+    async fn use_server(&mut self, node: &str, server: &NatsServer) -> Result<()> {
+        if self.run.is_some() {
+            return Err(Error::Backend { backend: "container", reason: format!("{node}'s container exists: its image cannot change (upgrades need the process or netns backend)") });
+        }
+        let image = image::ensure_image(&self.engine, server, None).await?;
+        self.images.insert(node.to_string(), image);
+        Ok(())
     }
 
     async fn start(&mut self, node: &str) -> Result<()> {

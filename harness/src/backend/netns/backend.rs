@@ -283,6 +283,20 @@ impl Backend for NetnsBackend {
         self.procs.as_mut().map(|p| p as &mut dyn Kill)
     }
 
+    fn upgrade(&mut self) -> Option<&mut dyn crate::backend::Upgrade> {
+        self.procs.as_mut().map(|p| p as &mut dyn crate::backend::Upgrade)
+    }
+
+    async fn use_server(&mut self, node: &str, server: &NatsServer) -> Result<()> {
+        match self.procs.as_mut() {
+            Some(p) => {
+                p.set_server(node, server);
+                Ok(())
+            }
+            None => Err(Error::Backend { backend: "netns", reason: "the lab is gone".into() }),
+        }
+    }
+
     fn pause(&mut self) -> Option<&mut dyn Pause> {
         self.procs.as_mut().map(|p| p as &mut dyn Pause)
     }
