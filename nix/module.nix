@@ -42,6 +42,16 @@ in
         them from the rendered directory through the Nix store, which is world-readable: for test VMs only.
       '';
     };
+    natsPackages = lib.mkOption {
+      type = lib.types.attrsOf lib.types.package;
+      default = { ${pkgs.nats-server.version} = pkgs.nats-server; };
+      defaultText = lib.literalExpression ''{ ''${pkgs.nats-server.version} = pkgs.nats-server; }'';
+      description = ''
+        nats-server builds by version. A node whose topology declares `server_version` runs the build of
+        that version from here (evaluation stops, naming the node and version, where there is none); other
+        nodes run services.nats.package.
+      '';
+    };
     package = lib.mkOption {
       type = lib.types.nullOr lib.types.package;
       default = null;
@@ -71,7 +81,7 @@ in
   };
 
   config = lib.mkIf cfg.enable (lib.mkMerge [
-    (wiring.nodeConfig t cfg.node { secrets = cfg.secretsDir; })
+    (wiring.nodeConfig t cfg.node { secrets = cfg.secretsDir; inherit (cfg) natsPackages; })
     {
       systemd.services.nats.serviceConfig = {
         RuntimeDirectory = "natslab-nats";

@@ -79,10 +79,14 @@ rec {
       (node t name).inline_secrets);
 
   # The NixOS configuration of the host that runs node `name` (the real services.nats module).
-  nodeConfig = t: name: { secrets ? null }:
+  #
+  # `natsPackages`: nats-server builds by version, for nodes whose topology declares a `server_version`
+  # (mixed versions, an upgrade rehearsed); a declared version without a build stops the evaluation with
+  # the node, the version and the option to set.
+  nodeConfig = t: name: { secrets ? null, natsPackages ? { } }:
     let n = node t name; in
     {
-      services.nats = {
+      services.nats = packageFor n natsPackages // {
         enable = true;
         serverName = name;
         port = builtins.head n.ports;
@@ -94,6 +98,16 @@ rec {
       networking.firewall.allowedTCPPorts = n.ports;
       environment.etc = if secrets == null then secretFiles t "nats" else { };
     };
+
+  # `{ package = …; }` where the node declares a version, else `{ }` (the module's default package).
+  packageFor = n: natsPackages:
+    let v = n.server_version or null; in
+    if v == null then { }
+    else if natsPackages ? ${v} then { package = natsPackages.${v}; }
+    else throw "natslab: node ${n.name} declares nats-server ${v} (server_version), and no build of it was given: set services.natslab-node.natsPackages.\"${v}\" (have: ${builtins.concatStringsSep ", " (builtins.attrNames natsPackages)})";
+
+  # Whether every version the topology declares has a build in `natsPackages`.
+  buildable = t: natsPackages: builtins.all (n: (n.server_version or null) == null || natsPackages ? ${n.server_version}) t.nodes;
 
   # The machines whose provisioning unit creates the declared streams: the first hub, leaves with streams.
   provisioners = t: builtins.filter (n: n.provisions) t.nodes;

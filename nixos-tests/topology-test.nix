@@ -1,7 +1,7 @@
 # One NixOS VM test for one topology: a VM per hub and leaf running the real services.nats module with the
 # settings natslab rendered for it (each host provisioning its own streams), plus a `lab` VM that checks them
 # through the attached backend.
-{ pkgs, natslab, name, rendered }:
+{ pkgs, natslab, name, rendered, natsPackages ? { } }:
 let
   lib' = import ./lib.nix;
   t = lib'.load rendered;
@@ -18,6 +18,7 @@ pkgs.testers.runNixOSTest {
       value = {
         imports = [ ../nix/module.nix ];
         services.natslab-node = { enable = true; inherit rendered; node = n.name; package = natslab; };
+        services.natslab-node.natsPackages = natsPackages;
         virtualisation.memorySize = 768;
       };
     })

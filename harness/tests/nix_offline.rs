@@ -136,14 +136,16 @@ fn pure_nix_wiring_agrees_with_the_harness() {
             let got: Value = serde_json::from_str(&filled).unwrap();
             assert_eq!(got, expected, "{name}/{}: the NixOS wiring disagrees with the harness", node.name);
             // The VM's config: module options, firewall, every secret delivered read-only to nats.
-            let expr = format!(r#"let l = import ./lib.nix; in l.nodeConfig (l.load ./rendered/{name}) "{}" {{ }}"#, node.name);
+            // A stand-in build of each declared version (the package choice has its own test below).
+            let builds = format!(r#"builtins.listToAttrs (map (n: {{ name = n.server_version; value = "/builds/${{n.server_version}}"; }}) (builtins.filter (n: n.server_version != null) (l.load ./rendered/{name}).nodes))"#);
+            let expr = format!(r#"let l = import ./lib.nix; in l.nodeConfig (l.load ./rendered/{name}) "{}" {{ natsPackages = {builds}; }}"#, node.name);
             let cfg = nix_eval(&nix, &expr);
             assert_eq!(cfg["services"]["nats"]["serverName"], node.name.as_str());
             assert_eq!(cfg["networking"]["firewall"]["allowedTCPPorts"], serde_json::json!([4222, 6222, 7422, 8222]));
             let etc = cfg["environment"]["etc"].as_object().unwrap();
             assert!(etc.values().all(|e| e["mode"] == "0400" && e["user"] == "nats"));
             // With a runtime secrets directory nothing comes from the store, and every path points there.
-            let expr = format!(r#"let l = import ./lib.nix; in l.nodeConfig (l.load ./rendered/{name}) "{}" {{ secrets = "/run/secrets/natslab"; }}"#, node.name);
+            let expr = format!(r#"let l = import ./lib.nix; in l.nodeConfig (l.load ./rendered/{name}) "{}" {{ secrets = "/run/secrets/natslab"; natsPackages = {builds}; }}"#, node.name);
             let cfg = nix_eval(&nix, &expr);
             assert_eq!(cfg["environment"]["etc"], serde_json::json!({}), "{name}/{}", node.name);
             let text = cfg["services"]["nats"]["settings"].to_string();
@@ -234,8 +236,17 @@ fn flake_check_passes_with_the_stub_nixpkgs() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let names: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
     for t in topology_names() {
-        assert!(names.contains(&format!("vm-{t}")), "no VM test for {t}: {names:?}");
+        // A topology declaring nats-server versions has a VM test only where builds of them are given
+        // (the stub, like nixpkgs, has one nats-server), and the evaluation says which it left out.
+        let manifest: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("nixos-tests/rendered").join(&t).join("nodes.json")).unwrap()).unwrap();
+        if manifest["nodes"].as_array().unwrap().iter().any(|n| n["server_version"].is_string()) {
+            assert!(!names.contains(&format!("vm-{t}")), "{t} declares versions the stub has no build of: {names:?}");
+            assert!(said.contains(&format!("no VM test for {t}")), "the evaluation names {t} as left out:\n{said}");
+        } else {
+            assert!(names.contains(&format!("vm-{t}")), "no VM test for {t}: {names:?}");
+        }
     }
     assert!(names.contains(&"natslab".to_string()));
 }
@@ -286,4 +297,23 @@ fn deadnix_finds_nothing_unused() {
     let Some(deadnix) = tool("deadnix") else { return };
     let out = Command::new(&deadnix).arg("--fail").arg(repo().join("flake.nix")).arg(repo().join("nix")).arg(repo().join("nixos-tests")).output().unwrap();
     assert!(out.status.success(), "deadnix:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A node declaring a nats-server version runs the build of it from natsPackages; without one the
+/// evaluation stops naming the node, the version and the option to set.
+#[test]
+fn a_declared_version_picks_its_build_or_says_which_is_missing() {
+    let Some(nix) = tool("nix-instantiate") else { return };
+    let picked = nix_eval(&nix, r#"let l = import ./lib.nix; in (l.nodeConfig (l.load ./rendered/mixed-versions) "edge-old" { natsPackages = { "2.11.11" = "/builds/2.11.11"; }; }).services.nats.package"#);
+    assert_eq!(picked, "/builds/2.11.11");
+    let hub = nix_eval(&nix, r#"let l = import ./lib.nix; in (l.nodeConfig (l.load ./rendered/mixed-versions) "hub-1" { }).services.nats ? package"#);
+    assert_eq!(hub, false, "a node without a declared version keeps the module's package");
+    let out = Command::new(&nix)
+        .current_dir(repo().join("nixos-tests"))
+        .args(["--eval", "--strict", "--json", "-E", r#"let l = import ./lib.nix; in (l.nodeConfig (l.load ./rendered/mixed-versions) "edge-mid" { }).services.nats.package"#])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("node edge-mid declares nats-server 2.12.8") && err.contains("natsPackages"), "{err}");
 }

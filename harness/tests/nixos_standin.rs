@@ -50,6 +50,7 @@ fn leftovers(id: &str) -> Vec<String> {
 #[case::failover("failover")]
 #[case::jetstream_domains("jetstream-domains")]
 #[case::leaf_peers("leaf-peers")]
+#[case::mixed_versions("mixed-versions")]
 #[case::mtls("mtls")]
 #[case::operator_jwt("operator-jwt")]
 #[case::subject_mapping("subject-mapping")]
@@ -61,6 +62,17 @@ fn generated_test_script_passes_under_the_driver_stand_in(#[case] name: &str) {
         return;
     }
     let server = natslab::server::find_or_install(&mut |m| eprintln!("{m}")).unwrap();
+    // The builds natsPackages would hold: one per version the topology declares (the cache's layout is a
+    // package's, `DIR/bin/nats-server`).
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo().join("nixos-tests/rendered").join(name).join("nodes.json")).unwrap()).unwrap();
+    let mut packages = Vec::new();
+    for v in manifest["nodes"].as_array().unwrap().iter().filter_map(|n| n["server_version"].as_str()) {
+        let s = natslab::server::exact(v.parse().unwrap(), &mut |m| eprintln!("{m}")).unwrap();
+        let dir = s.path.parent().and_then(|b| b.parent()).unwrap().display().to_string();
+        if !packages.contains(&format!("{v}={dir}")) {
+            packages.push(format!("{v}={dir}"));
+        }
+    }
     let out = tempfile::tempdir().unwrap();
     // Unique per case and process: the stand-in names its namespaces and links after it.
     let id = format!("{}{}", std::process::id() % 1000, name.len() + name.bytes().map(usize::from).sum::<usize>() % 97);
@@ -75,6 +87,7 @@ fn generated_test_script_passes_under_the_driver_stand_in(#[case] name: &str) {
         .arg("--out")
         .arg(out.path())
         .args(["--id", &id])
+        .args(packages.iter().flat_map(|p| ["--package", p.as_str()]))
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&run.stderr);

@@ -11,7 +11,7 @@ use common::*;
 use rstest::rstest;
 
 /// Every topology must be a case below: a new topology file fails here until it is added.
-const CASES: [&str; 7] = ["cim-reference", "failover", "jetstream-domains", "leaf-peers", "mtls", "operator-jwt", "subject-mapping"];
+const CASES: [&str; 8] = ["cim-reference", "failover", "jetstream-domains", "leaf-peers", "mixed-versions", "mtls", "operator-jwt", "subject-mapping"];
 
 #[test]
 fn every_topology_is_a_case() {
@@ -28,6 +28,7 @@ fn every_topology_is_a_case() {
 #[case::failover("failover")]
 #[case::jetstream_domains("jetstream-domains")]
 #[case::leaf_peers("leaf-peers")]
+#[case::mixed_versions("mixed-versions")]
 #[case::mtls("mtls")]
 #[case::operator_jwt("operator-jwt")]
 #[case::subject_mapping("subject-mapping")]

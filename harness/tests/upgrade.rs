@@ -99,3 +99,24 @@ async fn a_release_that_will_not_start_is_reported_and_every_node_is_put_back() 
     assert_eq!(after, started_on(&t), "every node runs what it ran before");
     assert!(ready.is_ok(), "the lab is whole again: {ready:?}");
 }
+
+/// The state family reads each node's version from its own `/varz`: a node that runs another version than
+/// the one it should (here: natslab believes edge-mid was moved to the pinned release; it was not) is
+/// reported violated, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_another_version_than_expected_is_violated() {
+    let t = load("mixed-versions.yaml");
+    let root = tempfile::tempdir().unwrap();
+    let mut lab = up(t.clone(), &root).await;
+    let pinned = natslab::server::exact(PINNED.parse().unwrap(), &mut |_| {}).unwrap();
+    lab.servers.per_node.insert("edge-mid".into(), pinned);
+    let mut rec = Recorder::new(&Silent).only(vec!["state/version".into()]);
+    let mut ctx = Ctx { lab: &mut lab, declared: &t, rec: &mut rec };
+    scenario::run(&mut ctx, &[Family::State]).await;
+    lab.shutdown().await;
+    let c = check(&rec.checks, "state/version/edge-mid");
+    assert_eq!(c.verdict, Verdict::Violated, "{}", c.observed);
+    assert!(c.observed.contains("runs 2.12.8, not 2.15.1"), "{}", c.observed);
+    assert_eq!(verdict_of(&rec.checks, "state/version/edge-old"), Verdict::Passed);
+    assert_eq!(verdict_of(&rec.checks, "state/version/hub-1"), Verdict::Passed);
+}

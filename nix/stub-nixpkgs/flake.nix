@@ -26,7 +26,8 @@
             testers.runNixOSTest = t:
               (drv system t.name { testScript = t.testScript; machines = builtins.attrNames t.nodes; })
               // { inherit (t) nodes testScript; };
-          } // genAttrs [ "nats-server" "natscli" "python3" "cargo" "rustc" "clippy" "rustfmt" "rust-analyzer" "nftables" "iproute2" "deadnix" ] pkg;
+            nats-server = pkg "nats-server" // { version = "0.0.0-stub"; };
+          } // genAttrs [ "natscli" "python3" "cargo" "rustc" "clippy" "rustfmt" "rust-analyzer" "nftables" "iproute2" "deadnix" ] pkg;
         in
         pkgs;
     in

@@ -20,7 +20,7 @@ What it models of NixOS, and how:
     page cache survives here, so unsynced writes are not lost as on a VM), block/unblock (its link down/up),
     wait_for_unit, wait_for_open_port, succeed, execute, booted.
 
-Usage: driver.py --rendered DIR --nats-server BIN --natslab BIN --out DIR [--lib lib.nix] [--id ID]
+Usage: driver.py --rendered DIR --nats-server BIN --natslab BIN --out DIR [--package VERSION=DIR ...] [--lib lib.nix] [--id ID]
 Needs root (namespaces, mounts) and nix-instantiate (to evaluate lib.nix).
 """
 
@@ -562,6 +562,13 @@ class Driver:
             shutil.copy(rendered / "secrets" / f, d / f)
             (d / f).chmod(0o400)
 
+    def nats_binary(self, lib_nix, rendered, name):
+        # The module's ExecStart is `${package}/bin/nats-server`: the package lib.nix picks from natsPackages
+        # (--package VERSION=DIR stands in for the builds; a declared version without one fails as Nix would).
+        builds = " ".join(f'"{v}" = "{d}";' for v, d in (p.split("=", 1) for p in self.args.package))
+        pkg = nix_eval(lib_nix, f'(l.nodeConfig (l.load {rendered}) "{name}" {{ natsPackages = {{ {builds} }}; }}).services.nats.package or null')
+        return self.args.nats_server if pkg is None else f"{pkg}/bin/nats-server"
+
     def node_machine(self, m, n, rendered, lib_nix, manifest):
         self.copy_secrets(m, rendered, manifest["secret_files"])
         settings = nix_eval(lib_nix, f'l.effectiveSettings (l.load {rendered}) "{m.name}"')
@@ -577,7 +584,7 @@ class Driver:
             conf.write_text(text)
             conf.chmod(0o400)
 
-        nats = Unit("nats.service", [self.args.nats_server, "-c", "/run/natslab-nats/nats.conf"], m.unit_env(), restart=True, pre=assemble)
+        nats = Unit("nats.service", [self.nats_binary(lib_nix, rendered, m.name), "-c", "/run/natslab-nats/nats.conf"], m.unit_env(), restart=True, pre=assemble)
         m.units["nats.service"] = nats
         if n["provisions"]:
             env = m.unit_env({"NATS_SERVER_BIN": self.args.nats_server}, path="/usr/bin:/bin")
@@ -685,6 +692,8 @@ def main():
     ap.add_argument("--rendered", required=True)
     ap.add_argument("--nats-server", required=True)
     ap.add_argument("--natslab", required=True)
+    ap.add_argument("--package", action="append", default=[], metavar="VERSION=DIR",
+                    help="a nats-server build (DIR/bin/nats-server) for nodes declaring that server_version")
     ap.add_argument("--out", required=True)
     ap.add_argument("--lib", default=str(HERE.parent / "lib.nix"))
     ap.add_argument("--id")

@@ -94,6 +94,9 @@ pub fn manifest(plan: &Plan, secret_files: &[String], inline: &std::collections:
                 "monitor_url": format!("http://{}:{}", n.addr.host, n.addr.http),
                 "inline_secrets": holes,
                 "provisions": provisions(plan, n),
+                // The nats-server version the topology declares for this node (null: the host's own
+                // package). The module picks the build from `natsPackages`.
+                "server_version": crate::topology::versions::declared_version(&plan.topology, &n.name).map(|(v, _)| v.to_string()),
             })
         })
         .collect();

@@ -43,6 +43,7 @@ pub async fn run(ctx: &mut Ctx<'_, '_>) {
     }
     undeclared_links_check(ctx, t).await;
     for node in nodes(t) {
+        version_check(ctx, t, &node).await;
         tls_check(ctx, t, &node).await;
         limits_check(ctx, t, &node).await;
         jetstream_check(ctx, t, &node).await;
@@ -499,6 +500,25 @@ fn declared_limits(l: Option<&Limits>, ping_interval: Option<u64>, ping_max: Opt
         out.push(("max_subscriptions", m));
     }
     out
+}
+
+/// The nats-server version a node runs (`/varz .version`): the one natslab started it on, or on an
+/// attached lab the one the topology declares (nothing to compare where it declares none).
+async fn version_check(ctx: &mut Ctx<'_, '_>, t: &Topology, node: &Node<'_>) {
+    let declared = crate::topology::versions::declared_version(t, &node.name).and_then(|(v, _)| v.parse::<crate::server::Version>().ok());
+    let want = if ctx.lab.is_attached() { declared } else { Some(ctx.lab.servers.of(&node.name).version) };
+    let Some(want) = want else { return };
+    let spec = spec("version", &[&node.name], format!("nats-server version of {}", node.name), format!("/varz on {} reports version {want}", node.name));
+    ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
+        let varz = get(lab, &node.name, "/varz").await?;
+        let got = varz.get("version").and_then(Value::as_str).unwrap_or_default();
+        Ok(if got.parse::<crate::server::Version>().ok() == Some(want) {
+            Outcome::Pass(format!("{} runs {got}", node.name))
+        } else {
+            Outcome::Violated(format!("{} runs {}, not {want}", node.name, if got.is_empty() { "an unknown version" } else { got }))
+        })
+    })
+    .await;
 }
 
 async fn limits_check(ctx: &mut Ctx<'_, '_>, t: &Topology, node: &Node<'_>) {
