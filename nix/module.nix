@@ -88,7 +88,8 @@ in
         RuntimeDirectoryMode = "0700";
         # `+`: as root, outside the sandbox, so it can read secrets only root may read.
         ExecStartPre = [ "+${assemble}" ];
-        ExecStart = lib.mkForce "${pkgs.nats-server}/bin/nats-server -c ${conf}";
+        # The module's own package option: natsPackages sets it where the node declares a version.
+        ExecStart = lib.mkForce "${config.services.nats.package}/bin/nats-server -c ${conf}";
       };
     }
     (lib.mkIf cfg.provision.enable {
@@ -98,7 +99,7 @@ in
         after = [ "nats.service" ];
         requires = [ "nats.service" ];
         wantedBy = [ "multi-user.target" ];
-        environment.NATS_SERVER_BIN = "${pkgs.nats-server}/bin/nats-server";
+        environment.NATS_SERVER_BIN = "${config.services.nats.package}/bin/nats-server";
         serviceConfig = {
           Type = "oneshot";
           RemainAfterExit = true;

@@ -1034,14 +1034,15 @@ fn print_summary(report: &RunReport) {
     let versions = report.versions();
     let matrix = versions.len() > 1;
     let name = |run: &report::TopologyRun| if matrix { format!("{}@{}", run.topology, run.server_version) } else { run.topology.clone() };
-    println!("{:<20} {:<10} {:>7} {:>9} {:>8} {:>14}", "TOPOLOGY", "FAMILY", "PASSED", "VIOLATED", "SKIPPED", "HARNESS ERROR");
+    let w = report.runs.iter().map(|r| name(r).len()).max().unwrap_or(0).max(20);
+    println!("{:<w$} {:<10} {:>7} {:>9} {:>8} {:>14}", "TOPOLOGY", "FAMILY", "PASSED", "VIOLATED", "SKIPPED", "HARNESS ERROR");
     for run in &report.runs {
         if let Some(e) = &run.error {
-            println!("{:<20} {:<10} lab did not come up: {e}", name(run), "-");
+            println!("{:<w$} {:<10} lab did not come up: {e}", name(run), "-");
             continue;
         }
         for (f, c) in report::family_counts(run) {
-            println!("{:<20} {:<10} {:>7} {:>9} {:>8} {:>14}", name(run), f.name(), c.passed, c.violated, c.skipped, c.harness_error);
+            println!("{:<w$} {:<10} {:>7} {:>9} {:>8} {:>14}", name(run), f.name(), c.passed, c.violated, c.skipped, c.harness_error);
         }
     }
     if matrix {

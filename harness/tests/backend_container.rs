@@ -108,6 +108,34 @@ fn mtls_security_holds_in_containers_impostor_included() {
     assert!(out.status.success(), "{text}");
 }
 
+/// Mixed versions in containers: one image per version, and each container runs its node's (its own
+/// `/varz`, read by the state family).
+#[test]
+fn each_container_runs_its_nodes_declared_version() {
+    if !engine_or_skip_blocking() {
+        return;
+    }
+    let _one = serial();
+    let env = Env::new();
+    let report = env.runs.path().join("report.json");
+    let out = env
+        .cmd()
+        .args(["run", "--backend", "container", "--timeout", "120", "--scenario", "health,state", "--json"])
+        .arg(&report)
+        .arg(topology_path("mixed-versions.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let checks = v["runs"][0]["checks"].as_array().cloned().unwrap_or_default();
+    for (node, version) in [("hub-1", natslab::server::PINNED), ("edge-mid", "2.12.8"), ("edge-old", "2.11.11")] {
+        let c = checks.iter().find(|c| c["id"] == format!("state/version/{node}").as_str()).unwrap_or_else(|| panic!("no version check for {node}:\n{text}"));
+        assert_eq!(c["verdict"], "passed", "{c}");
+        assert!(c["observed"].as_str().unwrap_or("").contains(&format!("runs {version}")), "{c}");
+    }
+}
+
 /// (1) Every scenario family passes on cim-reference with the container backend, through the binary (the
 /// network family on a lab of its own, with link proxies in the containers' namespaces).
 #[test]

@@ -150,6 +150,34 @@ fn bad_topology_is_a_clear_error_and_starts_nothing() {
     assert_eq!(std::fs::read_dir(env.runs.path()).map(|d| d.count()).unwrap_or(0), 0, "a run directory was created");
 }
 
+/// A version that cannot be had names its key and the versions that can; one an option needs is refused by
+/// `check` and by `run` alike, naming the option and the version, and `run` starts nothing.
+#[test]
+fn versions_that_cannot_be_had_or_lack_an_option_are_clear_errors() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = dir.path().join("unknown.yaml");
+    std::fs::write(&unknown, "name: v\nserver_version: 2.13.0\nhub:\n  nodes: [{name: hub-1}]\n").unwrap();
+    let out = env.cmd().arg("check").arg(&unknown).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("server_version") && text.contains("2.13.0") && text.contains("2.12.8, 2.14.0"), "{text}");
+    let old = dir.path().join("old.yaml");
+    std::fs::write(&old, "name: v\nhub:\n  nodes: [{name: hub-1}]\n  jetstream: {}\n  streams: [{name: S, subjects: [a], allow_msg_ttl: true}]\n").unwrap();
+    for cmd in ["check", "run"] {
+        let out = env.cmd().arg(cmd).arg(&old).args(["--server-version", "2.10.26"].iter().filter(|_| cmd == "run")).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        if cmd == "check" {
+            assert!(out.status.success(), "without a version it is the pinned release, which has it: {text}");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(text.contains("hub.streams[0].allow_msg_ttl") && text.contains("2.11.0") && text.contains("2.10.26"), "{text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+    assert_eq!(std::fs::read_dir(env.runs.path()).map(|d| d.count()).unwrap_or(0), 0, "a run directory was created");
+}
+
 #[test]
 fn check_passes_every_reference_topology() {
     let env = Env::new();

@@ -17,6 +17,42 @@ fn natslab() -> Command {
     c
 }
 
+/// `--matrix`: the same topology once per version, each lab on that version (its `/varz`, read by the
+/// state family), and every report split by version: a JUnit suite per topology × version × family, a JSON run
+/// per version, Markdown's per-version summary and timings side by side.
+#[test]
+fn a_matrix_runs_each_version_and_reports_them_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (junit, json, md) = (dir.path().join("r.xml"), dir.path().join("r.json"), dir.path().join("r.md"));
+    let out = natslab()
+        .args(["run", "--scenario", "health,state", "--only", "health/,state/version", "--matrix", "2.14.6,2.15.1"])
+        .arg(topology_path("failover.yaml"))
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--json")
+        .arg(&json)
+        .arg("--markdown")
+        .arg(&md)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("failover@2.14.6") && stdout.contains("failover@2.15.1"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.iter().map(|r| r["server_version"].as_str().unwrap()).collect::<Vec<_>>(), ["2.14.6", "2.15.1"]);
+    for r in runs {
+        let version = r["server_version"].as_str().unwrap();
+        let c = r["checks"].as_array().unwrap().iter().find(|c| c["id"] == "state/version/hub-1").expect("the version check ran");
+        assert_eq!(c["verdict"], "passed", "{c}");
+        assert!(c["observed"].as_str().unwrap().contains(&format!("runs {version}")), "{c}");
+    }
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"<testsuite name="failover@2.14.6.health""#) && xml.contains(r#"<testsuite name="failover@2.15.1.state""#), "{xml}");
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("## Per version") && text.contains("| 2.14.6 |") && text.contains("## Timings by version"), "{text}");
+}
+
 #[test]
 fn run_writes_junit_json_and_markdown() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,9 @@
 //! no acknowledged write may be lost or duplicated; each step's unavailability (the longest stretch without
 //! an acknowledgement on the writer it affects) is a metric. The rollback takes the leaves back first, then
 //! the hubs, to the versions they started on; a node that refuses the store a newer version wrote is
-//! reported as such, with the server's own words, and moved forward again so the lab stays whole.
+//! reported as such, with the server's own words, and moved forward again so the lab stays whole. After each
+//! restart the node's streams are provisioned again, as the NixOS module's provisioning unit is restarted
+//! with nats.service: a memory stream does not survive a restart, and the step says it was created again.
 //!
 //! Runs only when asked for (`--scenario upgrade`, `--upgrade-to V`), on backends that can swap a node's
 //! binary (process, netns).
@@ -166,16 +168,25 @@ impl Rolling<'_> {
                 bad.push(format!("after {node} → {}: the lab was not ready again: {e}", server.version));
                 continue;
             }
+            // As the NixOS module's natslab-provision unit does when nats.service restarts (Requires=): what
+            // the restart lost — a memory stream on one server — is created again, and the step says so.
+            let again = if hub { t.hub_names().next().unwrap_or(node.as_str()).to_string() } else { node.clone() };
+            let mut recreated = Vec::new();
+            match lab.provision_node(&again, Instant::now() + READY).await {
+                Ok(done) => recreated.extend(done.into_iter().filter(|p| p.stream_action == "created").map(|p| p.stream)),
+                Err(e) => bad.push(format!("after {node} → {}: its streams could not be provisioned again: {e}", server.version)),
+            }
             let t1 = Instant::now();
             if let Some(gap) = writers.gap(node, hub, t0, t1) {
                 p.metric_duration(&format!("{node}_unavailable_ms"), gap);
             }
             let problems = mixed_version_checks(lab, t).await;
             log.push(format!(
-                "{node} {was} → {} in {} ms{}",
+                "{node} {was} → {} in {} ms{}{}",
                 server.version,
                 t1.duration_since(t0).as_millis(),
-                writers.gap(node, hub, t0, t1).map_or(String::new(), |g| format!(" (writes paused {} ms)", g.as_millis()))
+                writers.gap(node, hub, t0, t1).map_or(String::new(), |g| format!(" (writes paused {} ms)", g.as_millis())),
+                if recreated.is_empty() { String::new() } else { format!(", {} created again (memory storage does not survive a restart)", recreated.join(", ")) }
             ));
             bad.extend(problems.into_iter().map(|x| format!("after {node} → {}: {x}", server.version)));
         }
