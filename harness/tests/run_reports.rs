@@ -84,7 +84,8 @@ fn run_writes_junit_json_and_markdown() {
     assert_eq!(doc.root_element().attribute("failures"), Some("0"));
 
     let md = std::fs::read_to_string(&md).unwrap();
-    assert!(md.starts_with("# natslab run") && md.contains("| failover | process | health |"), "{md}");
+    let version = v["runs"][0]["server_version"].as_str().unwrap().to_string();
+    assert!(md.starts_with("# natslab run") && md.contains(&format!("| failover | {version} | process | health |")), "{md}");
 }
 
 /// A sabotaged lab (a leaf whose rendered remote differs from the declared one) fails the run, and every

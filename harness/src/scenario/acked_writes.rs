@@ -452,7 +452,7 @@ async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// A client of `account` that knows every hub, so it follows the cluster through restarts.
-async fn connect_cluster(lab: &Lab, hubs: &[String], account: &str, name: &str) -> Result<async_nats::Client, String> {
+pub(super) async fn connect_cluster(lab: &Lab, hubs: &[String], account: &str, name: &str) -> Result<async_nats::Client, String> {
     let user = probe_user(account);
     let access: Vec<_> = hubs.iter().filter_map(|h| lab.access(h, account, &user)).collect();
     let first = access.first().ok_or_else(|| format!("no probe user for account {account} on the hubs"))?;

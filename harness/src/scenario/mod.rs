@@ -6,6 +6,7 @@
 
 pub mod acked_writes;
 pub mod check;
+pub mod core_traffic;
 pub mod failover;
 pub mod health;
 pub mod jetstream;

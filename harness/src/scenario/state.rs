@@ -129,7 +129,9 @@ async fn held_accounts(lab: &Lab, node: &str) -> Result<BTreeMap<String, Held>, 
         names.insert(id.clone(), name);
         details.insert(id.clone(), d);
     }
-    let name_of = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+    // An import may name an account this server has not loaded yet (a placeholder): the operator material
+    // still names it.
+    let name_of = |id: &str| names.get(id).or_else(|| keys.get(id)).cloned().unwrap_or_else(|| id.to_string());
     let mut out = BTreeMap::new();
     for (id, d) in details {
         let mut held = Held::default();

@@ -1,6 +1,6 @@
 //! Upgrade: the lab moved to another nats-server version one node at a time, then rolled back, under load.
 //! The acknowledged-write workload runs on the hub's R3 stream and on a file stream of each leaf with
-//! JetStream; the hubs go first (lame-duck stop, the binary swapped, started, ready and current again), then
+//! JetStream, and core traffic on every declared flow (its loss measured, core NATS being at most once); the hubs go first (lame-duck stop, the binary swapped, started, ready and current again), then
 //! the leaves. After every step the mixed-version lab must still be what was declared: every leaf attached,
 //! every declared flow crossing, the users' rules holding, the streams and consumers as declared. At the end
 //! no acknowledged write may be lost or duplicated; each step's unavailability (the longest stretch without
@@ -16,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use super::acked_writes::{record_counts, Tally, Target, Workload};
+use super::core_traffic::CoreTraffic;
 use super::check::{Concluded, Pending, Spec};
 use super::mapping::{export_probe, import_probe, Link};
 use super::streams::{drift_of, placed};
@@ -126,6 +127,7 @@ impl Rolling<'_> {
         let t = self.t;
         lab.wait_ready_all(READY).await.map_err(|e| Outcome::Violated(format!("the lab was not ready before the first step: {e}")))?;
         let writers = Writers::start(lab, t).await?;
+        let core = CoreTraffic::start(lab, t).await.map_err(Outcome::Error)?;
         let within = stop_bound(t);
         let mut log = Vec::new();
         let mut bad = Vec::new();
@@ -210,7 +212,18 @@ impl Rolling<'_> {
             }
         }
         record_counts(p, &total);
-        let seen = format!("{}; acknowledged {} writes, lost {}, duplicated {}", log.join("; "), total.acked, total.lost, total.duplicated);
+        // Core NATS is at most once: what the restarts cost on the declared flows is measured, not judged.
+        let flows = core.finish().await;
+        let (sent, received): (u64, u64) = flows.iter().fold((0, 0), |(s, r), f| (s + f.sent, r + f.received));
+        p.metric("core_sent", sent as f64);
+        p.metric("core_received", received as f64);
+        p.metric("core_lost", sent.saturating_sub(received) as f64);
+        let core_seen = if flows.is_empty() {
+            String::new()
+        } else {
+            format!("; core messages on {} declared flows: {sent} sent, {received} received, {} lost across the restarts (at most once: measured)", flows.len(), sent.saturating_sub(received))
+        };
+        let seen = format!("{}; acknowledged {} writes, lost {}, duplicated {}{core_seen}", log.join("; "), total.acked, total.lost, total.duplicated);
         Ok(if bad.is_empty() { Outcome::Pass(seen) } else { Outcome::Violated(format!("{}; {seen}", bad.join("; "))) })
     }
 }
