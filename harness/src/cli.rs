@@ -1048,12 +1048,14 @@ fn print_summary(report: &RunReport) {
     if matrix {
         let by = report.timings_by_version();
         let keys: std::collections::BTreeSet<&String> = by.values().flat_map(|t| t.keys()).collect();
-        println!();
-        print!("{:<24}", "MEDIAN");
-        for v in &versions {
-            print!(" {v:>12}");
+        if !keys.is_empty() {
+            println!();
+            print!("{:<24}", "MEDIAN");
+            for v in &versions {
+                print!(" {v:>12}");
+            }
+            println!();
         }
-        println!();
         for k in keys {
             print!("{:<24}", k.trim_end_matches("_ms"));
             for v in &versions {
