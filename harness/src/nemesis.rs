@@ -66,7 +66,7 @@ impl Capability {
             Capability::Latency => "add latency to links",
             Capability::Bandwidth => "cap the bandwidth of links",
             Capability::Guest => "start a throwaway server beside the lab",
-            Capability::Upgrade => "run a node on another nats-server version",
+            Capability::Upgrade => "swap a running node's nats-server for another version",
         }
     }
 
