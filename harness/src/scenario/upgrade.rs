@@ -1,14 +1,17 @@
 //! Upgrade: the lab moved to another nats-server version one node at a time, then rolled back, under load.
 //! The acknowledged-write workload runs on the hub's R3 stream and on a file stream of each leaf with
-//! JetStream, and core traffic on every declared flow (its loss measured, core NATS being at most once); the hubs go first (lame-duck stop, the binary swapped, started, ready and current again), then
-//! the leaves. After every step the mixed-version lab must still be what was declared: every leaf attached,
-//! every declared flow crossing, the users' rules holding, the streams and consumers as declared. At the end
-//! no acknowledged write may be lost or duplicated; each step's unavailability (the longest stretch without
-//! an acknowledgement on the writer it affects) is a metric. The rollback takes the leaves back first, then
-//! the hubs, to the versions they started on; a node that refuses the store a newer version wrote is
-//! reported as such, with the server's own words, and moved forward again so the lab stays whole. After each
-//! restart the node's streams are provisioned again, as the NixOS module's provisioning unit is restarted
-//! with nats.service: a memory stream does not survive a restart, and the step says it was created again.
+//! JetStream, and core traffic on every declared flow (its loss measured: core NATS is at most once). The
+//! hubs go first, then the leaves: the new binary reads the node's config (`-t`) before the running server
+//! is stopped in lame duck, the binary swapped, the node started, the lab ready and current again, the
+//! node's streams provisioned again (as the NixOS module's provisioning unit is restarted with nats.service:
+//! a memory stream does not survive a restart, and the step says it was created again). After every step
+//! the mixed-version lab must still be what was declared: every leaf attached, every declared flow
+//! crossing, the users' rules holding, the streams and consumers as declared. At the end no acknowledged
+//! write may be lost or duplicated; each step's unavailability (the longest stretch without an
+//! acknowledgement on the writer it affects) is a metric. The rollback takes the leaves back first, then
+//! the hubs, to the versions they started on. A node that will not run on a version (a store a newer
+//! version wrote, a broken build) is reported with the server's own words and put back on the version it
+//! ran, so the lab stays whole.
 //!
 //! Runs only when asked for (`--scenario upgrade`, `--upgrade-to V`), on backends that can swap a node's
 //! binary (process, netns).
