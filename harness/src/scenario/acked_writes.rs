@@ -555,9 +555,13 @@ async fn publish_one(client: async_nats::Client, subject: String, id: u64) -> Se
 async fn read_back(admin: &async_nats::Client, history: &Shared, stream: &str) -> Result<(), String> {
     let inbox = admin.new_inbox();
     let mut sub = admin.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
+    // Named, so that asking again after a lost answer (a cluster just healed) is idempotent: two unnamed
+    // consumers on one inbox would deliver everything twice and read as duplicates.
+    let name = format!("natslab-readback-{}", super::probes::token());
     let config = json!({
         "stream_name": stream,
         "config": {
+            "name": name,
             "deliver_subject": inbox,
             "ack_policy": "none",
             "deliver_policy": "all",
@@ -567,10 +571,13 @@ async fn read_back(admin: &async_nats::Client, history: &Shared, stream: &str) -
             "inactive_threshold": Duration::from_secs(30).as_nanos() as u64,
         }
     });
-    api(admin, JS_API, &format!("CONSUMER.CREATE.{stream}"), &config).await?;
+    let deadline = Instant::now() + READY;
+    let create = format!("CONSUMER.CREATE.{stream}.{name}");
+    crate::probe::js::retry_transient(deadline, || api(admin, JS_API, &create, &config)).await?;
     // Read what the stream says it holds; ask again in case it held more by the time we got there.
+    let (info_op, empty) = (format!("STREAM.INFO.{stream}"), json!({}));
     loop {
-        let info = api(admin, JS_API, &format!("STREAM.INFO.{stream}"), &json!({})).await?;
+        let info = crate::probe::js::retry_transient(Instant::now() + READY, || api(admin, JS_API, &info_op, &empty)).await?;
         let total = info.pointer("/state/messages").and_then(Value::as_u64).unwrap_or(0) as usize;
         if with(history, |h| h.read_count()) >= total {
             return Ok(());
