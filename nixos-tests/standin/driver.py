@@ -505,17 +505,18 @@ class Driver:
         self.mount_lock = open(Path(tempfile.gettempdir()) / "natslab-standin-mountpoints.lock", "a+")
         fcntl.flock(self.mount_lock, fcntl.LOCK_SH)
         made = Path(tempfile.gettempdir()) / "natslab-standin-mountpoints.json"
-        for p in MOUNTPOINTS:
-            chain = []
-            q = Path(p)
-            while not q.exists():
-                chain.append(str(q))
-                q = q.parent
-            Path(p).mkdir(parents=True, exist_ok=True)
-            self.created_mountpoints.extend(chain)
-        if self.created_mountpoints:
-            known = json.loads(made.read_text()) if made.exists() else []
-            made.write_text(json.dumps(sorted(set(known + self.created_mountpoints))))
+        # The list of what was made is shared too: read, changed and written by one run at a time.
+        with made_lock():
+            for p in MOUNTPOINTS:
+                chain = []
+                q = Path(p)
+                while not q.exists():
+                    chain.append(str(q))
+                    q = q.parent
+                Path(p).mkdir(parents=True, exist_ok=True)
+                self.created_mountpoints.extend(chain)
+            if self.created_mountpoints:
+                write_atomically(made, json.dumps(sorted(set(read_list(made) + self.created_mountpoints))))
         # The bridge lives in a switch namespace of its own: bridged in the host's, frames between machines
         # would cross the host's iptables, whose FORWARD policy is drop where Docker runs. The host reaches
         # the machines through one port of it.
@@ -664,14 +665,38 @@ def _remove_mountpoints(self):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return  # another run still uses them; the last one removes them
-    dirs = json.loads(made.read_text()) if made.exists() else []
-    # Deepest first: /run/current-system/sw/bin before /run/current-system.
-    for p in sorted(dirs, key=lambda d: -d.count("/")):
+    with made_lock():
+        dirs = read_list(made)
+        # Deepest first: /run/current-system/sw/bin before /run/current-system.
+        for p in sorted(dirs, key=lambda d: -d.count("/")):
+            with contextlib.suppress(OSError):
+                os.rmdir(p)
         with contextlib.suppress(OSError):
-            os.rmdir(p)
-    with contextlib.suppress(OSError):
-        made.unlink()
+            made.unlink()
     fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def made_lock():
+    with open(Path(tempfile.gettempdir()) / "natslab-standin-mountpoints.json.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_list(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def write_atomically(path, text):
+    tmp = path.with_name(f"{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 Driver.remove_mountpoints = _remove_mountpoints
