@@ -81,6 +81,24 @@ fn up_container(env: &Env) -> (Child, LabInfo) {
     (child, serde_json::from_str(&text).unwrap())
 }
 
+/// `natslab run --backend container` on a topology, through the binary, its JSON report read back: what it
+/// printed (stdout, then stderr), whether it exited 0, and the topology's run from the report (`null` where
+/// there is no report).
+fn run_in_containers(env: &Env, topology: &str, args: &[&str]) -> (String, bool, serde_json::Value) {
+    let report = env.runs.path().join("report.json");
+    let out = env
+        .cmd()
+        .args(["run", "--backend", "container", "--timeout", "120", "--json"])
+        .arg(&report)
+        .args(args)
+        .arg(topology_path(topology))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap_or_default()).unwrap_or_default();
+    (text, out.status.success(), v["runs"][0].clone())
+}
+
 /// mTLS on containers: the impostor leaf (a certificate of the lab's CA with an unmapped identity) is
 /// refused there too.
 #[test]
@@ -90,22 +108,13 @@ fn mtls_security_holds_in_containers_impostor_included() {
     }
     let _one = serial();
     let env = Env::new();
-    let report = env.runs.path().join("report.json");
-    let out = env
-        .cmd()
-        .args(["run", "--backend", "container", "--timeout", "120", "--scenario", "security", "--json"])
-        .arg(&report)
-        .arg(topology_path("mtls.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap_or_default()).unwrap_or_default();
-    let checks = v["runs"][0]["checks"].as_array().cloned().unwrap_or_default();
+    let (text, ok, run) = run_in_containers(&env, "mtls.yaml", &["--scenario", "security"]);
+    let checks = run["checks"].as_array().cloned().unwrap_or_default();
     let impostor = checks.iter().find(|c| c["id"] == "security/impostor-leaf").unwrap_or_else(|| panic!("no impostor check:\n{text}"));
     // The impostor is a guest container on the run's network: it dials the hub by name, as a leaf there would.
     assert_eq!(impostor["verdict"], "passed", "{impostor}");
     assert!(impostor["observed"].as_str().unwrap_or("").contains("Authorization Violation"), "{impostor}");
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
 }
 
 /// Mixed versions in containers: one image per version, and each container runs its node's (its own
@@ -117,18 +126,9 @@ fn each_container_runs_its_nodes_declared_version() {
     }
     let _one = serial();
     let env = Env::new();
-    let report = env.runs.path().join("report.json");
-    let out = env
-        .cmd()
-        .args(["run", "--backend", "container", "--timeout", "120", "--scenario", "health,state", "--json"])
-        .arg(&report)
-        .arg(topology_path("mixed-versions.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let checks = v["runs"][0]["checks"].as_array().cloned().unwrap_or_default();
+    let (text, ok, run) = run_in_containers(&env, "mixed-versions.yaml", &["--scenario", "health,state"]);
+    assert!(ok, "{text}");
+    let checks = run["checks"].as_array().cloned().unwrap_or_default();
     for (node, version) in [("hub-1", natslab::server::PINNED), ("edge-mid", "2.12.8"), ("edge-old", "2.11.11")] {
         let c = checks.iter().find(|c| c["id"] == format!("state/version/{node}").as_str()).unwrap_or_else(|| panic!("no version check for {node}:\n{text}"));
         assert_eq!(c["verdict"], "passed", "{c}");
@@ -145,30 +145,18 @@ fn every_family_passes_on_cim_reference_in_containers() {
     }
     let _one = serial();
     let env = Env::new();
-    let report = env.runs.path().join("report.json");
     let started = Instant::now();
-    let out = env
-        .cmd()
-        .args(["run", "--backend", "container", "--timeout", "120"])
-        .arg(topology_path("cim-reference.yaml"))
-        .arg("--json")
-        .arg(&report)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap_or_default()).unwrap_or_default();
-    let run = &v["runs"][0];
-    assert!(run["error"].is_null(), "the lab did not come up: {}\n{stderr}", run["error"]);
+    let (text, ok, run) = run_in_containers(&env, "cim-reference.yaml", &[]);
+    assert!(run["error"].is_null(), "the lab did not come up: {}\n{text}", run["error"]);
     let checks = run["checks"].as_array().cloned().unwrap_or_default();
     let bad: Vec<String> = checks
         .iter()
         .filter(|c| c["verdict"] != "passed" && c["verdict"] != "skipped")
         .map(|c| format!("{} {}: {} — expected {}, observed {}", c["family"], c["name"], c["verdict"], c["expected"], c["observed"]))
         .collect();
-    assert!(bad.is_empty(), "checks failed on the container backend:\n{}\n{stdout}", bad.join("\n"));
+    assert!(bad.is_empty(), "checks failed on the container backend:\n{}\n{text}", bad.join("\n"));
     for family in ["health", "mapping", "security", "jetstream", "failover", "network"] {
-        assert!(checks.iter().any(|c| c["family"] == family && c["verdict"] == "passed"), "no {family} check passed:\n{stdout}");
+        assert!(checks.iter().any(|c| c["family"] == family && c["verdict"] == "passed"), "no {family} check passed:\n{text}");
     }
     // As root on a local engine the network family's lab has link proxies: no check lacks a fault (not as
     // root: partitions by disconnecting containers only, the rest skipped and saying so).
@@ -182,7 +170,7 @@ fn every_family_passes_on_cim_reference_in_containers() {
     if unsafe { nix::libc::geteuid() } == 0 {
         assert!(for_want.is_empty(), "skipped for want of a fault on containers: {for_want:?}");
     }
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(ok, "{text}");
     let skipped: Vec<String> = checks.iter().filter(|c| c["verdict"] == "skipped").map(|c| format!("{}: {}", c["name"], c["observed"])).collect();
     eprintln!(
         "container backend: {} checks, {} skipped {skipped:?}; ready in {:.0} ms; wall {:.1} s",

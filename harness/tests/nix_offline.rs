@@ -29,16 +29,6 @@ fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
-fn topology_names() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(repo().join("topologies"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".yaml").map(String::from))
-        .collect();
-    v.sort();
-    v
-}
-
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {

@@ -45,6 +45,12 @@ fn leftovers(id: &str) -> Vec<String> {
     out
 }
 
+/// Every topology must be a case below: a new topology file fails here until it is added.
+#[test]
+fn cases_cover_every_topology() {
+    assert_eq!(topology_names(), TOPOLOGIES.to_vec(), "add the new topology to common::TOPOLOGIES and to the cases in {}", file!());
+}
+
 #[rstest]
 #[case::cim_reference("cim-reference")]
 #[case::failover("failover")]
@@ -55,6 +61,7 @@ fn leftovers(id: &str) -> Vec<String> {
 #[case::operator_jwt("operator-jwt")]
 #[case::subject_mapping("subject-mapping")]
 fn generated_test_script_passes_under_the_driver_stand_in(#[case] name: &str) {
+    assert!(TOPOLOGIES.contains(&name));
     if let Some(why) = missing() {
         let msg = format!("skipped: the driver stand-in {why}");
         assert!(std::env::var_os("NATSLAB_REQUIRE_ALL").is_none(), "{msg}, and NATSLAB_REQUIRE_ALL is set");

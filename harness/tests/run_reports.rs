@@ -17,16 +17,22 @@ fn natslab() -> Command {
     c
 }
 
-/// `--matrix`: the same topology once per version, each lab on that version (its `/varz`, read by the
-/// state family), and every report split by version: a JUnit suite per topology × version × family, a JSON run
-/// per version, Markdown's per-version summary and timings side by side.
-#[test]
-fn a_matrix_runs_each_version_and_reports_them_apart() {
+/// What one `natslab run` wrote: its stdout, and its three reports as text (JUnit, JSON, Markdown).
+struct Reports {
+    stdout: String,
+    junit: String,
+    json: serde_json::Value,
+    markdown: String,
+}
+
+/// `natslab run ARGS TOPOLOGY` with all three reports, which must succeed.
+fn run_with_reports(args: &[&str], topology: &str) -> Reports {
     let dir = tempfile::tempdir().unwrap();
     let (junit, json, md) = (dir.path().join("r.xml"), dir.path().join("r.json"), dir.path().join("r.md"));
     let out = natslab()
-        .args(["run", "--scenario", "health,state", "--only", "health/,state/version", "--matrix", "2.14.6,2.15.1"])
-        .arg(topology_path("failover.yaml"))
+        .arg("run")
+        .args(args)
+        .arg(topology_path(topology))
         .arg("--junit")
         .arg(&junit)
         .arg("--json")
@@ -35,11 +41,25 @@ fn a_matrix_runs_each_version_and_reports_them_apart() {
         .arg(&md)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    Reports {
+        stdout,
+        junit: std::fs::read_to_string(&junit).unwrap(),
+        json: serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap(),
+        markdown: std::fs::read_to_string(&md).unwrap(),
+    }
+}
+
+/// `--matrix`: the same topology once per version, each lab on that version (its `/varz`, read by the
+/// state family), and every report split by version: a JUnit suite per topology × version × family, a JSON run
+/// per version, Markdown's per-version summary and timings side by side.
+#[test]
+fn a_matrix_runs_each_version_and_reports_them_apart() {
+    let r = run_with_reports(&["--scenario", "health,state", "--only", "health/,state/version", "--matrix", "2.14.6,2.15.1"], "failover.yaml");
+    let stdout = &r.stdout;
     assert!(stdout.contains("failover@2.14.6") && stdout.contains("failover@2.15.1"), "{stdout}");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let runs = v["runs"].as_array().unwrap();
+    let runs = r.json["runs"].as_array().unwrap();
     assert_eq!(runs.iter().map(|r| r["server_version"].as_str().unwrap()).collect::<Vec<_>>(), ["2.14.6", "2.15.1"]);
     for r in runs {
         let version = r["server_version"].as_str().unwrap();
@@ -47,43 +67,28 @@ fn a_matrix_runs_each_version_and_reports_them_apart() {
         assert_eq!(c["verdict"], "passed", "{c}");
         assert!(c["observed"].as_str().unwrap().contains(&format!("runs {version}")), "{c}");
     }
-    let xml = std::fs::read_to_string(&junit).unwrap();
+    let xml = &r.junit;
     assert!(xml.contains(r#"<testsuite name="failover@2.14.6.health""#) && xml.contains(r#"<testsuite name="failover@2.15.1.state""#), "{xml}");
-    let text = std::fs::read_to_string(&md).unwrap();
+    let text = &r.markdown;
     assert!(text.contains("## Per version") && text.contains("| 2.14.6 |") && text.contains("## Timings by version"), "{text}");
 }
 
 #[test]
 fn run_writes_junit_json_and_markdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let (junit, json, md) = (dir.path().join("r.xml"), dir.path().join("r.json"), dir.path().join("r.md"));
-    let out = natslab()
-        .args(["run", "--scenario", "health"])
-        .arg(topology_path("failover.yaml"))
-        .arg("--junit")
-        .arg(&junit)
-        .arg("--json")
-        .arg(&json)
-        .arg("--markdown")
-        .arg(&md)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("PASS:"), "{stdout}");
+    let r = run_with_reports(&["--scenario", "health"], "failover.yaml");
+    assert!(r.stdout.contains("PASS:"), "{}", r.stdout);
 
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v = &r.json;
     let checks = v["runs"][0]["checks"].as_array().unwrap();
     assert!(!checks.is_empty());
     assert!(checks.iter().all(|c| c["verdict"] == "passed" && c["expected"].is_string() && c["duration_ms"].is_number()));
 
-    let xml = std::fs::read_to_string(&junit).unwrap();
-    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let doc = roxmltree::Document::parse(&r.junit).unwrap();
     let cases = doc.descendants().filter(|n| n.has_tag_name("testcase")).count();
     assert_eq!(cases, checks.len());
     assert_eq!(doc.root_element().attribute("failures"), Some("0"));
 
-    let md = std::fs::read_to_string(&md).unwrap();
+    let md = &r.markdown;
     let version = v["runs"][0]["server_version"].as_str().unwrap().to_string();
     assert!(md.starts_with("# natslab run") && md.contains(&format!("| failover | {version} | process | health |")), "{md}");
 }

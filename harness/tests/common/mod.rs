@@ -11,6 +11,20 @@ pub fn topology_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("topologies").join(name)
 }
 
+/// Every topology in topologies/, by name, sorted.
+pub fn topology_names() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(topology_path(""))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".yaml").map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The topologies the per-topology suites (`run_all_topologies`, `nixos_standin`) have a case for: a new
+/// topology file fails `cases_cover_every_topology` in each until it is added here and to their cases.
+pub const TOPOLOGIES: [&str; 8] = ["cim-reference", "failover", "jetstream-domains", "leaf-peers", "mixed-versions", "mtls", "operator-jwt", "subject-mapping"];
+
 pub fn load(name: &str) -> Topology {
     topology::load_file(&topology_path(name)).unwrap_or_else(|e| panic!("{e}"))
 }
