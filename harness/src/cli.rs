@@ -1033,7 +1033,7 @@ fn print_summary(report: &RunReport) {
     // A matrix run says which version each row ran on, and puts the timings side by side.
     let versions = report.versions();
     let matrix = versions.len() > 1;
-    let name = |run: &report::TopologyRun| if matrix { format!("{}@{}", run.topology, run.server_version) } else { run.topology.clone() };
+    let name = |run: &report::TopologyRun| run.label(matrix);
     let w = report.runs.iter().map(|r| name(r).len()).max().unwrap_or(0).max(20);
     println!("{:<w$} {:<10} {:>7} {:>9} {:>8} {:>14}", "TOPOLOGY", "FAMILY", "PASSED", "VIOLATED", "SKIPPED", "HARNESS ERROR");
     for run in &report.runs {

@@ -170,8 +170,9 @@ pub fn prepare_with_layout(
     links: BTreeMap<(String, String), String>,
     patch: Option<&Patch>,
 ) -> Result<Plan> {
-    for v in servers.versions() {
-        server::check_version(&NatsServer { path: servers.default.path.clone(), version: v }, &topology)?;
+    // Each server itself, so that a refusal names the binary that is too old.
+    for s in std::iter::once(&servers.default).chain(servers.per_node.values()) {
+        server::check_version(s, &topology)?;
     }
     server::check_features(&topology, servers)?;
     let dir = layout.host_root.clone();
@@ -700,35 +701,23 @@ impl Lab {
     /// As `wait_healthy`, but a server that exits meanwhile ends the wait at once, with its log.
     async fn wait_started(&mut self, node: &str, timeout: Duration) -> Result<()> {
         let url = self.monitor_url(node).map_err(|reason| Error::Fault { node: node.into(), op: "start", reason })?.to_string();
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.monitor.healthy(&url).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    if let Some(status) = self.backend.exited(node) {
-                        return Err(Error::NotReady { waited_ms: 0, waiting_for: format!("{node}: exited ({status})"), logs: self.log_tail(node, 8) });
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(Error::NotReady { waited_ms: timeout.as_millis(), waiting_for: format!("{node}: {e}"), logs: self.log_tail(node, 8) });
-                    }
-                    tokio::time::sleep(ready::POLL * 4).await;
-                }
-            }
-        }
+        let waited = poll_healthy(&self.monitor, &url, timeout, || self.backend.exited(node)).await;
+        self.healthy_or_not(node, timeout, waited)
     }
 
     /// Waits until a node answers `/healthz` ok (it is up; the lab around it may not be whole).
     pub async fn wait_healthy(&self, node: &str, timeout: Duration) -> Result<()> {
         let url = self.monitor_url(node).map_err(|reason| Error::Fault { node: node.into(), op: "start", reason })?.to_string();
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.monitor.healthy(&url).await {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(Error::NotReady { waited_ms: timeout.as_millis(), waiting_for: format!("{node}: {e}"), logs: self.log_tail(node, 8) })
-                }
-                Err(_) => tokio::time::sleep(ready::POLL * 4).await,
-            }
+        let waited = poll_healthy(&self.monitor, &url, timeout, || None).await;
+        self.healthy_or_not(node, timeout, waited)
+    }
+
+    fn healthy_or_not(&self, node: &str, timeout: Duration, waited: Waited) -> Result<()> {
+        let not_ready = |waited_ms, waiting_for| Err(Error::NotReady { waited_ms, waiting_for, logs: self.log_tail(node, 8) });
+        match waited {
+            Waited::Healthy => Ok(()),
+            Waited::Exited(status) => not_ready(0, format!("{node}: exited ({status})")),
+            Waited::TimedOut(e) => not_ready(timeout.as_millis(), format!("{node}: {e}")),
         }
     }
 
@@ -864,3 +853,30 @@ impl std::fmt::Display for UndoError {
     }
 }
 
+/// How a wait for `/healthz` ended.
+enum Waited {
+    Healthy,
+    /// The server exited first (its status).
+    Exited(String),
+    /// Still not healthy at the deadline (the last answer).
+    TimedOut(String),
+}
+
+/// Polls a node's `/healthz` until it is ok, `exited` says the server is gone, or `timeout` passes.
+async fn poll_healthy(monitor: &Monitor, url: &str, timeout: Duration, mut exited: impl FnMut() -> Option<String>) -> Waited {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match monitor.healthy(url).await {
+            Ok(()) => return Waited::Healthy,
+            Err(e) => {
+                if let Some(status) = exited() {
+                    return Waited::Exited(status);
+                }
+                if Instant::now() >= deadline {
+                    return Waited::TimedOut(e);
+                }
+                tokio::time::sleep(ready::POLL * 4).await;
+            }
+        }
+    }
+}

@@ -134,18 +134,17 @@ pub async fn run_all(
             runs.push(run_topology(&t.topology, t.topology.clone(), &t.file, selection, &opts, progress, observer).await);
         }
     }
-    // The versions the labs ran, where they differ from the server found (a matrix, a declared version).
-    let mut ran: Vec<String> = Vec::new();
-    for r in &runs {
-        if !r.server_version.is_empty() && !ran.contains(&r.server_version) {
-            ran.push(r.server_version.clone());
-        }
-    }
-    RunReport {
+    let mut report = RunReport {
         natslab_version: env!("CARGO_PKG_VERSION").to_string(),
-        nats_server_version: if ran.is_empty() { server_version } else { ran.join(", ") },
+        nats_server_version: server_version,
         started_unix,
         wall_ms: started.elapsed().as_secs_f64() * 1000.0,
         runs,
+    };
+    // The versions the labs ran, where they differ from the server found (a matrix, a declared version).
+    let ran: Vec<String> = report.versions().into_iter().filter(|v| !v.is_empty()).collect();
+    if !ran.is_empty() {
+        report.nats_server_version = ran.join(", ");
     }
+    report
 }

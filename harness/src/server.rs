@@ -120,8 +120,8 @@ pub fn for_topology(t: &Topology, all: Option<Version>, default: &NatsServer, sa
     Ok(Servers { default: base, per_node })
 }
 
-/// Every option each node uses is in the version it runs: else an error naming the option, the version
-/// that introduced it and the node.
+/// No known incompatibility between the versions the nodes run, and every option each node uses is in the
+/// version it runs: else an error naming the option, the version that introduced it and the node.
 pub fn check_features(t: &Topology, servers: &Servers) -> Result<()> {
     // The versions as they will run (a declared version may be overridden by --server-version).
     let running = |node: &str| Some(servers.of(node).version);
@@ -133,7 +133,7 @@ pub fn check_features(t: &Topology, servers: &Servers) -> Result<()> {
         if let Some(f) = crate::topology::versions::missing(t, node, v).first() {
             return Err(Error::Version {
                 key: f.path.clone(),
-                reason: format!("{} needs nats-server {} or newer, and node {node} runs {v}; run a newer server there or drop the option", f.option, f.since),
+                reason: format!("{}; run a newer server there or drop the option", f.lacked_by(node, v)),
             });
         }
     }

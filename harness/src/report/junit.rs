@@ -33,9 +33,9 @@ pub fn to_junit(report: &RunReport) -> String {
         report.wall_ms / 1000.0
     ));
     // A matrix run names each suite after its version too: a testsuite per topology × version.
-    let matrix = report.versions().len() > 1;
+    let matrix = report.is_matrix();
     for run in &report.runs {
-        let topology = if matrix { format!("{}@{}", run.topology, run.server_version) } else { run.topology.clone() };
+        let topology = run.label(matrix);
         if let Some(err) = &run.error {
             x.push_str(&format!(
                 "  <testsuite name=\"{t}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"{:.3}\">\n    <testcase classname=\"natslab.{t}\" name=\"bring the lab up\" time=\"{:.3}\">\n      <error message=\"{m}\">{m}</error>\n    </testcase>\n  </testsuite>\n",

@@ -91,9 +91,23 @@ impl TopologyRun {
         }
         c
     }
+
+    /// How reports name this run: the topology, and in a matrix run (`RunReport::is_matrix`) its version.
+    pub fn label(&self, matrix: bool) -> String {
+        if matrix {
+            format!("{}@{}", self.topology, self.server_version)
+        } else {
+            self.topology.clone()
+        }
+    }
 }
 
 impl RunReport {
+    /// Whether the runs were on more than one nats-server version (`--matrix`).
+    pub fn is_matrix(&self) -> bool {
+        self.versions().len() > 1
+    }
+
     pub fn counts(&self) -> Counts {
         let mut total = Counts::default();
         for r in &self.runs {

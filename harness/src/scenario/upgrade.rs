@@ -135,13 +135,13 @@ impl Rolling<'_> {
         let mut log = Vec::new();
         let mut bad = Vec::new();
         for (node, server) in self.steps {
-            let was = lab.servers.of(node).version;
+            let before = lab.servers.of(node).clone();
+            let was = before.version;
             if was == server.version {
                 log.push(format!("{node} already on {was}"));
                 continue;
             }
             let hub = t.leaf(node).is_none();
-            let before = lab.servers.of(node).clone();
             let t0 = Instant::now();
             let moved = lab.upgrade(node, server, within).await;
             let refused = match moved {
@@ -182,7 +182,8 @@ impl Rolling<'_> {
                 Err(e) => bad.push(format!("after {node} → {}: its streams could not be provisioned again: {e}", server.version)),
             }
             let t1 = Instant::now();
-            if let Some(gap) = writers.gap(node, hub, t0, t1) {
+            let gap = writers.gap(node, hub, t0, t1);
+            if let Some(gap) = gap {
                 p.metric_duration(&format!("{node}_unavailable_ms"), gap);
             }
             let problems = mixed_version_checks(lab, t).await;
@@ -190,7 +191,7 @@ impl Rolling<'_> {
                 "{node} {was} → {} in {} ms{}{}",
                 server.version,
                 t1.duration_since(t0).as_millis(),
-                writers.gap(node, hub, t0, t1).map_or(String::new(), |g| format!(" (writes paused {} ms)", g.as_millis())),
+                gap.map_or(String::new(), |g| format!(" (writes paused {} ms)", g.as_millis())),
                 if recreated.is_empty() { String::new() } else { format!(", {} created again (memory storage does not survive a restart)", recreated.join(", ")) }
             ));
             bad.extend(problems.into_iter().map(|x| format!("after {node} → {}: {x}", server.version)));

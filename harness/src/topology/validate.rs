@@ -628,7 +628,7 @@ fn check_versions(c: &mut Checker, t: &Topology) {
         for f in missing(t, node, version) {
             c.err(
                 f.path.clone(),
-                format!("{} needs nats-server {} or newer, and node {node} runs {version} ({at})", f.option, f.since),
+                format!("{} ({at})", f.lacked_by(node, version)),
                 format!("raise {at} to {} or newer, or drop the option", f.since),
             );
         }

@@ -46,6 +46,13 @@ pub struct Feature {
     pub since: Version,
 }
 
+impl Feature {
+    /// Why `node` on `version` cannot have this option, in the words both the loader and `up` use.
+    pub fn lacked_by(&self, node: &str, version: Version) -> String {
+        format!("{} needs nats-server {} or newer, and node {node} runs {version}", self.option, self.since)
+    }
+}
+
 const V2_10: Version = Version(2, 10, 0);
 const V2_11: Version = Version(2, 11, 0);
 const V2_12: Version = Version(2, 12, 0);
