@@ -128,6 +128,16 @@ pub struct Lab {
     grudge: Grudge,
     /// Nodes isolated whole, on backends that can only do that.
     isolated: BTreeSet<String>,
+    /// The change the lab's configs were rendered with (tests' sabotage); a reload renders with it too.
+    patch: Option<Patch>,
+}
+
+/// What a server said to a config reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    Applied,
+    /// The server's own words: it kept running on the config it had.
+    Refused(String),
 }
 
 /// Removes a run directory when dropped, unless kept.
@@ -227,6 +237,7 @@ impl Lab {
         let deadline = started + opts.timeout;
         let mut lab = Lab::new(plan, server, backend, caps, dir, opts.keep, seed);
         lab.servers = servers;
+        lab.patch = opts.patch.clone();
         if let Some(v) = opts.upgrade_to {
             lab.upgrade_to = Some(server::exact(v, &mut say).map_err(|e| Error::Version { key: "--upgrade-to".into(), reason: e.to_string() })?);
         }
@@ -267,6 +278,7 @@ impl Lab {
             journal: Vec::new(),
             grudge: Grudge::new(),
             isolated: BTreeSet::new(),
+            patch: None,
         }
     }
 
@@ -683,6 +695,64 @@ impl Lab {
             self.servers.per_node.insert(node.to_string(), server.clone());
         }
         Ok((stopped, t.elapsed()))
+    }
+
+    /// Writes every node's files (configs, secrets) again from the plan as it is now, rendered as at `up`.
+    pub fn rewrite(&self) -> Result<()> {
+        let mut configs = render::render(&self.plan);
+        if let Some(p) = &self.patch {
+            for c in &mut configs {
+                (p.0)(&c.name, &mut c.settings);
+            }
+        }
+        crate::rendered::write_plan(&self.plan, &configs)
+    }
+
+    /// Pushes an account JWT to the hubs' resolver (`$SYS.REQ.CLAIMS.UPDATE`, as `nsc push` does), through
+    /// the system account on `hub`; the server's refusal in its own words.
+    pub async fn push_account(&self, hub: &str, account_jwt: &str) -> Result<Reloaded> {
+        let sys = self.probe(hub, crate::plan::SYSTEM_ACCOUNT).await?;
+        let asked = sys.request("$SYS.REQ.CLAIMS.UPDATE", account_jwt.to_string().into());
+        let msg = tokio::time::timeout(Duration::from_secs(10), asked)
+            .await
+            .map_err(|_| Error::Connect { target: format!("{hub}'s resolver"), reason: "no answer to $SYS.REQ.CLAIMS.UPDATE within 10 s".into() })?
+            .map_err(|e| Error::Connect { target: format!("{hub}'s resolver"), reason: e.to_string() })?;
+        let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
+        Ok(match v.pointer("/error/description").and_then(|d| d.as_str()) {
+            Some(why) => Reloaded::Refused(why.to_string()),
+            None => Reloaded::Applied,
+        })
+    }
+
+    /// Writes every node's files again from the plan as it is now (a scenario changed it: a password, a
+    /// certificate, a user's permissions), checks `node`'s new config with its own binary, and has its
+    /// server reload it — asked through the system account (`$SYS.REQ.SERVER.<id>.RELOAD`), so that what
+    /// is reported is the server's own answer, never assumed.
+    pub async fn reload(&mut self, node: &str) -> Result<Reloaded> {
+        let kind = self.kind();
+        if self.plan.node(node).is_none() {
+            return Err(Error::NoSuchNode { node: node.into(), run: self.plan.run_id.clone(), nodes: self.plan.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(", ") });
+        }
+        if self.backend.reload().is_none() {
+            return Err(backend::cannot(kind, Capability::Reload));
+        }
+        self.rewrite()?;
+        server::test_config(self.servers.of(node), node, &self.plan.layout.host_config(node))?;
+        let layout = self.plan.layout.clone();
+        if let Some(r) = self.backend.reload() {
+            r.refresh_files(node, &layout).await?;
+        }
+        let varz = self.monitor.get(self.monitor_url(node).map_err(|e| Error::Connect { target: node.into(), reason: e })?, "/varz").await;
+        let id = varz.ok().and_then(|v| v["server_id"].as_str().map(String::from)).ok_or_else(|| Error::Connect { target: node.into(), reason: "its /varz names no server_id".into() })?;
+        tracing::debug!("reload {node}: asking server {id}");
+        let sys = self.probe(node, crate::plan::SYSTEM_ACCOUNT).await?;
+        let answer = crate::probe::client::request_json(&sys, &format!("$SYS.REQ.SERVER.{id}.RELOAD"), Duration::from_secs(10))
+            .await
+            .map_err(|reason| Error::Connect { target: format!("{node}'s system account"), reason })?;
+        Ok(match answer.pointer("/error/description").and_then(|d| d.as_str()) {
+            Some(why) => Reloaded::Refused(why.to_string()),
+            None => Reloaded::Applied,
+        })
     }
 
     /// Waits until the named nodes are ready, by the same conditions as `up`.

@@ -38,10 +38,12 @@ pub enum Capability {
     Guest,
     /// Stopping a node gracefully (lame duck) and starting it on another nats-server version. Not a fault.
     Upgrade,
+    /// Rewriting a running node's config and secrets and having it reload them. Not a fault.
+    Reload,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::Kill,
         Capability::Pause,
         Capability::PowerLoss,
@@ -52,6 +54,7 @@ impl Capability {
         Capability::Bandwidth,
         Capability::Guest,
         Capability::Upgrade,
+        Capability::Reload,
     ];
 
     /// What the capability lets a backend do, for "the X backend cannot ..." skip reasons.
@@ -67,6 +70,7 @@ impl Capability {
             Capability::Bandwidth => "cap the bandwidth of links",
             Capability::Guest => "start a throwaway server beside the lab",
             Capability::Upgrade => "swap a running node's nats-server for another version",
+            Capability::Reload => "rewrite a running node's config and reload it",
         }
     }
 
@@ -82,6 +86,7 @@ impl Capability {
             Capability::Bandwidth => "bandwidth",
             Capability::Guest => "guest",
             Capability::Upgrade => "upgrade",
+            Capability::Reload => "reload",
         }
     }
 

@@ -104,6 +104,11 @@ pub struct OperatorMaterial {
     pub system_account: String,
     /// account name → (public key, JWT)
     pub accounts: BTreeMap<String, (String, String)>,
+    /// The operator and the hub-side accounts' keys, to issue users again and revoke the old (rotation).
+    pub operator: jwt::Operator,
+    pub signers: BTreeMap<String, jwt::Account>,
+    /// Whether a rotation revokes the old key: false only in the test that proves a kept key is caught.
+    pub revoke: bool,
 }
 
 /// TLS material: one CA, a server cert per node, a client cert per leaf remote (mTLS) and for the harness.
@@ -114,6 +119,8 @@ pub struct TlsMaterial {
     pub leaf_clients: BTreeMap<(String, usize), (pki::CertPair, String)>,
     /// The harness's own client certificate (needed where `verify_clients` is on).
     pub probe_client: pki::CertPair,
+    /// The CA itself, to issue certificates again (rotation).
+    pub issuer: pki::Ca,
 }
 
 pub struct Secrets {
@@ -281,6 +288,57 @@ impl Plan {
         }
     }
 
+    /// Rotation: a new certificate for `node`'s server from the same CA, in place of the old one (written
+    /// with the plan's files); the new one's PEM.
+    pub fn reissue_server_cert(&mut self, node: &str) -> Result<String, Error> {
+        let n = self.node(node).ok_or_else(|| Error::Secret(format!("no node {node} to issue a certificate for")))?;
+        let (dns, ips) = server_sans(n);
+        let tls = self.secrets.tls.as_mut().ok_or_else(|| Error::Secret("the lab has no TLS".into()))?;
+        let pair = tls.issuer.issue_server(node, &dns, &ips).map_err(|e| Error::Secret(e.to_string()))?;
+        let pem = pair.cert_pem.clone();
+        tls.servers.insert(node.to_string(), pair);
+        Ok(pem)
+    }
+
+    /// Rotation in operator mode: a new user (key and JWT) for a hub credential, its creds in place of the
+    /// old; then the account JWT signed again revoking the old user key (unless the test switched revoking
+    /// off). The old creds, and the account JWT to push to the resolver.
+    pub fn reissue_user(&mut self, account: &str, user: &str) -> Result<(String, String), Error> {
+        let err = |e: jwt::JwtError| Error::Secret(e.to_string());
+        let op = self.secrets.operator.as_mut().ok_or_else(|| Error::Secret("the lab is not in operator mode".into()))?;
+        let c = self
+            .secrets
+            .credentials
+            .iter_mut()
+            .find(|c| c.scope == Scope::Hub && c.account == account && c.user == user)
+            .ok_or_else(|| Error::Secret(format!("no credential {user} of {account}")))?;
+        let signer = op.signers.get(account).ok_or_else(|| Error::Secret(format!("no key for account {account}")))?;
+        let perms = c.permissions.as_ref().map(to_jwt_permissions);
+        let (ujwt, seed) = signer.user(user, perms.as_ref()).map_err(err)?;
+        let old = c.creds.replace(jwt::creds(&ujwt, &seed)).unwrap_or_default();
+        let entry = op.accounts.get_mut(account).ok_or_else(|| Error::Secret(format!("no JWT for account {account}")))?;
+        if op.revoke {
+            let old_key = jwt::user_of(&old).ok_or_else(|| Error::Secret(format!("the old creds of {user} name no user")))?;
+            entry.1 = op.operator.revoking(&entry.1, &[old_key]).map_err(err)?;
+        }
+        Ok((old, entry.1.clone()))
+    }
+
+    /// Rotation: a new password (and bcrypt hash) for a password credential; the old password.
+    pub fn rotate_password(&mut self, scope: &Scope, account: &str, user: &str) -> Result<String, Error> {
+        let cost = self.topology.security.bcrypt_cost.unwrap_or(6);
+        let c = self
+            .secrets
+            .credentials
+            .iter_mut()
+            .find(|c| &c.scope == scope && c.account == account && c.user == user)
+            .ok_or_else(|| Error::Secret(format!("no credential {user} of {account}")))?;
+        let password = Entropy::random().password(24);
+        let bcrypt = bcrypt::hash(&password, cost).map_err(|e| Error::Secret(format!("bcrypt for user {user}: {e}")))?;
+        c.bcrypt = bcrypt;
+        Ok(std::mem::replace(&mut c.password, password))
+    }
+
     pub fn scope_of(&self, node: &str) -> Scope {
         match self.node(node).map(|n| n.role) {
             Some(Role::Leaf) => Scope::Leaf(node.to_string()),
@@ -345,17 +403,7 @@ fn tls_material(t: &Topology, nodes: &[NodePlan], entropy: &mut Entropy) -> Resu
     let ca = pki::Ca::generate_with(&format!("natslab {} CA", t.name), entropy).map_err(err)?;
     let mut servers = BTreeMap::new();
     for n in nodes {
-        let mut dns = vec![n.name.clone(), "localhost".to_string()];
-        let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
-        for h in [&n.addr.host, &n.addr.bind] {
-            match h.parse::<std::net::IpAddr>() {
-                Ok(ip) if !ip.is_unspecified() => ips.push(ip),
-                Ok(_) => {}
-                Err(_) => dns.push(h.clone()),
-            }
-        }
-        dns.dedup();
-        ips.dedup();
+        let (dns, ips) = server_sans(n);
         servers.insert(n.name.clone(), ca.issue_server_with(&n.name, &dns, &ips, entropy).map_err(err)?);
     }
     let mut leaf_clients = BTreeMap::new();
@@ -370,7 +418,23 @@ fn tls_material(t: &Topology, nodes: &[NodePlan], entropy: &mut Entropy) -> Resu
         }
     }
     let probe_client = ca.issue_client_with("natslab-probe", Some("natslab"), entropy).map_err(err)?;
-    Ok(TlsMaterial { ca: pki::CertPair { cert_pem: ca.cert_pem.clone(), key_pem: ca.key_pem.clone() }, servers, leaf_clients, probe_client })
+    Ok(TlsMaterial { ca: pki::CertPair { cert_pem: ca.cert_pem.clone(), key_pem: ca.key_pem.clone() }, servers, leaf_clients, probe_client, issuer: ca })
+}
+
+/// The names and addresses a node's server certificate covers: its name, localhost, and where it listens.
+fn server_sans(n: &NodePlan) -> (Vec<String>, Vec<std::net::IpAddr>) {
+    let mut dns = vec![n.name.clone(), "localhost".to_string()];
+    let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    for h in [&n.addr.host, &n.addr.bind] {
+        match h.parse::<std::net::IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => ips.push(ip),
+            Ok(_) => {}
+            Err(_) => dns.push(h.clone()),
+        }
+    }
+    dns.dedup();
+    ips.dedup();
+    (dns, ips)
 }
 
 /// Operator mode covers the hub: every hub-side account (declared, per-leaf, system) becomes a JWT, and
@@ -417,9 +481,11 @@ fn operator_material(t: &Topology, credentials: &mut [Credential], entropy: &mut
         c.creds = Some(jwt::creds(&ujwt, &seed));
     }
     let mut accounts: BTreeMap<String, (String, String)> =
-        signed.into_iter().map(|(n, a)| (n, (a.key.public_key(), a.jwt))).collect();
+        signed.iter().map(|(n, a)| (n.clone(), (a.key.public_key(), a.jwt.clone()))).collect();
     accounts.insert(SYSTEM_ACCOUNT.to_string(), (sys.key.public_key(), sys.jwt.clone()));
-    Ok(OperatorMaterial { operator_jwt: operator.jwt.clone(), system_account: sys.key.public_key(), accounts })
+    let system_account = sys.key.public_key();
+    signed.insert(SYSTEM_ACCOUNT.to_string(), sys);
+    Ok(OperatorMaterial { operator_jwt: operator.jwt.clone(), system_account, accounts, operator, signers: signed, revoke: true })
 }
 
 fn to_jwt_permissions(p: &Permissions) -> jwt::UserPermissions {

@@ -42,7 +42,7 @@ fn natslab_run_passes(#[case] name: &str) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    assert!(out.status.success(), "natslab run {name} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "natslab run {name} failed:\n{}\n{stdout}\n{}", not_passed(&json), String::from_utf8_lossy(&out.stderr));
     check_reports(name, &json, &junit);
 }
 
@@ -61,4 +61,21 @@ fn check_reports(name: &str, json: &Path, junit: &Path) {
     let doc = roxmltree::Document::parse(&xml).unwrap();
     assert_eq!(doc.root_element().attribute("failures"), Some("0"));
     assert_eq!(doc.root_element().attribute("errors"), Some("0"));
+}
+
+/// The checks that neither passed nor skipped, with what they observed: first in a failure's message, as a
+/// long run's output is cut in CI logs.
+fn not_passed(json: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(json) else { return "(no JSON report)".into() };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let mut out = Vec::new();
+    for run in v["runs"].as_array().into_iter().flatten() {
+        if !run["error"].is_null() {
+            out.push(format!("run error: {}", run["error"]));
+        }
+        for c in run["checks"].as_array().into_iter().flatten().filter(|c| c["verdict"] == "violated" || c["verdict"] == "harness_error") {
+            out.push(format!("{} {}: {}", c["verdict"], c["id"], c["observed"]));
+        }
+    }
+    out.join("\n")
 }

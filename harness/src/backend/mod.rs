@@ -164,6 +164,10 @@ pub trait Backend: Send + Sync {
     fn upgrade(&mut self) -> Option<&mut dyn Upgrade> {
         None
     }
+    /// Changing a running node's files (config, secrets) for a config reload.
+    fn reload(&mut self) -> Option<&mut dyn Reload> {
+        None
+    }
 
     /// Runs `node` on `server` instead of the backend's own, from its next start on: before `prepare` for
     /// a topology whose nodes declare their versions. Backends that run one server for every node say so.
@@ -179,6 +183,13 @@ pub trait Upgrade: Send {
     async fn stop_gracefully(&mut self, node: &str, within: std::time::Duration) -> Result<std::time::Duration>;
     /// The server the node runs from its next start.
     async fn swap(&mut self, node: &str, server: &crate::server::NatsServer) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Reload: Send {
+    /// Makes the node's files as now written in the run directory the ones its server reads (a no-op where
+    /// the server reads the run directory itself).
+    async fn refresh_files(&mut self, node: &str, layout: &Layout) -> Result<()>;
 }
 
 /// What a backend can do, from the capabilities it offers.
@@ -201,6 +212,9 @@ pub fn capabilities(b: &mut dyn Backend) -> Capabilities {
     }
     if b.upgrade().is_some() {
         c.insert(Capability::Upgrade);
+    }
+    if b.reload().is_some() {
+        c.insert(Capability::Reload);
     }
     if let Some(n) = b.net() {
         let kinds = n.kinds();

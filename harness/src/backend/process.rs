@@ -310,6 +310,10 @@ impl Backend for ProcessBackend {
         Some(self)
     }
 
+    fn reload(&mut self) -> Option<&mut dyn super::Reload> {
+        Some(self)
+    }
+
     async fn use_server(&mut self, node: &str, server: &NatsServer) -> Result<()> {
         self.set_server(node, server);
         Ok(())
@@ -340,6 +344,14 @@ impl super::Upgrade for ProcessBackend {
 
     async fn swap(&mut self, node: &str, server: &NatsServer) -> Result<()> {
         self.set_server(node, server);
+        Ok(())
+    }
+}
+
+/// The servers read the run directory itself: what is written there is what a reload reads.
+#[async_trait]
+impl super::Reload for ProcessBackend {
+    async fn refresh_files(&mut self, _node: &str, _layout: &crate::plan::Layout) -> Result<()> {
         Ok(())
     }
 }

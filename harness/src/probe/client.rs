@@ -58,3 +58,10 @@ impl Access {
             .map_err(|e| Error::Connect { target: format!("{} as {}", self.url, self.user.as_deref().unwrap_or("-")), reason: e.to_string() })
     }
 }
+
+/// A request whose answer is JSON (the system account's `$SYS.REQ.*`), within `within`.
+pub async fn request_json(client: &async_nats::Client, subject: &str, within: std::time::Duration) -> std::result::Result<serde_json::Value, String> {
+    let asked = client.request(subject.to_string(), "".into());
+    let msg = tokio::time::timeout(within, asked).await.map_err(|_| format!("no answer to {subject} within {} s", within.as_secs()))?.map_err(|e| format!("{subject}: {e}"))?;
+    serde_json::from_slice(&msg.payload).map_err(|e| format!("{subject}: bad answer: {e}"))
+}

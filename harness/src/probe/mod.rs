@@ -3,4 +3,5 @@
 pub mod client;
 pub mod js;
 pub mod monitor;
+pub mod tls;
 pub mod wire;

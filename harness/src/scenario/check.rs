@@ -25,14 +25,26 @@ pub enum Family {
     Network,
     /// A rolling upgrade to another nats-server version and the rollback, under load. Only when asked for.
     Upgrade,
+    /// Credentials and certificates replaced on the running lab by config reloads. Only when asked for.
+    Rotation,
 }
 
 impl Family {
     /// Every family, in the order a run takes them: reading first, disruption last.
-    pub const ALL: [Family; 8] =
-        [Family::Health, Family::State, Family::Mapping, Family::Security, Family::Jetstream, Family::Failover, Family::Network, Family::Upgrade];
+    pub const ALL: [Family; 9] = [
+        Family::Health,
+        Family::State,
+        Family::Mapping,
+        Family::Security,
+        Family::Jetstream,
+        Family::Failover,
+        Family::Network,
+        Family::Rotation,
+        Family::Upgrade,
+    ];
 
-    /// What a run takes when no family is named: all but the upgrade, which needs a version to go to.
+    /// What a run takes when no family is named: all but the upgrade (it needs a version to go to) and the
+/// day-2 operations (they change the lab's secrets and take minutes).
     pub const DEFAULT: [Family; 7] = [Family::Health, Family::State, Family::Mapping, Family::Security, Family::Jetstream, Family::Failover, Family::Network];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +57,7 @@ impl Family {
             Family::Jetstream => "jetstream",
             Family::Network => "network",
             Family::Upgrade => "upgrade",
+            Family::Rotation => "rotation",
         }
     }
 
@@ -59,6 +72,7 @@ impl Family {
             Family::Failover => "leaves move between hubs when a hub dies or hangs; acknowledged writes survive",
             Family::Network => "partitions, half-open links and WAN latency",
             Family::Upgrade => "a rolling upgrade to --upgrade-to and the rollback, under load (only when named)",
+            Family::Rotation => "passwords, leaf-link credentials and certificates replaced by config reloads, under load (only when named)",
         }
     }
 }

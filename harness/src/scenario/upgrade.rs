@@ -80,13 +80,13 @@ struct Rolling<'a> {
 }
 
 /// The writers: the hub's R3 stream, and each leaf's own file stream.
-struct Writers {
+pub(super) struct Writers {
     hub: Option<Workload>,
     leaves: Vec<(String, Workload)>,
 }
 
 impl Writers {
-    async fn start(lab: &Lab, t: &Topology) -> Result<Writers, Outcome> {
+    pub(super) async fn start(lab: &Lab, t: &Topology) -> Result<Writers, Outcome> {
         let hubs: Vec<String> = t.hub_names().map(String::from).collect();
         let hub = if t.hub.jetstream.is_some() && hubs.len() >= 3 {
             let target = Target { max_run: MAX_RUN, ..Target::hub() };
@@ -105,7 +105,7 @@ impl Writers {
     }
 
     /// The writer a step on `node` affects: the hub's for a hub, the leaf's own for a leaf.
-    fn gap(&self, node: &str, hub: bool, from: Instant, to: Instant) -> Option<Duration> {
+    pub(super) fn gap(&self, node: &str, hub: bool, from: Instant, to: Instant) -> Option<Duration> {
         if hub {
             self.hub.as_ref().map(|w| w.longest_gap(from, to))
         } else {
@@ -113,7 +113,7 @@ impl Writers {
         }
     }
 
-    async fn finish(self) -> Result<Vec<(String, Tally)>, Outcome> {
+    pub(super) async fn finish(self) -> Result<Vec<(String, Tally)>, Outcome> {
         let mut out = Vec::new();
         if let Some(w) = self.hub {
             out.push(("hub R3 stream".to_string(), w.finish().await.map_err(Outcome::Error)?));
@@ -241,7 +241,7 @@ fn stop_bound(t: &Topology) -> Duration {
 
 /// What a mixed-version lab must still be: every leaf attached, every declared flow crossing, the users'
 /// rules holding, the streams and consumers as declared.
-async fn mixed_version_checks(lab: &Lab, t: &Topology) -> Vec<String> {
+pub(super) async fn mixed_version_checks(lab: &Lab, t: &Topology) -> Vec<String> {
     let mut bad = Vec::new();
     for l in &t.leaves {
         let attached = match lab.monitor_url(&l.name) {

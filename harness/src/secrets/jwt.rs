@@ -39,6 +39,8 @@ pub enum JwtError {
         #[source]
         source: nkeys::error::Error,
     },
+    #[error("reading the {what}: {reason}")]
+    Decode { what: String, reason: String },
     #[error("serializing the claims of the {what}: {source}")]
     Json {
         what: String,
@@ -146,6 +148,36 @@ impl Operator {
             iat: self.iat,
         })
     }
+}
+
+impl Operator {
+    /// `account_jwt` (one this operator signed) signed again with the user keys `revoked` added to its
+    /// revocations: every JWT of those keys issued up to now is refused, and connections on them are
+    /// closed once the servers have it. Issued later than the JWT it replaces, as a resolver requires.
+    pub fn revoking(&self, account_jwt: &str, revoked: &[String]) -> Result<String, JwtError> {
+        let what = "account JWT to revoke users of".to_string();
+        let payload = account_jwt.split('.').nth(1).ok_or_else(|| JwtError::Decode { what: what.clone(), reason: "not a JWT".into() })?;
+        let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|e| JwtError::Decode { what: what.clone(), reason: e.to_string() })?;
+        let claims: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|source| JwtError::Json { what: what.clone(), source })?;
+        let field = |k: &str| claims.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (sub, name) = (field("sub"), field("name"));
+        let old_iat = claims.get("iat").and_then(Value::as_u64).unwrap_or(0);
+        let mut nats = claims.get("nats").and_then(Value::as_object).cloned().unwrap_or_default();
+        let now = unix_now(&what)?.max(old_iat + 1);
+        let revocations = nats.entry("revocations").or_insert_with(|| json!({}));
+        for key in revoked {
+            revocations[key.as_str()] = json!(now);
+        }
+        encode(&self.key, &sub, &name, "account", nats, &what, Some(now))
+    }
+}
+
+/// The public key of the user a creds file (or user JWT) is for.
+pub fn user_of(creds_or_jwt: &str) -> Option<String> {
+    let jwt = creds_or_jwt.lines().find(|l| l.starts_with("eyJ")).unwrap_or(creds_or_jwt).trim();
+    let bytes = URL_SAFE_NO_PAD.decode(jwt.split('.').nth(1)?).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("sub").and_then(Value::as_str).map(String::from)
 }
 
 /// A fresh account key. Keys come before JWTs because an import names the exporter's public key.

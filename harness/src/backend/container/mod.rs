@@ -662,6 +662,25 @@ impl Backend for ContainerBackend {
     fn guests(&mut self) -> Option<&mut dyn Guests> {
         Some(self)
     }
+
+    fn reload(&mut self) -> Option<&mut dyn super::Reload> {
+        Some(self)
+    }
+}
+
+/// A container holds copies of its node's files: a reload needs them copied in again.
+#[async_trait]
+impl super::Reload for ContainerBackend {
+    async fn refresh_files(&mut self, node: &str, layout: &Layout) -> Result<()> {
+        let id = self.node(node, "reload")?.id.clone();
+        let files = node_files(layout, node)?;
+        let to = UploadToContainerOptions { path: "/".into(), ..Default::default() };
+        self.engine
+            .docker
+            .upload_to_container(&id, Some(to), bollard::body_full(files.into()))
+            .await
+            .map_err(|e| Error::Fault { node: node.into(), op: "reload", reason: format!("copy its files in again: {e}") })
+    }
 }
 
 #[async_trait]

@@ -283,6 +283,11 @@ impl Backend for NetnsBackend {
         self.procs.as_mut().map(|p| p as &mut dyn Kill)
     }
 
+    /// The namespaces share the host's filesystem: the servers read the run directory itself.
+    fn reload(&mut self) -> Option<&mut dyn crate::backend::Reload> {
+        self.procs.as_mut().map(|p| p as &mut dyn crate::backend::Reload)
+    }
+
     fn upgrade(&mut self) -> Option<&mut dyn crate::backend::Upgrade> {
         self.procs.as_mut().map(|p| p as &mut dyn crate::backend::Upgrade)
     }

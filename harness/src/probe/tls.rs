@@ -1,0 +1,46 @@
+//! The certificate a server presents: NATS sends its INFO in the clear and then upgrades the connection,
+//! so the probe reads that line, then shakes hands trusting only the lab's CA, and keeps the leaf
+//! certificate the server sent. Used to prove that a reissued certificate is the one now served.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
+
+/// The DER of the certificate `addr` (`host:port`) serves, verified against `ca_pem` for `server_name`.
+pub async fn served_cert(addr: &str, ca_pem: &str, server_name: &str) -> Result<Vec<u8>, String> {
+    let work = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut reader = BufReader::new(tcp);
+        let mut info = String::new();
+        reader.read_line(&mut info).await.map_err(|e| format!("read INFO from {addr}: {e}"))?;
+        if !info.starts_with("INFO ") {
+            return Err(format!("{addr} did not start with INFO: {}", info.trim()));
+        }
+        let mut roots = RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for der in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(der.map_err(|e| format!("the lab's CA: {e}"))?).map_err(|e| format!("the lab's CA: {e}"))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(server_name.to_string()).map_err(|e| format!("{server_name}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, reader.into_inner()).await.map_err(|e| format!("TLS with {addr}: {e}"))?;
+        let (_, session) = tls.get_ref();
+        let cert = session.peer_certificates().and_then(|c| c.first()).ok_or_else(|| format!("{addr} presented no certificate"))?;
+        Ok(cert.as_ref().to_vec())
+    };
+    tokio::time::timeout(Duration::from_secs(10), work).await.map_err(|_| format!("no TLS handshake with {addr} within 10 s"))?
+}
+
+/// The DER of the first certificate in a PEM text.
+pub fn der_of(pem: &str) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).map(|c| c.as_ref().to_vec()).map_err(|e| e.to_string())
+}
