@@ -1,0 +1,122 @@
+//! The rotation family on real servers: credentials and certificates replaced on a running lab by config
+//! reloads, on every backend that can reload (cim-reference: operator-mode users and leaf links with their
+//! old keys revoked, the leaves' local passwords, every node's certificate). And its sabotage: a rotation
+//! whose revocation is rendered away, and a reload that does not apply what changed, must each be
+//! reported violated.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use natslab::backend::BackendKind;
+use natslab::lab::{Lab, Patch, Quiet, UpOptions};
+use natslab::scenario::{self, Check, Ctx, Family, Recorder, Silent, Verdict};
+use natslab::topology::Topology;
+use serde_json::Value;
+
+async fn rotate(lab: &mut Lab, t: &Topology) -> Vec<Check> {
+    rotate_only(lab, t, &[]).await
+}
+
+async fn rotate_only(lab: &mut Lab, t: &Topology, only: &[&str]) -> Vec<Check> {
+    let mut rec = Recorder::new(&Silent).only(only.iter().map(|s| s.to_string()).collect());
+    let mut ctx = Ctx { lab, declared: t, rec: &mut rec };
+    scenario::run(&mut ctx, &[Family::Rotation]).await;
+    for c in &rec.checks {
+        eprintln!("  {:?} {} — {}", c.verdict, c.id, c.observed);
+    }
+    rec.checks
+}
+
+async fn rotation_passes_on(backend: BackendKind) {
+    let t = load("cim-reference.yaml");
+    let root = tempfile::tempdir().unwrap();
+    let opts = UpOptions { backend, runs_root: Some(root.path().to_path_buf()), ..UpOptions::default() };
+    let mut lab = Lab::up(t.clone(), &opts, &Quiet).await.unwrap_or_else(|e| panic!("{e}"));
+    let checks = rotate(&mut lab, &t).await;
+    lab.shutdown().await;
+    assert!(failures(&checks).is_empty(), "{:#?}", failures(&checks));
+    // Every credential and certificate the topology declares was rotated, none skipped.
+    assert!(checks.iter().all(|c| c.verdict == Verdict::Passed), "{:?}", checks.iter().map(|c| (&c.id, c.verdict)).collect::<Vec<_>>());
+    assert_eq!(check(&checks, "rotation/user/hub/HUB/alchemist").verdict, Verdict::Passed);
+    for leaf in ["cim-prod-001", "cim-prod-002", "cim-dev-001"] {
+        let link = check(&checks, &format!("rotation/leaf-link/{leaf}/0"));
+        assert_eq!(link.metrics["acked_writes_lost"], 0.0);
+        assert!(link.metrics["acked_writes_acked"] > 0.0, "the writers wrote across the rotation: {:?}", link.metrics);
+        assert!(link.metrics.contains_key("reattach_ms"));
+        assert_eq!(check(&checks, &format!("rotation/password/{leaf}/CIM/cim-local")).verdict, Verdict::Passed);
+    }
+    for node in ["hub-1", "hub-2", "hub-3", "cim-prod-001", "cim-prod-002", "cim-dev-001"] {
+        assert_eq!(check(&checks, &format!("rotation/tls/{node}")).verdict, Verdict::Passed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cim_reference_rotates_on_processes() {
+    rotation_passes_on(BackendKind::Process).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cim_reference_rotates_on_network_namespaces() {
+    if !netns_or_skip() {
+        return;
+    }
+    rotation_passes_on(BackendKind::Netns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cim_reference_rotates_on_containers() {
+    if !engine_or_skip().await {
+        return;
+    }
+    rotation_passes_on(BackendKind::Container).await;
+}
+
+/// Sabotage: the new creds are issued, but the account JWT pushed to the resolver does not revoke the old
+/// key. A client presenting the old creds still connects, and the link never has to come back on the new
+/// ones: both rotations must say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_that_still_connects_is_violated() {
+    let t = load("operator-jwt.yaml");
+    let root = tempfile::tempdir().unwrap();
+    let mut lab = up(t.clone(), &root).await;
+    lab.plan.secrets.operator.as_mut().expect("operator mode").revoke = false;
+    let checks = rotate(&mut lab, &t).await;
+    lab.shutdown().await;
+    let user = check(&checks, "rotation/user/hub/CONTROL/alchemist");
+    assert_eq!(user.verdict, Verdict::Violated, "{}", user.observed);
+    assert!(user.observed.contains("revoked creds still connects"), "{}", user.observed);
+    let link = check(&checks, "rotation/leaf-link/op-leaf-1/0");
+    assert_eq!(link.verdict, Verdict::Violated, "{}", link.observed);
+}
+
+/// Sabotage: every re-render gives each node the accounts block it started with, so a reload applies
+/// nothing — the old password still works, and the password rotation must say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_did_not_apply_is_violated() {
+    let t = load("subject-mapping.yaml");
+    let root = tempfile::tempdir().unwrap();
+    let first: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let frozen = first.clone();
+    let patch = Patch(Arc::new(move |node: &str, s: &mut Value| {
+        let mut seen = frozen.lock().unwrap();
+        match seen.get(node) {
+            Some(accounts) => s["accounts"] = accounts.clone(),
+            None => {
+                seen.insert(node.to_string(), s["accounts"].clone());
+            }
+        }
+    }));
+    let opts = UpOptions { patch: Some(patch), ..opts(&root) };
+    let mut lab = Lab::up(t.clone(), &opts, &Quiet).await.unwrap_or_else(|e| panic!("{e}"));
+    let checks = rotate_only(&mut lab, &t, &["rotation/password"]).await;
+    lab.shutdown().await;
+    let passwords: Vec<&Check> = checks.iter().filter(|c| c.id.starts_with("rotation/password/")).collect();
+    assert!(!passwords.is_empty(), "subject-mapping declares users with passwords");
+    for c in passwords {
+        assert_eq!(c.verdict, Verdict::Violated, "{}: {}", c.id, c.observed);
+        assert!(c.observed.contains("old password still connects"), "{}: {}", c.id, c.observed);
+    }
+}
