@@ -324,6 +324,39 @@ impl Plan {
         Ok((old, entry.1.clone()))
     }
 
+    /// A day-2 change: the lab's declaration becomes `after`. Declared users' permissions follow it and,
+    /// in operator mode, so do the hub-side account JWTs; those that changed are returned, to push to the
+    /// resolver (everything else reaches the servers as their configs, written and reloaded).
+    pub fn adopt(&mut self, after: Topology) -> Result<Vec<String>, Error> {
+        let before = crate::topology::flows::flows(&self.topology);
+        let now = crate::topology::flows::flows(&after);
+        for c in self.secrets.credentials.iter_mut().filter(|c| c.kind == CredKind::Declared) {
+            let accounts = match &c.scope {
+                Scope::Hub => Some(&after.hub.accounts),
+                Scope::Leaf(l) => after.leaf(l).map(|l| &l.accounts),
+            };
+            if let Some(u) = accounts.into_iter().flatten().filter(|a| a.name == c.account).flat_map(|a| &a.users).find(|u| u.user == c.user) {
+                c.permissions = u.permissions.clone();
+            }
+        }
+        let mut pushed = Vec::new();
+        if let Some(op) = self.secrets.operator.as_mut() {
+            let pubs: BTreeMap<String, String> = op.signers.iter().map(|(n, a)| (n.clone(), a.key.public_key())).collect();
+            let pubkey = |n: &str| pubs.get(n).cloned().unwrap_or_default();
+            for (name, account) in &op.signers {
+                if name == SYSTEM_ACCOUNT || before.get(name) == now.get(name) {
+                    continue;
+                }
+                let spec = account_spec(&after, &now, name, &pubkey);
+                let entry = op.accounts.get_mut(name).ok_or_else(|| Error::Secret(format!("no JWT for account {name}")))?;
+                entry.1 = op.operator.account_again(account, &spec, &entry.1).map_err(|e| Error::Secret(e.to_string()))?;
+                pushed.push(entry.1.clone());
+            }
+        }
+        self.topology = after;
+        Ok(pushed)
+    }
+
     /// Rotation: a new password (and bcrypt hash) for a password credential; the old password.
     pub fn rotate_password(&mut self, scope: &Scope, account: &str, user: &str) -> Result<String, Error> {
         let cost = self.topology.security.bcrypt_cost.unwrap_or(6);
@@ -460,17 +493,7 @@ fn operator_material(t: &Topology, credentials: &mut [Credential], entropy: &mut
 
     let mut signed: BTreeMap<String, jwt::Account> = BTreeMap::new();
     for name in &names {
-        let a = flows.get(name).cloned().unwrap_or_default();
-        let spec = jwt::AccountSpec {
-            name,
-            exports: a.exports.iter().map(|s| jwt::StreamExport { subject: s.clone() }).collect(),
-            imports: a
-                .imports
-                .iter()
-                .map(|i| jwt::StreamImport { from_account: pubkey(&i.from), subject: i.subject.clone(), local_subject: i.local_subject.clone() })
-                .collect(),
-            jetstream: t.hub.jetstream.is_some(),
-        };
+        let spec = account_spec(t, &flows, name, &pubkey);
         let key = keys.remove(name).ok_or_else(|| Error::Secret(format!("no key for account {name}")))?;
         signed.insert(name.clone(), operator.account(key, &spec).map_err(err)?);
     }
@@ -486,6 +509,21 @@ fn operator_material(t: &Topology, credentials: &mut [Credential], entropy: &mut
     let system_account = sys.key.public_key();
     signed.insert(SYSTEM_ACCOUNT.to_string(), sys);
     Ok(OperatorMaterial { operator_jwt: operator.jwt.clone(), system_account, accounts, operator, signers: signed, revoke: true })
+}
+
+/// What a hub-side account's JWT says: its exports and imports (importers name exporters by key).
+fn account_spec<'a>(t: &Topology, flows: &BTreeMap<String, crate::topology::flows::AccountFlows>, name: &'a str, pubkey: &dyn Fn(&str) -> String) -> jwt::AccountSpec<'a> {
+    let a = flows.get(name).cloned().unwrap_or_default();
+    jwt::AccountSpec {
+        name,
+        exports: a.exports.iter().map(|s| jwt::StreamExport { subject: s.clone() }).collect(),
+        imports: a
+            .imports
+            .iter()
+            .map(|i| jwt::StreamImport { from_account: pubkey(&i.from), subject: i.subject.clone(), local_subject: i.local_subject.clone() })
+            .collect(),
+        jetstream: t.hub.jetstream.is_some(),
+    }
 }
 
 fn to_jwt_permissions(p: &Permissions) -> jwt::UserPermissions {

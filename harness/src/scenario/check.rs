@@ -27,11 +27,13 @@ pub enum Family {
     Upgrade,
     /// Credentials and certificates replaced on the running lab by config reloads. Only when asked for.
     Rotation,
+    /// The topology's declared `changes:` made by config reloads, checked, undone. Only when asked for.
+    Reload,
 }
 
 impl Family {
     /// Every family, in the order a run takes them: reading first, disruption last.
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Health,
         Family::State,
         Family::Mapping,
@@ -40,6 +42,7 @@ impl Family {
         Family::Failover,
         Family::Network,
         Family::Rotation,
+        Family::Reload,
         Family::Upgrade,
     ];
 
@@ -58,6 +61,7 @@ impl Family {
             Family::Network => "network",
             Family::Upgrade => "upgrade",
             Family::Rotation => "rotation",
+            Family::Reload => "reload",
         }
     }
 
@@ -73,6 +77,7 @@ impl Family {
             Family::Network => "partitions, half-open links and WAN latency",
             Family::Upgrade => "a rolling upgrade to --upgrade-to and the rollback, under load (only when named)",
             Family::Rotation => "passwords, leaf-link credentials and certificates replaced by config reloads, under load (only when named)",
+            Family::Reload => "the topology's declared changes (permissions, flows) made by config reloads, checked, undone (only when named)",
         }
     }
 }

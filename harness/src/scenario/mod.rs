@@ -13,6 +13,7 @@ pub mod jetstream;
 pub mod mapping;
 pub mod network;
 pub mod probes;
+pub mod reload;
 pub mod rotation;
 pub mod security;
 pub mod state;
@@ -83,6 +84,7 @@ pub async fn run(ctx: &mut Ctx<'_, '_>, families: &[Family]) {
             Family::Failover => failover::run(ctx).await,
             Family::Network => network::run(ctx).await,
             Family::Rotation => rotation::run(ctx).await,
+            Family::Reload => reload::run(ctx).await,
             Family::Upgrade => upgrade::run(ctx).await,
         }
         // A family that broke off mid-check must not leave faults to the next one.

@@ -244,6 +244,31 @@ pub(super) async fn rules_still_hold(lab: &Lab, t: &Topology) -> Vec<String> {
     bad
 }
 
+/// The rules of one user (`leaf`: of that leaf; `None`: of the hub), as `t` declares them, probed on
+/// exactly `subjects` in both directions — a subject a change moved between allow and deny is probed on
+/// the side it moved to. The problems, as text.
+pub(super) async fn user_rules_hold(lab: &Lab, t: &Topology, leaf: Option<&str>, user: &str, subjects: &[String]) -> Vec<String> {
+    let scope = leaf.unwrap_or("hub");
+    let Some(who) = declared_users(t).into_iter().find(|w| w.scope == scope && w.user == user) else {
+        return vec![format!("{scope} declares no user {user}")];
+    };
+    let mut bad = Vec::new();
+    for op in [Op::Publish, Op::Subscribe] {
+        let rule = op.rule(who.perms.as_ref());
+        for pattern in subjects {
+            let tok = token();
+            let subject = example(pattern, &tok);
+            let allow = permitted(rule, &subject);
+            let r = if allow { allowed(lab, &who, op, &subject, &tok).await } else { refused(lab, &who, op, &subject, &tok).await };
+            match r.unwrap_or_else(|o| o) {
+                Outcome::Pass(_) | Outcome::Skipped(_) => {}
+                other => bad.push(format!("{} {} {subject} ({}): {}", who.label(), op.name(), if allow { "allowed" } else { "denied" }, other.text())),
+            }
+        }
+    }
+    bad
+}
+
 enum Probe {
     Allowed(String),
     Refused(String),

@@ -156,9 +156,7 @@ impl Operator {
     /// closed once the servers have it. Issued later than the JWT it replaces, as a resolver requires.
     pub fn revoking(&self, account_jwt: &str, revoked: &[String]) -> Result<String, JwtError> {
         let what = "account JWT to revoke users of".to_string();
-        let payload = account_jwt.split('.').nth(1).ok_or_else(|| JwtError::Decode { what: what.clone(), reason: "not a JWT".into() })?;
-        let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|e| JwtError::Decode { what: what.clone(), reason: e.to_string() })?;
-        let claims: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|source| JwtError::Json { what: what.clone(), source })?;
+        let claims = claims_of(account_jwt, &what)?;
         let field = |k: &str| claims.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         let (sub, name) = (field("sub"), field("name"));
         let old_iat = claims.get("iat").and_then(Value::as_u64).unwrap_or(0);
@@ -170,6 +168,28 @@ impl Operator {
         }
         encode(&self.key, &sub, &name, "account", nats, &what, Some(now))
     }
+}
+
+impl Operator {
+    /// An account JWT for `account`'s key from `spec`, in place of `previous` (the revocations it holds
+    /// kept), issued later than it, as a resolver requires of an update.
+    pub fn account_again(&self, account: &Account, spec: &AccountSpec, previous: &str) -> Result<String, JwtError> {
+        let what = format!("account JWT {:?}", spec.name);
+        let old = claims_of(previous, &what)?;
+        let mut nats = account_claim(spec, &what)?;
+        if let Some(r) = old.get("nats").and_then(|n| n.get("revocations")) {
+            nats.insert("revocations".into(), r.clone());
+        }
+        let old_iat = old.get("iat").and_then(Value::as_u64).unwrap_or(0);
+        let now = unix_now(&what)?.max(old_iat + 1);
+        encode(&self.key, &account.key.public_key(), spec.name, "account", nats, &what, Some(now))
+    }
+}
+
+fn claims_of(jwt: &str, what: &str) -> Result<Map<String, Value>, JwtError> {
+    let payload = jwt.split('.').nth(1).ok_or_else(|| JwtError::Decode { what: what.to_string(), reason: "not a JWT".into() })?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|e| JwtError::Decode { what: what.to_string(), reason: e.to_string() })?;
+    serde_json::from_slice(&bytes).map_err(|source| JwtError::Json { what: what.to_string(), source })
 }
 
 /// The public key of the user a creds file (or user JWT) is for.

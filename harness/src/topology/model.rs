@@ -29,6 +29,69 @@ pub struct Topology {
     /// Service levels the run must meet; without one, the timing is a measurement only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Expect>,
+    /// Day-2 changes the `reload` family makes to the running lab by config reloads, each stating the
+    /// state after it; each is made, checked, undone and checked again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+}
+
+/// One change to a running lab, as the state after it: a user's permissions, or a leaf link's flows.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// For reports and check ids: letters, digits, `-`, `_`.
+    pub name: String,
+    /// Where: a leaf's name; omitted, the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<String>,
+    /// A user of that place whose permissions become `permissions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
+    /// A remote of the leaf (default 0) whose flows become `imports` / `exports` (each as in `remotes`;
+    /// one left out stays as declared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imports: Option<Vec<Flow>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exports: Option<Vec<Flow>>,
+}
+
+impl Change {
+    /// The topology after this change (validated topologies only: the places it names exist).
+    pub fn apply(&self, t: &Topology) -> Topology {
+        let mut after = t.clone();
+        if let Some(user) = &self.user {
+            let accounts = match &self.leaf {
+                Some(l) => after.leaves.iter_mut().find(|x| &x.name == l).map(|x| &mut x.accounts),
+                None => Some(&mut after.hub.accounts),
+            };
+            for a in accounts.into_iter().flatten() {
+                for u in a.users.iter_mut().filter(|u| &u.user == user) {
+                    u.permissions = self.permissions.clone();
+                }
+            }
+        }
+        if self.imports.is_some() || self.exports.is_some() {
+            let r = self.remote.unwrap_or(0);
+            if let Some(remote) = self.leaf.as_ref().and_then(|l| after.leaves.iter_mut().find(|x| &x.name == l)).and_then(|l| l.remotes.get_mut(r)) {
+                if let Some(i) = &self.imports {
+                    remote.imports = i.clone();
+                }
+                if let Some(e) = &self.exports {
+                    remote.exports = e.clone();
+                }
+            }
+        }
+        after
+    }
+
+    /// Whether it changes a user's permissions (else a link's flows).
+    pub fn is_permissions(&self) -> bool {
+        self.user.is_some()
+    }
 }
 
 /// Lame-duck mode: a stopping server closes its listener, hands off its raft leaderships, waits

@@ -310,6 +310,7 @@ pub fn validate(t: &Topology) -> Vec<Problem> {
     }
 
     check_versions(&mut c, t);
+    check_changes(&mut c, t);
     if let Some(ld) = &t.lame_duck {
         let d = ld.duration.as_ref().map(|d| d.get()).unwrap_or(std::time::Duration::from_secs(120));
         if d < std::time::Duration::from_secs(30) {
@@ -605,6 +606,69 @@ fn hub_stream_accounts_first<'a>(declared: &[&'a str], all: &[&'a str]) -> Vec<&
     let mut v: Vec<&str> = declared.to_vec();
     v.extend(all.iter().filter(|a| !declared.contains(a)));
     v
+}
+
+/// Each change names a place that exists and changes exactly one kind of thing.
+fn check_changes(c: &mut Checker, t: &Topology) {
+    let mut names = std::collections::BTreeSet::new();
+    for (i, ch) in t.changes.iter().enumerate() {
+        let at = format!("changes[{i}]");
+        if ch.name.is_empty() || !ch.name.chars().all(|x| x.is_ascii_alphanumeric() || x == '-' || x == '_') {
+            c.err(format!("{at}.name"), format!("change name '{}' is not valid", ch.name), "use letters, digits, '-' and '_' (it is part of check ids)");
+        } else if !names.insert(ch.name.as_str()) {
+            c.err(format!("{at}.name"), format!("two changes are called '{}'", ch.name), "give each change its own name");
+        }
+        let leaf = match &ch.leaf {
+            Some(l) => match t.leaf(l) {
+                Some(x) => Some(x),
+                None => {
+                    let known: Vec<&str> = t.leaves.iter().map(|x| x.name.as_str()).collect();
+                    c.err(format!("{at}.leaf"), format!("no leaf '{l}'"), format!("one of {}", known.join(", ")));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let flows = ch.imports.is_some() || ch.exports.is_some();
+        match (&ch.user, flows) {
+            (Some(_), true) => c.err(at.clone(), "a change is either a user's permissions or a link's flows, not both", "split it into two changes"),
+            (None, false) => c.err(at.clone(), "the change changes nothing", "give `user` and `permissions`, or `imports` / `exports` of a leaf's remote"),
+            (Some(u), false) => {
+                let accounts = leaf.map_or(&t.hub.accounts, |l| &l.accounts);
+                if !accounts.iter().any(|a| a.users.iter().any(|x| &x.user == u)) {
+                    let place = ch.leaf.as_deref().unwrap_or("the hub");
+                    c.err(format!("{at}.user"), format!("{place} declares no user '{u}'"), "name a user of that place's accounts");
+                }
+                if ch.remote.is_some() {
+                    c.err(format!("{at}.remote"), "`remote` belongs to a flow change", "drop it, or change imports / exports instead");
+                }
+            }
+            (None, true) => {
+                let Some(l) = leaf else {
+                    c.err(format!("{at}.leaf"), "a flow change needs the leaf whose remote it changes", "add leaf: <name>");
+                    continue;
+                };
+                let r = ch.remote.unwrap_or(0);
+                if r >= l.remotes.len() {
+                    c.err(format!("{at}.remote"), format!("{} has {} remote(s)", l.name, l.remotes.len()), format!("use 0..{}", l.remotes.len()));
+                }
+                if ch.permissions.is_some() {
+                    c.err(format!("{at}.permissions"), "`permissions` belongs to a user change", "add `user`, or drop it");
+                }
+            }
+        }
+    }
+    // The state after each change must itself be a valid topology.
+    for (i, ch) in t.changes.iter().enumerate() {
+        if c.problems.iter().any(|p| p.path.starts_with("changes")) {
+            break;
+        }
+        let mut after = ch.apply(t);
+        after.changes.clear();
+        for p in validate(&after) {
+            c.err(format!("changes[{i}]"), format!("after this change: {} ({})", p.message, p.path), p.hint.clone().unwrap_or_default());
+        }
+    }
 }
 
 /// Declared versions are versions, and every node's declared version has every option the node uses.

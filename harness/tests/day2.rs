@@ -1,8 +1,9 @@
-//! The rotation family on real servers: credentials and certificates replaced on a running lab by config
-//! reloads, on every backend that can reload (cim-reference: operator-mode users and leaf links with their
-//! old keys revoked, the leaves' local passwords, every node's certificate). And its sabotage: a rotation
-//! whose revocation is rendered away, and a reload that does not apply what changed, must each be
-//! reported violated.
+//! The day-2 families on real servers, on every backend that can reload: rotation (cim-reference's
+//! operator-mode users and leaf links with their old keys revoked, the leaves' local passwords, every
+//! node's certificate) and reload (cim-reference's declared `changes:`: a leaf user's permissions narrowed,
+//! a link's flows swapped, each undone). And their sabotage: a rotation whose revocation is rendered away,
+//! a password rotation or a declared change whose reload applies nothing, must each be reported violated;
+//! a reload nats-server will not do is reported in its words.
 
 mod common;
 
@@ -17,27 +18,30 @@ use natslab::topology::Topology;
 use serde_json::Value;
 
 async fn rotate(lab: &mut Lab, t: &Topology) -> Vec<Check> {
-    rotate_only(lab, t, &[]).await
+    run_only(lab, t, &[Family::Rotation], &[]).await
 }
 
-async fn rotate_only(lab: &mut Lab, t: &Topology, only: &[&str]) -> Vec<Check> {
+async fn run_only(lab: &mut Lab, t: &Topology, families: &[Family], only: &[&str]) -> Vec<Check> {
     let mut rec = Recorder::new(&Silent).only(only.iter().map(|s| s.to_string()).collect());
     let mut ctx = Ctx { lab, declared: t, rec: &mut rec };
-    scenario::run(&mut ctx, &[Family::Rotation]).await;
+    scenario::run(&mut ctx, families).await;
     for c in &rec.checks {
         eprintln!("  {:?} {} — {}", c.verdict, c.id, c.observed);
     }
     rec.checks
 }
 
-async fn rotation_passes_on(backend: BackendKind) {
+async fn day2_passes_on(backend: BackendKind) {
     let t = load("cim-reference.yaml");
     let root = tempfile::tempdir().unwrap();
     let opts = UpOptions { backend, runs_root: Some(root.path().to_path_buf()), ..UpOptions::default() };
     let mut lab = Lab::up(t.clone(), &opts, &Quiet).await.unwrap_or_else(|e| panic!("{e}"));
-    let checks = rotate(&mut lab, &t).await;
+    let checks = run_only(&mut lab, &t, &[Family::Rotation, Family::Reload], &[]).await;
     lab.shutdown().await;
     assert!(failures(&checks).is_empty(), "{:#?}", failures(&checks));
+    for change in ["reload/permissions/narrow-cim-local", "reload/flows/swap-metrics-for-telemetry"] {
+        assert_eq!(check(&checks, change).verdict, Verdict::Passed);
+    }
     // Every credential and certificate the topology declares was rotated, none skipped.
     assert!(checks.iter().all(|c| c.verdict == Verdict::Passed), "{:?}", checks.iter().map(|c| (&c.id, c.verdict)).collect::<Vec<_>>());
     assert_eq!(check(&checks, "rotation/user/hub/HUB/alchemist").verdict, Verdict::Passed);
@@ -54,24 +58,24 @@ async fn rotation_passes_on(backend: BackendKind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cim_reference_rotates_on_processes() {
-    rotation_passes_on(BackendKind::Process).await;
+async fn cim_reference_rotates_and_reloads_on_processes() {
+    day2_passes_on(BackendKind::Process).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cim_reference_rotates_on_network_namespaces() {
+async fn cim_reference_rotates_and_reloads_on_network_namespaces() {
     if !netns_or_skip() {
         return;
     }
-    rotation_passes_on(BackendKind::Netns).await;
+    day2_passes_on(BackendKind::Netns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cim_reference_rotates_on_containers() {
+async fn cim_reference_rotates_and_reloads_on_containers() {
     if !engine_or_skip().await {
         return;
     }
-    rotation_passes_on(BackendKind::Container).await;
+    day2_passes_on(BackendKind::Container).await;
 }
 
 /// Sabotage: the new creds are issued, but the account JWT pushed to the resolver does not revoke the old
@@ -111,12 +115,55 @@ async fn a_reload_that_did_not_apply_is_violated() {
     }));
     let opts = UpOptions { patch: Some(patch), ..opts(&root) };
     let mut lab = Lab::up(t.clone(), &opts, &Quiet).await.unwrap_or_else(|e| panic!("{e}"));
-    let checks = rotate_only(&mut lab, &t, &["rotation/password"]).await;
+    let checks = run_only(&mut lab, &t, &[Family::Rotation], &["rotation/password"]).await;
     lab.shutdown().await;
     let passwords: Vec<&Check> = checks.iter().filter(|c| c.id.starts_with("rotation/password/")).collect();
     assert!(!passwords.is_empty(), "subject-mapping declares users with passwords");
     for c in passwords {
         assert_eq!(c.verdict, Verdict::Violated, "{}: {}", c.id, c.observed);
         assert!(c.observed.contains("old password still connects"), "{}: {}", c.id, c.observed);
+    }
+}
+
+/// Sabotage: cim-prod-001 keeps the accounts block it started with whatever is rendered, so the declared
+/// narrowing of cim-local never reaches the server: the reload family must say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_change_whose_reload_did_not_apply_is_violated() {
+    let t = load("cim-reference.yaml");
+    let root = tempfile::tempdir().unwrap();
+    let first: Arc<Mutex<Option<Value>>> = Arc::default();
+    let patch = Patch(Arc::new(move |node: &str, s: &mut Value| {
+        if node != "cim-prod-001" {
+            return;
+        }
+        let mut kept = first.lock().unwrap();
+        match kept.as_ref() {
+            Some(accounts) => s["accounts"] = accounts.clone(),
+            None => *kept = Some(s["accounts"].clone()),
+        }
+    }));
+    let opts = UpOptions { patch: Some(patch), ..opts(&root) };
+    let mut lab = Lab::up(t.clone(), &opts, &Quiet).await.unwrap_or_else(|e| panic!("{e}"));
+    let checks = run_only(&mut lab, &t, &[Family::Reload], &["reload/permissions/narrow-cim-local"]).await;
+    lab.shutdown().await;
+    let c = check(&checks, "reload/permissions/narrow-cim-local");
+    assert_eq!(c.verdict, Verdict::Violated, "{}", c.observed);
+    assert!(c.observed.contains("after the change") && c.observed.contains("events."), "the narrowed subject is named: {}", c.observed);
+}
+
+/// A change nats-server cannot make by a reload (a hub's JetStream memory limit lowered) is refused, and
+/// the refusal is the server's own words, not natslab's guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_the_server_refuses_is_reported_in_its_words() {
+    let t = load("operator-jwt.yaml");
+    let root = tempfile::tempdir().unwrap();
+    let mut lab = up(t, &root).await;
+    let js = lab.plan.topology.hub.jetstream.as_mut().expect("the hub has JetStream");
+    js.max_memory_store = Some(natslab::topology::Size(64 * 1024 * 1024));
+    let answer = lab.reload("hub-1").await;
+    lab.shutdown().await;
+    match answer {
+        Ok(natslab::lab::Reloaded::Refused(why)) => assert!(why.contains("not supported for decreasing jetstream max memory"), "{why}"),
+        other => panic!("the server should have refused the reload: {other:?}"),
     }
 }
