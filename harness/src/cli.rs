@@ -124,6 +124,40 @@ pub enum Command {
         #[arg(long)]
         server_version: Option<crate::server::Version>,
     },
+    /// Back up every declared stream of a running lab through the JetStream API (as `nats stream backup`):
+    /// `<out>/<hub or leaf>/<stream>/backup.json` + `stream.tar.s2`, consumers included.
+    Backup {
+        /// The directory to write (created; a backup of the same stream there is replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// The lab's inventory (its inventory.json); default: the only running lab's.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// A running lab by run id, instead of --inventory.
+        #[arg(long, conflicts_with = "inventory")]
+        run: Option<String>,
+        /// Seconds to wait for the lab to be ready.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Restore the streams a `natslab backup` directory holds into a running lab (each made anew, with its
+    /// messages at their sequences and its consumers' state).
+    Restore {
+        /// The directory `natslab backup --out` wrote.
+        from: PathBuf,
+        /// Delete a stream that exists before restoring it (without: refused, and nothing is restored).
+        #[arg(long)]
+        replace: bool,
+        /// The lab's inventory (its inventory.json); default: the only running lab's.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// A running lab by run id, instead of --inventory.
+        #[arg(long, conflicts_with = "inventory")]
+        run: Option<String>,
+        /// Seconds to wait for the lab to be ready.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Create the declared JetStream streams and consumers on a running lab, idempotently: what exists as
     /// declared is left alone, what exists otherwise is reported (and replaced with --update).
     Provision {
@@ -429,6 +463,8 @@ pub async fn main(cli: Cli) -> i32 {
             }
         }
         Command::Provision { inventory, run, node, update, timeout } => provision_cmd(inventory, run, node.as_deref(), update, timeout).await,
+        Command::Backup { out, inventory, run, timeout } => backup_cmd(&out, inventory, run, timeout).await,
+        Command::Restore { from, replace, inventory, run, timeout } => restore_cmd(&from, replace, inventory, run, timeout).await,
         Command::Down { run, all } => down(run.as_deref(), all).await,
         Command::Fault { run, fault } => fault_cmd(run.as_deref(), fault).await,
         Command::Status { json } => status(json).await,
@@ -811,6 +847,36 @@ async fn fault_cmd(run: Option<&str>, args: FaultArgs) -> Result<i32, Error> {
         }
         Err(crate::control::Refused::Gone(why)) => Err(Error::Supervisor(why)),
     }
+}
+
+/// A running lab reached through its inventory, to read and write its streams.
+async fn attach_to(inventory: Option<PathBuf>, run: Option<&str>, verb: &str, timeout: u64) -> Result<Lab, Error> {
+    let inventory = match inventory {
+        Some(p) => p,
+        None => pick_live_run(run, verb)?.dir.join("inventory.json"),
+    };
+    let opts = UpOptions { backend: BackendKind::Attached, inventory: Some(inventory), timeout: Duration::from_secs(timeout), ..UpOptions::default() };
+    Lab::up(topology_of_inventory(&opts)?, &opts, &crate::lab::Quiet).await
+}
+
+async fn backup_cmd(out: &Path, inventory: Option<PathBuf>, run: Option<String>, timeout: u64) -> Result<i32, Error> {
+    let lab = attach_to(inventory, run.as_deref(), "backup", timeout).await?;
+    let done = crate::backups::save(&lab, out).await?;
+    if done.is_empty() {
+        println!("the topology declares no streams: nothing to back up");
+    }
+    for d in &done {
+        println!("{}/{}: {} messages, {} bytes → {}", d.place, d.stream, d.messages, d.bytes, d.dir.display());
+    }
+    Ok(EXIT_OK)
+}
+
+async fn restore_cmd(from: &Path, replace: bool, inventory: Option<PathBuf>, run: Option<String>, timeout: u64) -> Result<i32, Error> {
+    let lab = attach_to(inventory, run.as_deref(), "restore", timeout).await?;
+    for d in crate::backups::restore(&lab, from, replace).await? {
+        println!("{}/{}: restored {} messages ({} bytes) from {}", d.place, d.stream, d.messages, d.bytes, d.dir.display());
+    }
+    Ok(EXIT_OK)
 }
 
 async fn provision_cmd(inventory: Option<PathBuf>, run: Option<String>, node: Option<&str>, update: bool, timeout: u64) -> Result<i32, Error> {

@@ -130,6 +130,15 @@ pub struct Lab {
     isolated: BTreeSet<String>,
     /// The change the lab's configs were rendered with (tests' sabotage); a reload renders with it too.
     patch: Option<Patch>,
+    /// Mistakes a test plants in what the day-2 families do, to prove they are caught.
+    pub sabotage: Sabotage,
+}
+
+/// Mistakes planted in a day-2 family's own work (tests only): each must make its check violated.
+#[derive(Debug, Clone, Default)]
+pub struct Sabotage {
+    /// The backup family restores a snapshot missing one of the messages it recorded.
+    pub drop_one_from_backups: bool,
 }
 
 /// What a server said to a config reload.
@@ -279,6 +288,7 @@ impl Lab {
             grudge: Grudge::new(),
             isolated: BTreeSet::new(),
             patch: None,
+            sabotage: Sabotage::default(),
         }
     }
 
@@ -695,6 +705,32 @@ impl Lab {
             self.servers.per_node.insert(node.to_string(), server.clone());
         }
         Ok((stopped, t.elapsed()))
+    }
+
+    /// A disaster: every one of `nodes` killed, then their JetStream stores removed, then all started again
+    /// with empty ones and answering `/healthz` (all down at once, so no replica survives to copy from).
+    /// The journal owes a start for each while it is down.
+    pub async fn wipe_stores(&mut self, nodes: &[String]) -> Result<()> {
+        let kind = self.kind();
+        if self.backend.store().is_none() {
+            return Err(backend::cannot(kind, Capability::Wipe));
+        }
+        for n in nodes {
+            self.apply(&Fault::Kill { node: n.clone() }).await?;
+        }
+        let layout = self.plan.layout.clone();
+        for n in nodes {
+            if let Some(s) = self.backend.store() {
+                s.wipe(n, &layout).await?;
+            }
+        }
+        for n in nodes {
+            self.apply(&Fault::Start { node: n.clone() }).await?;
+        }
+        for n in nodes {
+            self.wait_started(n, Duration::from_secs(60)).await?;
+        }
+        Ok(())
     }
 
     /// Writes every node's files (configs, secrets) again from the plan as it is now, rendered as at `up`.

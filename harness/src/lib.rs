@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod backend;
+pub mod backups;
 pub mod bench;
 pub mod cli;
 pub mod contexts;

@@ -40,10 +40,12 @@ pub enum Capability {
     Upgrade,
     /// Rewriting a running node's config and secrets and having it reload them. Not a fault.
     Reload,
+    /// Destroying a stopped node's JetStream store (a disaster-recovery drill).
+    Wipe,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 11] = [
+    pub const ALL: [Capability; 12] = [
         Capability::Kill,
         Capability::Pause,
         Capability::PowerLoss,
@@ -55,6 +57,7 @@ impl Capability {
         Capability::Guest,
         Capability::Upgrade,
         Capability::Reload,
+        Capability::Wipe,
     ];
 
     /// What the capability lets a backend do, for "the X backend cannot ..." skip reasons.
@@ -71,6 +74,7 @@ impl Capability {
             Capability::Guest => "start a throwaway server beside the lab",
             Capability::Upgrade => "swap a running node's nats-server for another version",
             Capability::Reload => "rewrite a running node's config and reload it",
+            Capability::Wipe => "destroy a node's JetStream store",
         }
     }
 
@@ -87,6 +91,7 @@ impl Capability {
             Capability::Guest => "guest",
             Capability::Upgrade => "upgrade",
             Capability::Reload => "reload",
+            Capability::Wipe => "wipe",
         }
     }
 

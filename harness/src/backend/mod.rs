@@ -168,6 +168,10 @@ pub trait Backend: Send + Sync {
     fn reload(&mut self) -> Option<&mut dyn Reload> {
         None
     }
+    /// Destroying a stopped node's JetStream store (disaster-recovery drills).
+    fn store(&mut self) -> Option<&mut dyn Store> {
+        None
+    }
 
     /// Runs `node` on `server` instead of the backend's own, from its next start on: before `prepare` for
     /// a topology whose nodes declare their versions. Backends that run one server for every node say so.
@@ -190,6 +194,24 @@ pub trait Reload: Send {
     /// Makes the node's files as now written in the run directory the ones its server reads (a no-op where
     /// the server reads the run directory itself).
     async fn refresh_files(&mut self, node: &str, layout: &Layout) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Store: Send {
+    /// Removes the JetStream store of `node`, which is not running.
+    async fn wipe(&mut self, node: &str, layout: &Layout) -> Result<()>;
+}
+
+/// Where the store is a directory of the run's on this host: emptied (it stays, as a container's mount).
+pub fn wipe_host_store(node: &str, layout: &Layout) -> Result<()> {
+    let dir = layout.host_node_dir(node).join("store");
+    let fail = |e: std::io::Error| Error::Fault { node: node.into(), op: "wipe", reason: format!("empty {}: {e}", dir.display()) };
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    crate::files::mkdir(&dir).map_err(|e| Error::Fault { node: node.into(), op: "wipe", reason: e.to_string() })
 }
 
 /// What a backend can do, from the capabilities it offers.
@@ -215,6 +237,9 @@ pub fn capabilities(b: &mut dyn Backend) -> Capabilities {
     }
     if b.reload().is_some() {
         c.insert(Capability::Reload);
+    }
+    if b.store().is_some() {
+        c.insert(Capability::Wipe);
     }
     if let Some(n) = b.net() {
         let kinds = n.kinds();

@@ -314,6 +314,10 @@ impl Backend for ProcessBackend {
         Some(self)
     }
 
+    fn store(&mut self) -> Option<&mut dyn super::Store> {
+        Some(self)
+    }
+
     async fn use_server(&mut self, node: &str, server: &NatsServer) -> Result<()> {
         self.set_server(node, server);
         Ok(())
@@ -345,6 +349,13 @@ impl super::Upgrade for ProcessBackend {
     async fn swap(&mut self, node: &str, server: &NatsServer) -> Result<()> {
         self.set_server(node, server);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl super::Store for ProcessBackend {
+    async fn wipe(&mut self, node: &str, layout: &crate::plan::Layout) -> Result<()> {
+        super::wipe_host_store(node, layout)
     }
 }
 

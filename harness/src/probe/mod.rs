@@ -3,5 +3,6 @@
 pub mod client;
 pub mod js;
 pub mod monitor;
+pub mod snapshot;
 pub mod tls;
 pub mod wire;

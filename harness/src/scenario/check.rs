@@ -29,11 +29,13 @@ pub enum Family {
     Rotation,
     /// The topology's declared `changes:` made by config reloads, checked, undone. Only when asked for.
     Reload,
+    /// Each declared file stream backed up, its store destroyed, restored and compared. Only when asked for.
+    Backup,
 }
 
 impl Family {
     /// Every family, in the order a run takes them: reading first, disruption last.
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Health,
         Family::State,
         Family::Mapping,
@@ -43,6 +45,7 @@ impl Family {
         Family::Network,
         Family::Rotation,
         Family::Reload,
+        Family::Backup,
         Family::Upgrade,
     ];
 
@@ -62,6 +65,7 @@ impl Family {
             Family::Upgrade => "upgrade",
             Family::Rotation => "rotation",
             Family::Reload => "reload",
+            Family::Backup => "backup",
         }
     }
 
@@ -78,6 +82,7 @@ impl Family {
             Family::Upgrade => "a rolling upgrade to --upgrade-to and the rollback, under load (only when named)",
             Family::Rotation => "passwords, leaf-link credentials and certificates replaced by config reloads, under load (only when named)",
             Family::Reload => "the topology's declared changes (permissions, flows) made by config reloads, checked, undone (only when named)",
+            Family::Backup => "each declared file stream snapshotted, its store destroyed, restored and compared message by message (only when named)",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! sequences the families.
 
 pub mod acked_writes;
+pub mod backup;
 pub mod check;
 pub mod core_traffic;
 pub mod failover;
@@ -85,6 +86,7 @@ pub async fn run(ctx: &mut Ctx<'_, '_>, families: &[Family]) {
             Family::Network => network::run(ctx).await,
             Family::Rotation => rotation::run(ctx).await,
             Family::Reload => reload::run(ctx).await,
+            Family::Backup => backup::run(ctx).await,
             Family::Upgrade => upgrade::run(ctx).await,
         }
         // A family that broke off mid-check must not leave faults to the next one.

@@ -352,6 +352,11 @@ impl ContainerBackend {
             host_config: Some(HostConfig {
                 network_mode: Some(own_network.into()),
                 port_bindings: Some(port_bindings(self.engine.bind.as_deref(), ports)),
+                // A local engine and root: the store is a directory of the run's, so a drill can destroy it.
+                binds: self.store_on_host().then(|| {
+                    let store = plan.layout.host_node_dir(node).join("store").display().to_string();
+                    vec![format!("{store}:{store}")]
+                }),
                 // `docker logs` needs a driver it can read back, whatever the engine's default.
                 log_config: Some(HostConfigLogConfig { typ: Some("json-file".into()), config: None }),
                 ..Default::default()
@@ -362,6 +367,12 @@ impl ContainerBackend {
             }),
             ..Default::default()
         }
+    }
+
+    /// Whether nodes keep their JetStream store in the run directory (bind-mounted): the engine is local
+    /// and natslab is root, so it can remove what the servers wrote there.
+    fn store_on_host(&self) -> bool {
+        self.engine.bind.is_some() && unsafe { nix::libc::geteuid() } == 0
     }
 
     fn node(&self, node: &str, op: &'static str) -> Result<&Node> {
@@ -665,6 +676,22 @@ impl Backend for ContainerBackend {
 
     fn reload(&mut self) -> Option<&mut dyn super::Reload> {
         Some(self)
+    }
+
+    fn store(&mut self) -> Option<&mut dyn super::Store> {
+        if self.store_on_host() {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+/// The store is bind-mounted from the run directory (`store_on_host`).
+#[async_trait]
+impl super::Store for ContainerBackend {
+    async fn wipe(&mut self, node: &str, layout: &Layout) -> Result<()> {
+        super::wipe_host_store(node, layout)
     }
 }
 

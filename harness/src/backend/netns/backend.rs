@@ -288,6 +288,10 @@ impl Backend for NetnsBackend {
         self.procs.as_mut().map(|p| p as &mut dyn crate::backend::Reload)
     }
 
+    fn store(&mut self) -> Option<&mut dyn crate::backend::Store> {
+        self.procs.as_mut().map(|p| p as &mut dyn crate::backend::Store)
+    }
+
     fn upgrade(&mut self) -> Option<&mut dyn crate::backend::Upgrade> {
         self.procs.as_mut().map(|p| p as &mut dyn crate::backend::Upgrade)
     }
