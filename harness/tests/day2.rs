@@ -33,12 +33,16 @@ async fn run_only(lab: &mut Lab, t: &Topology, families: &[Family], only: &[&str
     rec.checks
 }
 
-async fn day2_passes_on(backend: BackendKind) {
+/// The families every CI run takes on every backend; the limits family (a gigabyte of writes per backend)
+/// runs here on processes, and on the other backends in `.ci/nightly`.
+const ON_EVERY_BACKEND: [Family; 3] = [Family::Rotation, Family::Reload, Family::Backup];
+
+async fn day2_passes_on(backend: BackendKind, families: &[Family]) -> Vec<Check> {
     let t = load("cim-reference.yaml");
     let root = tempfile::tempdir().unwrap();
     let opts = UpOptions { backend, runs_root: Some(root.path().to_path_buf()), ..UpOptions::default() };
     let mut lab = Lab::up(t.clone(), &opts, &Quiet).await.unwrap_or_else(|e| panic!("{e}"));
-    let checks = run_only(&mut lab, &t, &[Family::Rotation, Family::Reload, Family::Backup], &[]).await;
+    let checks = run_only(&mut lab, &t, families, &[]).await;
     lab.shutdown().await;
     assert!(failures(&checks).is_empty(), "{:#?}", failures(&checks));
     for change in ["reload/permissions/narrow-cim-local", "reload/flows/swap-metrics-for-telemetry"] {
@@ -64,11 +68,29 @@ async fn day2_passes_on(backend: BackendKind) {
     for node in ["hub-1", "hub-2", "hub-3", "cim-prod-001", "cim-prod-002", "cim-dev-001"] {
         assert_eq!(check(&checks, &format!("rotation/tls/{node}")).verdict, Verdict::Passed);
     }
+    checks
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cim_reference_rotates_and_reloads_on_processes() {
-    day2_passes_on(BackendKind::Process).await;
+    let mut all = ON_EVERY_BACKEND.to_vec();
+    all.push(Family::Limits);
+    let checks = day2_passes_on(BackendKind::Process, &all).await;
+    // Every limit cim-reference declares that a check can reach, pushed past.
+    for node in ["hub-1", "cim-prod-001", "cim-prod-002", "cim-dev-001"] {
+        for kind in ["payload", "slow-consumer", "storage/memory", "storage/file"] {
+            let (head, tail) = kind.split_once('/').map_or((kind, None), |(h, t)| (h, Some(t)));
+            let id = match tail {
+                Some(t) => format!("limits/{head}/{node}/{t}"),
+                None => format!("limits/{head}/{node}"),
+            };
+            assert_eq!(check(&checks, &id).verdict, Verdict::Passed, "{id}");
+        }
+        // 10000 connections and a million subscriptions are load tests: skipped, saying so.
+        assert_eq!(check(&checks, &format!("limits/connections/{node}")).verdict, Verdict::Skipped);
+    }
+    let rate = check(&checks, "limits/rate/cim-prod-001/DOMAIN_EVENTS/graph-processor");
+    assert!(rate.metrics.contains_key("rate_measured_bps"), "the rate is a figure: {:?}", rate.metrics);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +98,7 @@ async fn cim_reference_rotates_and_reloads_on_network_namespaces() {
     if !netns_or_skip() {
         return;
     }
-    day2_passes_on(BackendKind::Netns).await;
+    day2_passes_on(BackendKind::Netns, &ON_EVERY_BACKEND).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +106,7 @@ async fn cim_reference_rotates_and_reloads_on_containers() {
     if !engine_or_skip().await {
         return;
     }
-    day2_passes_on(BackendKind::Container).await;
+    day2_passes_on(BackendKind::Container, &ON_EVERY_BACKEND).await;
 }
 
 /// Sabotage: the new creds are issued, but the account JWT pushed to the resolver does not revoke the old
@@ -246,4 +268,44 @@ fn backup_and_restore_commands_round_trip_a_running_lab() {
     assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
     assert_eq!(count(&l).unwrap(), before, "every message is back");
     rt.block_on(l.shutdown());
+}
+
+/// The limits small enough to reach (subject-mapping's site-b: 50 connections, 2000 subscriptions, 64 KB
+/// payloads, 8 MB pending) each pushed past and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_limits_are_each_reached_and_refused() {
+    let t = load("subject-mapping.yaml");
+    let root = tempfile::tempdir().unwrap();
+    let mut lab = up(t.clone(), &root).await;
+    let checks = run_only(&mut lab, &t, &[Family::Limits], &["limits/connections/site-b", "limits/subscriptions/site-b", "limits/payload/site-b", "limits/slow-consumer/site-b"]).await;
+    lab.shutdown().await;
+    for id in ["limits/connections/site-b", "limits/subscriptions/site-b", "limits/payload/site-b", "limits/slow-consumer/site-b"] {
+        let c = check(&checks, id);
+        assert_eq!(c.verdict, Verdict::Passed, "{id}: {}", c.observed);
+    }
+    assert!(check(&checks, "limits/connections/site-b").observed.contains("maximum connections"));
+}
+
+/// Sabotage: a leaf rendered with twice the declared memory store and payload limit. The checks derive
+/// from the declaration, so both must say the limit is wider than declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_rendered_wider_than_declared_is_violated() {
+    let t = load("cim-reference.yaml");
+    let root = tempfile::tempdir().unwrap();
+    let patch = Patch(Arc::new(|node: &str, s: &mut Value| {
+        if node == "cim-prod-001" {
+            s["jetstream"]["max_memory_store"] = serde_json::json!(256 * 1024 * 1024);
+            s["max_payload"] = serde_json::json!(16 * 1024 * 1024);
+            s["max_pending"] = serde_json::json!(64 * 1024 * 1024);
+        }
+    }));
+    let opts = UpOptions { patch: Some(patch), ..opts(&root) };
+    let mut lab = Lab::up(t.clone(), &opts, &Quiet).await.unwrap_or_else(|e| panic!("{e}"));
+    let checks = run_only(&mut lab, &t, &[Family::Limits], &["limits/storage/cim-prod-001/memory", "limits/payload/cim-prod-001"]).await;
+    lab.shutdown().await;
+    let store = check(&checks, "limits/storage/cim-prod-001/memory");
+    assert_eq!(store.verdict, Verdict::Violated, "{}", store.observed);
+    assert!(store.observed.contains("wider than declared"), "{}", store.observed);
+    let payload = check(&checks, "limits/payload/cim-prod-001");
+    assert_eq!(payload.verdict, Verdict::Violated, "{}", payload.observed);
 }

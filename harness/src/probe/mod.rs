@@ -3,6 +3,7 @@
 pub mod client;
 pub mod js;
 pub mod monitor;
+pub mod raw;
 pub mod snapshot;
 pub mod tls;
 pub mod wire;

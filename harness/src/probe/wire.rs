@@ -93,7 +93,7 @@ pub async fn plaintext(addr: &str, hello: &Hello, leaf: bool, within: Duration) 
     }
 }
 
-fn connect_json(hello: &Hello, nonce: &str, leaf: bool) -> Result<Value, String> {
+pub fn connect_json(hello: &Hello, nonce: &str, leaf: bool) -> Result<Value, String> {
     let mut c = if leaf {
         json!({ "tls_required": false, "name": "natslab-plaintext", "hub": false })
     } else {

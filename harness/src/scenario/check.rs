@@ -31,11 +31,13 @@ pub enum Family {
     Reload,
     /// Each declared file stream backed up, its store destroyed, restored and compared. Only when asked for.
     Backup,
+    /// Every declared limit pushed past, the server's refusal read back. Only when asked for.
+    Limits,
 }
 
 impl Family {
     /// Every family, in the order a run takes them: reading first, disruption last.
-    pub const ALL: [Family; 11] = [
+    pub const ALL: [Family; 12] = [
         Family::Health,
         Family::State,
         Family::Mapping,
@@ -46,6 +48,7 @@ impl Family {
         Family::Rotation,
         Family::Reload,
         Family::Backup,
+        Family::Limits,
         Family::Upgrade,
     ];
 
@@ -66,6 +69,7 @@ impl Family {
             Family::Rotation => "rotation",
             Family::Reload => "reload",
             Family::Backup => "backup",
+            Family::Limits => "limits",
         }
     }
 
@@ -83,6 +87,7 @@ impl Family {
             Family::Rotation => "passwords, leaf-link credentials and certificates replaced by config reloads, under load (only when named)",
             Family::Reload => "the topology's declared changes (permissions, flows) made by config reloads, checked, undone (only when named)",
             Family::Backup => "each declared file stream snapshotted, its store destroyed, restored and compared message by message (only when named)",
+            Family::Limits => "payload, pending, connection, subscription, storage, stream and rate limits pushed past; the server's refusals (only when named)",
         }
     }
 }

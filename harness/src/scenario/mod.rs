@@ -11,6 +11,7 @@ pub mod core_traffic;
 pub mod failover;
 pub mod health;
 pub mod jetstream;
+pub mod limits;
 pub mod mapping;
 pub mod network;
 pub mod probes;
@@ -87,6 +88,7 @@ pub async fn run(ctx: &mut Ctx<'_, '_>, families: &[Family]) {
             Family::Rotation => rotation::run(ctx).await,
             Family::Reload => reload::run(ctx).await,
             Family::Backup => backup::run(ctx).await,
+            Family::Limits => limits::run(ctx).await,
             Family::Upgrade => upgrade::run(ctx).await,
         }
         // A family that broke off mid-check must not leave faults to the next one.
