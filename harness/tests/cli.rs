@@ -258,3 +258,23 @@ fn a_network_fault_on_a_lab_without_proxies_names_the_flag() {
     assert!(down.status.success());
     wait_all_gone(&info);
 }
+
+/// `natslab … | head`: a stdout closed early is neither a panic nor a death by SIGPIPE; the command goes
+/// on and exits with its own code. (SIGPIPE stays ignored: with its default action a socket the peer
+/// closed mid-write would kill natslab in the middle of a lab.)
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_natslab"))
+        .args(["versions"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before natslab writes a line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "exits with its own code, not by a signal: {:?} {stderr}", out.status);
+}

@@ -208,10 +208,15 @@ async fn a_restore_that_lost_a_message_is_violated() {
     let mut lab = up(t.clone(), &root).await;
     lab.sabotage.drop_one_from_backups = true;
     let checks = run_only(&mut lab, &t, &[Family::Backup], &["backup/restore/peer-a/EVENTS"]).await;
+    // The same lab (to spare one) also has peer-b's `discard: new` stream: past max_msgs, refused.
+    let limits = run_only(&mut lab, &t, &[Family::Limits], &["limits/stream/peer-b/EVENTS"]).await;
     lab.shutdown().await;
     let c = check(&checks, "backup/restore/peer-a/EVENTS");
     assert_eq!(c.verdict, Verdict::Violated, "{}", c.observed);
     assert!(c.observed.contains("restored nothing"), "the lost sequence is named: {}", c.observed);
+    let discard = check(&limits, "limits/stream/peer-b/EVENTS");
+    assert_eq!(discard.verdict, Verdict::Passed, "{}", discard.observed);
+    assert!(discard.observed.contains("5 refused"), "{}", discard.observed);
 }
 
 /// `natslab backup` and `natslab restore` on a running lab: a directory a person can keep, a stream

@@ -14,8 +14,8 @@
 //!
 //! Per stream, on a scratch copy of its configuration (the declared stream keeps its data; its declared
 //! values are the jetstream family's `stream-config`), with each limit scaled down to what a check can
-//! reach: `max_msgs`, `max_bytes` (discard old: the newest kept, the first sequence moved on) and `max_age`
-//! (the messages expire). Per consumer with `rate_limit_bps`: the delivery rate is measured on a scratch
+//! reach: `max_msgs` and `max_bytes` under its `discard` (old: the newest kept, the first sequence moved
+//! on; new: the new message refused, the first ones kept), and `max_age` (the messages expire). Per consumer with `rate_limit_bps`: the delivery rate is measured on a scratch
 //! copy and reported as a figure; only a rate far above the limit (4×) is a violation.
 //!
 //! Runs only when named (`--scenario limits`).
@@ -368,7 +368,8 @@ async fn scratch(c: &Client, s: &Stream, extra: Value) -> Result<(String, String
     let name = format!("NATSLAB_LIMITS_{}", tok.to_uppercase());
     let subject = format!("natslab.limits.{tok}");
     let storage = if s.storage == Storage::Memory { "memory" } else { "file" };
-    let mut cfg = json!({ "name": name, "subjects": [format!("{subject}.>")], "storage": storage, "num_replicas": 1, "discard": "old" });
+    let discard = if s.discard == Some(crate::topology::Discard::New) { "new" } else { "old" };
+    let mut cfg = json!({ "name": name, "subjects": [format!("{subject}.>")], "storage": storage, "num_replicas": 1, "discard": discard });
     if let (Some(o), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
         o.extend(e.clone());
     }
@@ -387,50 +388,70 @@ async fn stream_limits(ctx: &mut Ctx<'_, '_>, node: &str, place: &str, s: &Strea
     if let Some(a) = &s.max_age {
         what.push(format!("max_age {a}"));
     }
+    if let Some(d) = s.discard {
+        what.push(format!("discard {}", if d == crate::topology::Discard::New { "new" } else { "old" }));
+    }
     if what.is_empty() {
         return;
     }
     let label = format!("{place}/{}", s.name);
     let expected = format!(
-        "on a scratch copy of {}'s configuration ({}; discard old, as declared by default), each limit scaled to what a check \
-         reaches (max_msgs to 20 at most, max_bytes to 64 KiB at most, max_age to 2 s at most): past max_msgs and max_bytes \
-         the newest messages are kept and the first sequence moves on; past max_age the messages expire",
+        "on a scratch copy of {}'s configuration ({}; discard {}), each limit scaled to what a check reaches (max_msgs to \
+         20 at most, max_bytes to 64 KiB at most, max_age to 2 s at most): past max_msgs and max_bytes {}; past max_age the \
+         messages expire",
         s.name,
-        what.join(", ")
+        what.join(", "),
+        if s.discard == Some(crate::topology::Discard::New) { "new" } else { "old (the default)" },
+        if s.discard == Some(crate::topology::Discard::New) {
+            "a new message is refused with the server's error and the first ones stay"
+        } else {
+            "the newest messages are kept and the first sequence moves on"
+        }
     );
     let spec = Spec::new(FAMILY, "stream", &[&label], format!("stream limits {label}"), expected);
     ctx.check(spec, async |lab: &mut Lab, _: &mut Pending| {
         let c = lab.probe(node, &s.account.clone().unwrap_or_else(|| first_account(lab, node))).await.map_err(|e| Outcome::Error(e.to_string()))?;
         let mut bad = Vec::new();
         let mut seen = Vec::new();
+        let discard_new = s.discard == Some(crate::topology::Discard::New);
+        // Publishes `count` messages; how many the stream refused, with the server's last refusal.
+        let fill = async |subject: &str, count: u64, payload: &str| -> Result<(u64, String), Outcome> {
+            let (mut refused, mut said) = (0, String::new());
+            for i in 0..count {
+                let ack = js::publish(&c, &format!("{subject}.{i}"), None, payload.as_bytes().to_vec()).await.map_err(Outcome::Error)?;
+                if let Some(e) = js::ack_error(&ack) {
+                    refused += 1;
+                    said = e;
+                }
+            }
+            Ok((refused, said))
+        };
         if let Some(n) = s.max_msgs {
             let n = n.clamp(1, 20) as u64;
             let (name, subject) = scratch(&c, s, json!({ "max_msgs": n })).await?;
-            for i in 0..n + 5 {
-                js::publish_stored(&c, &format!("{subject}.{i}"), &format!("m{i}")).await.map_err(Outcome::Error)?;
-            }
+            let (refused, said) = fill(&subject, n + 5, "m").await?;
             let st = js::stream_state(&c, API, &name).await.map_err(Outcome::Error)?;
             let (msgs, first) = (js::state_u64(&st, "messages"), js::state_u64(&st, "first_seq"));
-            if msgs != n || first != 6 {
-                bad.push(format!("max_msgs {n}: {} published, {msgs} kept from seq {first} (want {n} from seq 6)", n + 5));
+            let right = if discard_new { msgs == n && first == 1 && refused == 5 } else { msgs == n && first == 6 && refused == 0 };
+            let line = format!("max_msgs {n}: {} published, {refused} refused{}, {msgs} kept from seq {first}", n + 5, if said.is_empty() { String::new() } else { format!(" ({said})") });
+            if !right {
+                bad.push(format!("{line} (want {n} kept from seq {}, {} refused)", if discard_new { 1 } else { 6 }, if discard_new { 5 } else { 0 }));
             }
-            seen.push(format!("max_msgs {n}: {msgs} kept from seq {first}"));
+            seen.push(line);
             let _ = api(&c, API, &format!("STREAM.DELETE.{name}"), &json!({})).await;
         }
         if let Some(b) = s.max_bytes {
             let cap = b.0.min(64 * 1024);
             let (name, subject) = scratch(&c, s, json!({ "max_bytes": cap })).await?;
-            let payload = "b".repeat(1000);
-            let count = cap / 1000 + 10;
-            for i in 0..count {
-                js::publish_stored(&c, &format!("{subject}.{i}"), &payload).await.map_err(Outcome::Error)?;
-            }
+            let (refused, said) = fill(&subject, cap / 1000 + 10, &"b".repeat(1000)).await?;
             let st = js::stream_state(&c, API, &name).await.map_err(Outcome::Error)?;
             let (bytes, first) = (js::state_u64(&st, "bytes"), js::state_u64(&st, "first_seq"));
-            if bytes > cap || first <= 1 {
-                bad.push(format!("max_bytes {cap}: {bytes} bytes kept from seq {first}"));
+            let right = bytes <= cap && if discard_new { first == 1 && refused > 0 } else { first > 1 && refused == 0 };
+            let line = format!("max_bytes {cap}: {refused} refused{}, {bytes} bytes kept from seq {first}", if said.is_empty() { String::new() } else { format!(" ({said})") });
+            if !right {
+                bad.push(line.clone());
             }
-            seen.push(format!("max_bytes {cap}: {bytes} bytes kept from seq {first}"));
+            seen.push(line);
             let _ = api(&c, API, &format!("STREAM.DELETE.{name}"), &json!({})).await;
         }
         if let Some(a) = &s.max_age {

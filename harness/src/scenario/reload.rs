@@ -4,8 +4,9 @@
 //! reported in its own words.
 //!
 //! - **Permissions**: a user's permissions become the declared ones; every node of the user's place
-//!   reloads. Each subject the change moved between allow and deny (and the first of each rule) is probed
-//!   for the user, as the state after it declares, both times.
+//!   reloads. Every subject either state names is probed for the user, as each state declares, and both
+//!   sides of the leaf link are probed too: every declared user's rules (the hub side's included) and
+//!   the leaf's flows.
 //! - **Flows**: a leaf remote's imports and exports become the declared ones. They live in the hub-side
 //!   accounts: the hubs reload (password and mTLS modes), or the changed account JWTs are pushed to the
 //!   resolver (operator mode). Every flow of the state after it must cross, every flow it removed must
@@ -136,8 +137,20 @@ async fn permissions_body(lab: &mut Lab, declared: &Topology, after: &Topology, 
             continue;
         }
         bad.extend(security::user_rules_hold(lab, to, leaf, user, &subjects).await.into_iter().map(|p| format!("{state}: {p}")));
+        // Both sides of the link still as declared: every user's rules (the hub-side accounts' included),
+        // and the reloaded leaf's flows crossing.
+        bad.extend(security::rules_still_hold(lab, to).await.into_iter().map(|p| format!("{state}: {p}")));
+        if let Some(l) = leaf.and_then(|l| to.leaf(l)) {
+            for r in 0..l.remotes.len() {
+                bad.extend(flows_hold(lab, to, &l.name, r, &[]).await.into_iter().map(|p| format!("{state}: {p}")));
+            }
+        }
     }
-    let seen = format!("reloaded {} twice (the change, then undone); {} subject(s) probed each time as each state declares", nodes.join(", "), subjects.len());
+    let seen = format!(
+        "reloaded {} twice (the change, then undone); {} subject(s) probed each time as each state declares; every user's rules and the link's flows held",
+        nodes.join(", "),
+        subjects.len()
+    );
     Ok(if bad.is_empty() { Outcome::Pass(seen) } else { Outcome::Violated(format!("{}; {seen}", bad.join("; "))) })
 }
 

@@ -395,6 +395,13 @@ pub enum Cipher {
     Chachapoly,
 }
 
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Discard {
+    Old,
+    New,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Retention {
@@ -435,6 +442,10 @@ pub struct Stream {
     pub max_age: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_msg_size: Option<Size>,
+    /// What a stream at one of its limits does with a new message: `old` drops the oldest (the server's
+    /// default), `new` refuses the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discard: Option<Discard>,
     /// `num_replicas` in the API. Must not exceed the nodes that can hold it (1 on a leaf).
     #[serde(default = "one")]
     pub replicas: u32,
