@@ -311,17 +311,28 @@ async fn fill_store(lab: &Lab, node: &str, storage: Storage, limit: u64, p: &mut
     let c = lab.probe(node, &first_account(lab, node)).await.map_err(|e| Outcome::Error(e.to_string()))?;
     let kind = if storage == Storage::Memory { "memory" } else { "file" };
     let cfg = json!({ "name": stream, "subjects": [format!("natslab.fill.{tok}")], "storage": kind, "num_replicas": 1 });
-    api(&c, API, &format!("STREAM.CREATE.{stream}"), &cfg).await.map_err(Outcome::Error)?;
+    create(&c, &stream, &cfg).await?;
     let body = vec![b'f'; MB as usize];
     let mut acked = 0u64;
     let t0 = Instant::now();
+    let mut busy = 0;
     let refusal = loop {
-        match js::publish(&c, &format!("natslab.fill.{tok}"), None, body.clone()).await {
-            Ok(ack) => match js::ack_error(&ack) {
-                Some(e) => break e,
-                None => acked += 1,
-            },
-            Err(e) => break e,
+        // A message id, so that one asked again after a lost acknowledgement is not stored twice.
+        let mut id = async_nats::HeaderMap::new();
+        id.insert("Nats-Msg-Id", format!("{tok}-{acked}").as_str());
+        let answer = match js::publish(&c, &format!("natslab.fill.{tok}"), Some(id), body.clone()).await {
+            Ok(ack) => js::ack_error(&ack),
+            Err(e) => Some(e),
+        };
+        match answer {
+            None => acked += 1,
+            // A busy moment (a timeout, "temporarily unavailable") is not the limit: asked again.
+            Some(e) if busy < 20 && (e.contains("timed out") || e.contains("10008")) => {
+                busy += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Some(e) => break e,
         }
         if acked * MB > limit * 2 + 16 * MB {
             break format!("nothing refused after {acked} MB");
@@ -362,6 +373,14 @@ async fn jsz_used(lab: &Lab, node: &str, storage: Storage) -> Option<u64> {
 // ---------------------------------------------------------------------------------------------------------
 // Stream limits, on a scratch copy.
 
+/// Creates a scratch stream, asking again while a cluster that has just freed a stream says its JetStream
+/// is busy (10008, "temporarily unavailable").
+async fn create(c: &Client, name: &str, cfg: &Value) -> Result<(), Outcome> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let op = format!("STREAM.CREATE.{name}");
+    js::retry_transient(deadline, || api(c, API, &op, cfg)).await.map(|_| ()).map_err(Outcome::Error)
+}
+
 /// A scratch copy of a declared stream's configuration on its own subject, with the given limits.
 async fn scratch(c: &Client, s: &Stream, extra: Value) -> Result<(String, String), Outcome> {
     let tok = token();
@@ -373,7 +392,7 @@ async fn scratch(c: &Client, s: &Stream, extra: Value) -> Result<(String, String
     if let (Some(o), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
         o.extend(e.clone());
     }
-    api(c, API, &format!("STREAM.CREATE.{name}"), &cfg).await.map_err(Outcome::Error)?;
+    create(c, &name, &cfg).await?;
     Ok((name, subject))
 }
 
