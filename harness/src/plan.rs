@@ -357,6 +357,18 @@ impl Plan {
         Ok(pushed)
     }
 
+    /// Rotation in mTLS mode: a new client certificate for a leaf's remote from the same CA, for the same
+    /// identity (CN and O, which the hub maps to the link's account), in place of the old one.
+    pub fn reissue_leaf_cert(&mut self, leaf: &str, remote: usize) -> Result<(), Error> {
+        let tls = self.secrets.tls.as_mut().ok_or_else(|| Error::Secret("the lab has no TLS".into()))?;
+        let cn = if remote == 0 { format!("{leaf}.leaf") } else { format!("{leaf}-{remote}.leaf") };
+        let org = self.topology.name.clone();
+        let pair = tls.issuer.issue_client(&cn, Some(&org)).map_err(|e| Error::Secret(e.to_string()))?;
+        let entry = tls.leaf_clients.get_mut(&(leaf.to_string(), remote)).ok_or_else(|| Error::Secret(format!("{leaf} remote {remote} has no client certificate")))?;
+        entry.0 = pair;
+        Ok(())
+    }
+
     /// Rotation: a new password (and bcrypt hash) for a password credential; the old password.
     pub fn rotate_password(&mut self, scope: &Scope, account: &str, user: &str) -> Result<String, Error> {
         let cost = self.topology.security.bcrypt_cost.unwrap_or(6);

@@ -33,8 +33,8 @@ async fn run_only(lab: &mut Lab, t: &Topology, families: &[Family], only: &[&str
     rec.checks
 }
 
-/// The families every CI run takes on every backend; the limits family (a gigabyte of writes per backend)
-/// runs here on processes, and on the other backends in `.ci/nightly`.
+/// The families run on every backend (netns and containers: `.ci/nightly`); the limits family (gigabytes
+/// of writes) joins them on processes.
 const ON_EVERY_BACKEND: [Family; 3] = [Family::Rotation, Family::Reload, Family::Backup];
 
 async fn day2_passes_on(backend: BackendKind, families: &[Family]) -> Vec<Check> {
@@ -95,7 +95,7 @@ async fn cim_reference_rotates_and_reloads_on_processes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cim_reference_rotates_and_reloads_on_network_namespaces() {
-    if !netns_or_skip() {
+    if !nightly_or_skip("the day-2 families on netns") || !netns_or_skip() {
         return;
     }
     day2_passes_on(BackendKind::Netns, &ON_EVERY_BACKEND).await;
@@ -103,10 +103,31 @@ async fn cim_reference_rotates_and_reloads_on_network_namespaces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cim_reference_rotates_and_reloads_on_containers() {
-    if !engine_or_skip().await {
+    if !nightly_or_skip("the day-2 families on containers") || !engine_or_skip().await {
         return;
     }
     day2_passes_on(BackendKind::Container, &ON_EVERY_BACKEND).await;
+}
+
+/// In every CI run, the container backend's own part of the day-2 families: a reload copies the node's
+/// files into its container again, and a backup drill destroys a bind-mounted store (the whole of it on
+/// containers is nightly's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_and_backup_drills_work_in_containers() {
+    if !engine_or_skip().await {
+        return;
+    }
+    let t = load("cim-reference.yaml");
+    let root = tempfile::tempdir().unwrap();
+    let opts = UpOptions { backend: BackendKind::Container, runs_root: Some(root.path().to_path_buf()), ..UpOptions::default() };
+    let mut lab = Lab::up(t.clone(), &opts, &Quiet).await.unwrap_or_else(|e| panic!("{e}"));
+    let only = ["reload/", "backup/restore/cim-prod-001/DOMAIN_EVENTS"];
+    let checks = run_only(&mut lab, &t, &[Family::Reload, Family::Backup], &only).await;
+    lab.shutdown().await;
+    assert!(failures(&checks).is_empty(), "{:#?}", failures(&checks));
+    for id in ["reload/permissions/narrow-cim-local", "reload/flows/swap-metrics-for-telemetry", "backup/restore/cim-prod-001/DOMAIN_EVENTS"] {
+        assert_eq!(check(&checks, id).verdict, Verdict::Passed, "{id}");
+    }
 }
 
 /// Sabotage: the new creds are issued, but the account JWT pushed to the resolver does not revoke the old

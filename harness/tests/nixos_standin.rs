@@ -61,6 +61,10 @@ fn cases_cover_every_topology() {
 #[case::operator_jwt("operator-jwt")]
 #[case::subject_mapping("subject-mapping")]
 fn generated_test_script_passes_under_the_driver_stand_in(#[case] name: &str) {
+    // The reference topology in every CI run; the others are a topology matrix, nightly's.
+    if name != "cim-reference" && !nightly_or_skip(&format!("the driver stand-in on {name}")) {
+        return;
+    }
     assert!(TOPOLOGIES.contains(&name));
     if let Some(why) = missing() {
         let msg = format!("skipped: the driver stand-in {why}");

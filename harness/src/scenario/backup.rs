@@ -106,6 +106,7 @@ async fn drill(lab: &mut Lab, t: &Topology, p: &Placed<'_>, pending: &mut Pendin
     lab.wipe_stores(&nodes).await.map_err(|e| Outcome::Error(format!("destroy the store of {}: {e}", nodes.join(", "))))?;
     lab.wait_ready_all(READY).await.map_err(|e| Outcome::Violated(format!("the lab was not ready again after the stores were destroyed: {e}")))?;
     let c = client_for(lab, p).await?;
+    account_js_ready(&c).await?;
     match js::stream_info(&c, API, &p.stream.name).await {
         Err(e) if js::not_found(&e) => {}
         Ok(_) => return Ok(Outcome::Violated(format!("{} survived the destruction of its store: the drill proves nothing", p.stream.name))),
@@ -150,12 +151,27 @@ async fn drill(lab: &mut Lab, t: &Topology, p: &Placed<'_>, pending: &mut Pendin
     Ok(if bad.is_empty() { Outcome::Pass(seen) } else { Outcome::Violated(format!("{}; {seen}", bad.join("; "))) })
 }
 
+/// Until the account's JetStream answers again: servers started on an empty store (operator mode: once
+/// the account's JWT is back from the resolver) say "JetStream not enabled for account" for a moment.
+async fn account_js_ready(c: &Client) -> Result<(), Outcome> {
+    let deadline = Instant::now() + READY;
+    loop {
+        match api(c, API, "INFO", &json!({})).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline && (e.contains("10039") || e.contains("10008") || e.contains("timed out") || js::no_responders(&e)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => return Err(Outcome::Violated(format!("the account's JetStream did not come back after the stores were destroyed: {e}"))),
+        }
+    }
+}
+
 /// A restore right after a cluster came back may meet a meta layer still settling: asked again then.
 async fn restore_patiently(c: &Client, snap: &Snapshot) -> Result<Value, String> {
     let deadline = Instant::now() + READY;
     loop {
         match snapshot::restore(c, API, snap).await {
-            Err(e) if Instant::now() < deadline && (e.contains("insufficient resources") || e.contains("timed out") || e.contains("no suitable peers") || e.contains("10008")) => {
+            Err(e) if Instant::now() < deadline && ["insufficient resources", "timed out", "no suitable peers", "10008", "10039"].iter().any(|k| e.contains(k)) => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
             other => return other,

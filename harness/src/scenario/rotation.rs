@@ -5,10 +5,12 @@
 //!
 //! - **Passwords** (every declared user that logs in with one): a new password and bcrypt hash, every node
 //!   of the user's scope reloaded; the old password must be refused, the new one must connect.
-//! - **Leaf links** that dial with a password: the hubs' user and the leaf's remote both changed and
-//!   reloaded (hubs first), under the acknowledged-write workload; the link must come back, every declared
-//!   flow must cross again, no acknowledged write may be lost. Time to re-attach is a metric; core loss on
-//!   the flows is measured, not judged.
+//! - **Leaf links**, under the acknowledged-write workload: password mode — the hubs' user and the leaf's
+//!   remote both changed and reloaded (hubs first); operator mode — a new user JWT and creds for the leaf,
+//!   the old key revoked through the resolver; mTLS — a new client certificate for the same identity,
+//!   reloaded, the leaf restarted (nothing revokes a certificate the CA signed). The link must come back as
+//!   a new connection, every declared flow must cross again, no acknowledged write may be lost. Time to
+//!   re-attach is a metric; core loss on the flows is measured, not judged.
 //! - **TLS**: each node's certificate reissued from the same CA and reloaded; the new certificate must be
 //!   the one served, and a client connected before must still be connected on its first connection.
 //!
@@ -181,7 +183,21 @@ async fn leaf_links(ctx: &mut Ctx<'_, '_>, t: &Topology) {
                     continue;
                 }
                 AuthMode::Mtls => {
-                    ctx.skip(base, "not built yet: an mTLS link's identity is its client certificate; reissuing it is issue 13's next step");
+                    let expected = format!(
+                        "a new client certificate for {} remote {r} from the same CA and for the same identity, written and \
+                         reloaded; the leaf then restarted (nothing revokes the old certificate: nats-server trusts what \
+                         the CA signed) comes back within {} s on the new one, every declared flow crosses again, and the \
+                         acknowledged writes running throughout lose nothing",
+                        l.name,
+                        REATTACH.as_secs()
+                    );
+                    let leaf = l.name.clone();
+                    let spec = spec("leaf-link", &parts, name, expected).needs(Capability::Kill);
+                    ctx.check(spec, async |lab: &mut Lab, p: &mut Pending| {
+                        let hubs: Vec<String> = t.hub_names().map(String::from).collect();
+                        link_body(lab, p, t, &leaf, &hubs, Identity::Certificate { remote: r }).await
+                    })
+                    .await;
                     continue;
                 }
                 AuthMode::Password => {}
@@ -213,6 +229,8 @@ enum Identity<'a> {
     Password { account: &'a str, user: &'a str },
     /// A user JWT of a hub account (operator mode): issued again, the old key revoked.
     Jwt { account: &'a str, user: &'a str },
+    /// A client certificate mapped to the link's account (mTLS): issued again; the link made again.
+    Certificate { remote: usize },
 }
 
 async fn link_body(lab: &mut Lab, p: &mut Pending, t: &Topology, leaf: &str, hubs: &[String], id: Identity<'_>) -> Concluded {
@@ -228,6 +246,15 @@ async fn link_body(lab: &mut Lab, p: &mut Pending, t: &Topology, leaf: &str, hub
             let mut nodes = hubs.to_vec();
             nodes.push(leaf.to_string());
             bad.extend(reload_all(lab, &nodes).await?);
+        }
+        Identity::Certificate { remote } => {
+            lab.plan.reissue_leaf_cert(leaf, remote).map_err(|e| Outcome::Error(e.to_string()))?;
+            bad.extend(reload_all(lab, &[leaf.to_string()]).await?);
+            // No revocation here: nats-server checks a certificate against the CA (OCSP, where run, is
+            // the way to revoke one), so nothing drops the link made on the old one: the leaf is restarted
+            // to dial again, presenting the certificate it now has.
+            lab.apply(&crate::nemesis::Fault::Kill { node: leaf.to_string() }).await.map_err(|e| Outcome::Error(e.to_string()))?;
+            lab.apply(&crate::nemesis::Fault::Start { node: leaf.to_string() }).await.map_err(|e| Outcome::Error(e.to_string()))?;
         }
         Identity::Jwt { account, user } => {
             let hub = hubs.first().ok_or_else(|| Outcome::Error("no hub".into()))?;
