@@ -873,6 +873,19 @@ struct CopyRun<'a, 't> {
     within: Option<Duration>,
 }
 
+/// A publish before any fault of this check, asked again while no stream answers ("no responders": a
+/// replicated stream still electing its leader after the previous check's kill; nothing was stored, so
+/// asking again stores nothing twice).
+async fn publish_settled(c: &Client, subject: &str, payload: &str) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match publish_stored(c, subject, payload).await {
+            Err(e) if Instant::now() < deadline && js::no_responders(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => return other,
+        }
+    }
+}
+
 impl CopyRun<'_, '_> {
     async fn run(&self, lab: &mut Lab, pending: &mut Pending) -> Concluded {
         let (from, into) = (&self.copy.from, self.copy.into);
@@ -881,7 +894,7 @@ impl CopyRun<'_, '_> {
         let mut reader = Reader::new(&into.stream.name, state_u64(&stream_state(&copy, API, &into.stream.name).await?, "last_seq") + 1);
         let mut seqs = Vec::new();
         for (subj, _, payload) in &self.plan[..BEFORE] {
-            seqs.push(publish_stored(&source, subj, payload).await?);
+            seqs.push(publish_settled(&source, subj, payload).await?);
         }
         let first = Instant::now();
         let arrived = reader.until(&copy, self.tok, BEFORE, first + RESUME).await;
