@@ -225,7 +225,7 @@ pub enum Command {
     Run {
         /// Topology files (YAML); default: the reference topology.
         topologies: Vec<PathBuf>,
-        /// Families to run (comma-separated); default all.
+        /// Families to run (comma-separated); default every family but those only run when named.
         #[arg(long, value_parser = families(), value_delimiter = ',')]
         scenario: Vec<Family>,
         /// Only the checks whose id starts with one of these (comma-separated), e.g. `mapping/export`.
