@@ -81,6 +81,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which running lab a command works on (backup, restore, provision).
+#[derive(clap::Args, Debug)]
+pub struct RunningLab {
+    /// The lab's inventory (its inventory.json); default: the only running lab's.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// A running lab by run id, instead of --inventory.
+    #[arg(long, conflicts_with = "inventory")]
+    run: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Validate topologies, render every node's config and run `nats-server -t` on each.
@@ -150,12 +161,8 @@ pub enum Command {
         /// The directory to write (created; a backup of the same stream there is replaced).
         #[arg(long)]
         out: PathBuf,
-        /// The lab's inventory (its inventory.json); default: the only running lab's.
-        #[arg(long)]
-        inventory: Option<PathBuf>,
-        /// A running lab by run id, instead of --inventory.
-        #[arg(long, conflicts_with = "inventory")]
-        run: Option<String>,
+        #[command(flatten)]
+        lab: RunningLab,
         /// Seconds to wait for the lab to be ready.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -168,12 +175,8 @@ pub enum Command {
         /// Delete a stream that exists before restoring it (without: refused, and nothing is restored).
         #[arg(long)]
         replace: bool,
-        /// The lab's inventory (its inventory.json); default: the only running lab's.
-        #[arg(long)]
-        inventory: Option<PathBuf>,
-        /// A running lab by run id, instead of --inventory.
-        #[arg(long, conflicts_with = "inventory")]
-        run: Option<String>,
+        #[command(flatten)]
+        lab: RunningLab,
         /// Seconds to wait for the lab to be ready.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -181,12 +184,8 @@ pub enum Command {
     /// Create the declared JetStream streams and consumers on a running lab, idempotently: what exists as
     /// declared is left alone, what exists otherwise is reported (and replaced with --update).
     Provision {
-        /// The lab's inventory (its inventory.json); default: the only running lab's.
-        #[arg(long)]
-        inventory: Option<PathBuf>,
-        /// A running lab by run id, instead of --inventory.
-        #[arg(long, conflicts_with = "inventory")]
-        run: Option<String>,
+        #[command(flatten)]
+        lab: RunningLab,
         /// Only this node's streams (a leaf, or a hub: the hub cluster's); default: every node's.
         #[arg(long)]
         node: Option<String>,
@@ -482,9 +481,9 @@ pub async fn main(cli: Cli) -> i32 {
                 up(&topology, &opts, json, ready_file.as_deref()).await
             }
         }
-        Command::Provision { inventory, run, node, update, timeout } => provision_cmd(inventory, run, node.as_deref(), update, timeout).await,
-        Command::Backup { out, inventory, run, timeout } => backup_cmd(&out, inventory, run, timeout).await,
-        Command::Restore { from, replace, inventory, run, timeout } => restore_cmd(&from, replace, inventory, run, timeout).await,
+        Command::Provision { lab, node, update, timeout } => provision_cmd(lab, node.as_deref(), update, timeout).await,
+        Command::Backup { out, lab, timeout } => backup_cmd(&out, lab, timeout).await,
+        Command::Restore { from, replace, lab, timeout } => restore_cmd(&from, replace, lab, timeout).await,
         Command::Down { run, all } => down(run.as_deref(), all).await,
         Command::Fault { run, fault } => fault_cmd(run.as_deref(), fault).await,
         Command::Status { json } => status(json).await,
@@ -870,17 +869,17 @@ async fn fault_cmd(run: Option<&str>, args: FaultArgs) -> Result<i32, Error> {
 }
 
 /// A running lab reached through its inventory, to read and write its streams.
-async fn attach_to(inventory: Option<PathBuf>, run: Option<&str>, verb: &str, timeout: u64) -> Result<Lab, Error> {
-    let inventory = match inventory {
+async fn attach_to(lab: RunningLab, verb: &str, timeout: u64) -> Result<Lab, Error> {
+    let inventory = match lab.inventory {
         Some(p) => p,
-        None => pick_live_run(run, verb)?.dir.join("inventory.json"),
+        None => pick_live_run(lab.run.as_deref(), verb)?.dir.join("inventory.json"),
     };
     let opts = UpOptions { backend: BackendKind::Attached, inventory: Some(inventory), timeout: Duration::from_secs(timeout), ..UpOptions::default() };
     Lab::up(topology_of_inventory(&opts)?, &opts, &crate::lab::Quiet).await
 }
 
-async fn backup_cmd(out: &Path, inventory: Option<PathBuf>, run: Option<String>, timeout: u64) -> Result<i32, Error> {
-    let lab = attach_to(inventory, run.as_deref(), "backup", timeout).await?;
+async fn backup_cmd(out: &Path, lab: RunningLab, timeout: u64) -> Result<i32, Error> {
+    let lab = attach_to(lab, "backup", timeout).await?;
     let done = crate::backups::save(&lab, out).await?;
     if done.is_empty() {
         say!("the topology declares no streams: nothing to back up");
@@ -891,21 +890,16 @@ async fn backup_cmd(out: &Path, inventory: Option<PathBuf>, run: Option<String>,
     Ok(EXIT_OK)
 }
 
-async fn restore_cmd(from: &Path, replace: bool, inventory: Option<PathBuf>, run: Option<String>, timeout: u64) -> Result<i32, Error> {
-    let lab = attach_to(inventory, run.as_deref(), "restore", timeout).await?;
+async fn restore_cmd(from: &Path, replace: bool, lab: RunningLab, timeout: u64) -> Result<i32, Error> {
+    let lab = attach_to(lab, "restore", timeout).await?;
     for d in crate::backups::restore(&lab, from, replace).await? {
         say!("{}/{}: restored {} messages ({} bytes) from {}", d.place, d.stream, d.messages, d.bytes, d.dir.display());
     }
     Ok(EXIT_OK)
 }
 
-async fn provision_cmd(inventory: Option<PathBuf>, run: Option<String>, node: Option<&str>, update: bool, timeout: u64) -> Result<i32, Error> {
-    let inventory = match inventory {
-        Some(p) => p,
-        None => pick_live_run(run.as_deref(), "provision")?.dir.join("inventory.json"),
-    };
-    let opts = UpOptions { backend: BackendKind::Attached, inventory: Some(inventory), timeout: Duration::from_secs(timeout), ..UpOptions::default() };
-    let lab = Lab::up(topology_of_inventory(&opts)?, &opts, &crate::lab::Quiet).await?;
+async fn provision_cmd(lab: RunningLab, node: Option<&str>, update: bool, timeout: u64) -> Result<i32, Error> {
+    let lab = attach_to(lab, "provision", timeout).await?;
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let done = match node {
         Some(n) if lab.plan.node(n).is_none() => {

@@ -199,17 +199,22 @@ pub fn prepare_with_layout(
     let id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| run_id(&topology));
     let mut plan = Plan::new_with(topology, id, layout, addr, &mut crate::secrets::entropy::Entropy::seeded(seed))?;
     plan.links = links;
-    let mut configs = render::render(&plan);
+    crate::rendered::write_plan(&plan, &patched(&plan, patch))?;
+    for n in &plan.nodes {
+        server::test_config(servers.of(&n.name), &n.name, &plan.layout.host_config(&n.name))?;
+    }
+    Ok(plan)
+}
+
+/// Every node's config as rendered from the plan, with the patch (tests' sabotage) applied.
+fn patched(plan: &Plan, patch: Option<&Patch>) -> Vec<render::NodeConfig> {
+    let mut configs = render::render(plan);
     if let Some(p) = patch {
         for c in &mut configs {
             (p.0)(&c.name, &mut c.settings);
         }
     }
-    crate::rendered::write_plan(&plan, &configs)?;
-    for n in &plan.nodes {
-        server::test_config(servers.of(&n.name), &n.name, &plan.layout.host_config(&n.name))?;
-    }
-    Ok(plan)
+    configs
 }
 
 impl Lab {
@@ -735,13 +740,7 @@ impl Lab {
 
     /// Writes every node's files (configs, secrets) again from the plan as it is now, rendered as at `up`.
     pub fn rewrite(&self) -> Result<()> {
-        let mut configs = render::render(&self.plan);
-        if let Some(p) = &self.patch {
-            for c in &mut configs {
-                (p.0)(&c.name, &mut c.settings);
-            }
-        }
-        crate::rendered::write_plan(&self.plan, &configs)
+        crate::rendered::write_plan(&self.plan, &patched(&self.plan, self.patch.as_ref()))
     }
 
     /// Pushes an account JWT to the hubs' resolver (`$SYS.REQ.CLAIMS.UPDATE`, as `nsc push` does), through

@@ -33,7 +33,7 @@ pub struct Raw {
 
 /// Reads the server's INFO line from a fresh socket (plaintext, even on a TLS port) byte by byte: what
 /// follows it (the server's -ERR, or the TLS handshake) must stay in the socket, not in a buffer.
-async fn info_of(mut tcp: TcpStream, addr: &str) -> Result<(TcpStream, Value), String> {
+pub(super) async fn info_of(mut tcp: TcpStream, addr: &str) -> Result<(TcpStream, Value), String> {
     let mut line = Vec::new();
     let read = async {
         let mut b = [0u8; 1];
@@ -52,7 +52,7 @@ async fn info_of(mut tcp: TcpStream, addr: &str) -> Result<(TcpStream, Value), S
     Ok((tcp, info))
 }
 
-fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, String> {
+pub(super) fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, String> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = RootCertStore::empty();
     for der in rustls_pki_types::CertificateDer::pem_slice_iter(trust.ca_pem.as_bytes()) {

@@ -5,33 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
+
+use super::raw::{info_of, tls_config, Trust};
 
 /// The DER of the certificate `addr` (`host:port`) serves, verified against `ca_pem` for `server_name`.
 pub async fn served_cert(addr: &str, ca_pem: &str, server_name: &str) -> Result<Vec<u8>, String> {
     let work = async {
         let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        let mut reader = BufReader::new(tcp);
-        let mut info = String::new();
-        reader.read_line(&mut info).await.map_err(|e| format!("read INFO from {addr}: {e}"))?;
-        if !info.starts_with("INFO ") {
-            return Err(format!("{addr} did not start with INFO: {}", info.trim()));
-        }
-        let mut roots = RootCertStore::empty();
-        use rustls_pki_types::pem::PemObject;
-        for der in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(der.map_err(|e| format!("the lab's CA: {e}"))?).map_err(|e| format!("the lab's CA: {e}"))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        // INFO comes first, in the clear; the handshake follows it on the same socket.
+        let (tcp, _) = info_of(tcp, addr).await?;
+        let config = tls_config(&Trust { ca_pem: ca_pem.to_string(), client: None })?;
         let name = ServerName::try_from(server_name.to_string()).map_err(|e| format!("{server_name}: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, reader.into_inner()).await.map_err(|e| format!("TLS with {addr}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("TLS with {addr}: {e}"))?;
         let (_, session) = tls.get_ref();
         let cert = session.peer_certificates().and_then(|c| c.first()).ok_or_else(|| format!("{addr} presented no certificate"))?;
         Ok(cert.as_ref().to_vec())

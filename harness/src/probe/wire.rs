@@ -17,6 +17,16 @@ pub enum Hello {
     Creds(String),
 }
 
+impl Hello {
+    /// How `access` says CONNECT by hand: its creds file's text, else its user and password.
+    pub fn of(access: &super::client::Access) -> Result<Hello, String> {
+        match &access.creds {
+            Some(path) => Ok(Hello::Creds(std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?)),
+            None => Ok(Hello::Password { user: access.user.clone().unwrap_or_default(), pass: access.password.clone().unwrap_or_default() }),
+        }
+    }
+}
+
 /// What a plaintext session saw.
 #[derive(Debug, Default)]
 pub struct Session {

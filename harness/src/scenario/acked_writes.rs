@@ -75,6 +75,23 @@ impl Tally {
     pub fn ok(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.unexpected == 0
     }
+
+    /// Several writers' tallies added up, with a line for each writer that broke the promise.
+    pub fn sum(tallies: &[(String, Tally)]) -> (Tally, Vec<String>) {
+        let mut total = Tally::default();
+        let mut broken = Vec::new();
+        for (what, t) in tallies {
+            total.published += t.published;
+            total.acked += t.acked;
+            total.lost += t.lost;
+            total.duplicated += t.duplicated;
+            total.unexpected += t.unexpected;
+            if !t.ok() {
+                broken.push(format!("{what}: {} lost, {} duplicated, {} unexpected of {} acknowledged", t.lost, t.duplicated, t.unexpected, t.acked));
+            }
+        }
+        (total, broken)
+    }
 }
 
 impl History {

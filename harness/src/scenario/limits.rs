@@ -96,11 +96,7 @@ fn probe_access(lab: &Lab, node: &str) -> Result<Access, Outcome> {
 fn hand_made(access: &Access) -> Result<(String, Hello, Option<Trust>), Outcome> {
     let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| Outcome::Error(format!("read {}: {e}", p.display())));
     let addr = access.url.split("://").nth(1).unwrap_or(&access.url).to_string();
-    let hello = match (&access.creds, &access.user, &access.password) {
-        (Some(c), _, _) => Hello::Creds(read(c)?),
-        (None, Some(u), Some(p)) => Hello::Password { user: u.clone(), pass: p.clone() },
-        _ => return Err(Outcome::Error("the probe user has neither creds nor a password".into())),
-    };
+    let hello = Hello::of(access).map_err(Outcome::Error)?;
     let trust = match &access.ca {
         Some(ca) => {
             let client = match (&access.cert, &access.key) {

@@ -80,21 +80,15 @@ fn flows_line(t: &Topology, leaf: &str, r: usize) -> String {
 /// The lab moves to `to` (its declaration after or before a change), by reloads or resolver pushes.
 async fn move_to(lab: &mut Lab, to: &Topology, nodes: &[String]) -> Result<Vec<String>, Outcome> {
     let pushes = lab.plan.adopt(to.clone()).map_err(|e| Outcome::Error(e.to_string()))?;
-    let mut refused = Vec::new();
     if pushes.is_empty() {
-        for n in nodes {
-            match lab.reload(n).await.map_err(|e| Outcome::Error(format!("reload {n}: {e}")))? {
-                Reloaded::Applied => {}
-                Reloaded::Refused(why) => refused.push(format!("{n} refused the reload: {why}")),
-            }
-        }
-    } else {
-        lab.rewrite().map_err(|e| Outcome::Error(e.to_string()))?;
-        let hub = to.hub_names().next().unwrap_or_default().to_string();
-        for jwt in pushes {
-            if let Reloaded::Refused(why) = lab.push_account(&hub, &jwt).await.map_err(|e| Outcome::Error(e.to_string()))? {
-                refused.push(format!("the resolver refused an account JWT: {why}"));
-            }
+        return super::rotation::reload_all(lab, nodes).await;
+    }
+    lab.rewrite().map_err(|e| Outcome::Error(e.to_string()))?;
+    let hub = to.hub_names().next().unwrap_or_default().to_string();
+    let mut refused = Vec::new();
+    for jwt in pushes {
+        if let Reloaded::Refused(why) = lab.push_account(&hub, &jwt).await.map_err(|e| Outcome::Error(e.to_string()))? {
+            refused.push(format!("the resolver refused an account JWT: {why}"));
         }
     }
     Ok(refused)

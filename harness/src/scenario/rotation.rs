@@ -53,7 +53,7 @@ fn nodes_of(t: &Topology, scope: &Scope) -> Vec<String> {
 }
 
 /// Reloads each node in turn; the servers' refusals, in their own words.
-async fn reload_all(lab: &mut Lab, nodes: &[String]) -> Result<Vec<String>, Outcome> {
+pub(super) async fn reload_all(lab: &mut Lab, nodes: &[String]) -> Result<Vec<String>, Outcome> {
     let mut refused = Vec::new();
     for n in nodes {
         match lab.reload(n).await.map_err(|e| Outcome::Error(format!("reload {n}: {e}")))? {
@@ -290,17 +290,8 @@ async fn link_body(lab: &mut Lab, p: &mut Pending, t: &Topology, leaf: &str, hub
         p.metric_duration("writes_paused_ms", g);
     }
     let tallies = writers.finish().await?;
-    let mut total = Tally::default();
-    for (what, tally) in &tallies {
-        total.published += tally.published;
-        total.acked += tally.acked;
-        total.lost += tally.lost;
-        total.duplicated += tally.duplicated;
-        total.unexpected += tally.unexpected;
-        if !tally.ok() {
-            bad.push(format!("{what}: {} lost, {} duplicated, {} unexpected of {} acknowledged", tally.lost, tally.duplicated, tally.unexpected, tally.acked));
-        }
-    }
+    let (total, broken) = Tally::sum(&tallies);
+    bad.extend(broken);
     record_counts(p, &total);
     let flows = core.finish().await;
     let (sent, received): (u64, u64) = flows.iter().fold((0, 0), |(s, r), f| (s + f.sent, r + f.received));

@@ -517,10 +517,7 @@ async fn tls(ctx: &mut Ctx<'_, '_>, t: &Topology) {
             // A TLS client refused while the plaintext one reads INFO: the port is not what was declared,
             // and the INFO below says how.
             let tls_refused = good.connect("natslab-security-good").await.err();
-            let hello = match &good.creds {
-                Some(path) => Hello::Creds(std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?),
-                None => Hello::Password { user: good.user.clone().unwrap_or_default(), pass: good.password.clone().unwrap_or_default() },
-            };
+            let hello = Hello::of(&good)?;
             let addr = client_addr(lab, node)?;
             let outcome = plaintext_outcome(&addr, &hello, false, "client").await?;
             match (tls_refused, outcome) {

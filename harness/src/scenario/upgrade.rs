@@ -204,17 +204,8 @@ impl Rolling<'_> {
                 Vec::new()
             }
         };
-        let mut total = Tally::default();
-        for (what, tally) in &tallies {
-            total.published += tally.published;
-            total.acked += tally.acked;
-            total.lost += tally.lost;
-            total.duplicated += tally.duplicated;
-            total.unexpected += tally.unexpected;
-            if !tally.ok() {
-                bad.push(format!("{what}: {} lost, {} duplicated, {} unexpected of {} acknowledged", tally.lost, tally.duplicated, tally.unexpected, tally.acked));
-            }
-        }
+        let (total, broken) = Tally::sum(&tallies);
+        bad.extend(broken);
         record_counts(p, &total);
         // Core NATS is at most once: what the restarts cost on the declared flows is measured, not judged.
         let flows = core.finish().await;
